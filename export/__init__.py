@@ -1,0 +1,1 @@
+"""Exporters (installed as `exprengine.export`): PyTorch generator -> portable graphs."""

@@ -1,0 +1,373 @@
+"""`exprengine`: build engines and edit facial expressions from the command line.
+
+Every user-fixable problem (a bad path, AU spec, preset, value or engine) is one line on
+stderr and exit status 2; nothing partial is written and inputs are never modified.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from exprengine import __version__
+from exprengine.aus import (AU_DESCRIPTIONS, AU_NAMES, CONFLICTS, DEFAULT_CAP, PRESETS, AUPolicy, AUs,
+                            AUWarning)
+from exprengine.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@contextmanager
+def _reported_warnings():
+    """Show AU warnings (above cap, conflicts) once each, as `warning: ...` lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AUWarning)
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                if issubclass(w.category, AUWarning) and str(w.message) not in seen:
+                    seen.add(str(w.message))
+                    _say(f"warning: {w.message}")
+
+
+def _policy(strict: bool, max_intensity: float, above_max: str) -> AUPolicy:
+    return AUPolicy(max_intensity=max_intensity, above_max=above_max, strict=strict)
+
+
+def au_policy_options(f):
+    """--strict, --max-intensity, --above-max: shared by edit and morph."""
+    f = click.option("--above-max", type=click.Choice(["warn", "clip", "error"]), default="warn",
+                     show_default=True, help="What to do with an intensity above --max-intensity.")(f)
+    f = click.option("--max-intensity", type=float, default=DEFAULT_CAP, show_default=True,
+                     help="Intensity cap (OpenFace scale 0..5; the thesis finds images break above ~2).")(f)
+    f = click.option("--strict", is_flag=True,
+                     help="Refuse conflicting AUs (e.g. AU23 with AU25) and intensities above the cap.")(f)
+    return f
+
+
+def engine_options(f):
+    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     show_default=True, help="Where to run the engine.")(f)
+    f = click.option("--engine", "engine_dir", required=True, metavar="DIR",
+                     help="Engine directory made by `exprengine build`.")(f)
+    return f
+
+
+def _load_engine(engine_dir: str, device: str, policy: AUPolicy):
+    from exprengine.engine import Engine
+    return Engine.load(engine_dir, device=device, policy=policy)
+
+
+class _Group(click.Group):
+    def format_epilog(self, ctx, formatter):
+        if self.epilog:
+            formatter.write_paragraph()
+            for line in self.epilog.splitlines():
+                formatter.write_text(line) if line.strip() else formatter.write_paragraph()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="Examples:\n"
+                    "  exprengine demo\n"
+                    "  exprengine build --model convnext6 --backend onnxruntime --out engines/cx6\n"
+                    "  exprengine edit face.png --engine engines/cx6 --preset happiness@1.5 --out happy.png\n"
+                    "  exprengine morph face.png --engine engines/cx6 --to surprise --frames 24 --out surprise.gif")
+@click.version_option(__version__, prog_name="exprengine")
+def cli():
+    """Fast facial-expression editing with Action-Unit-conditioned generators.
+
+    AU intensities are on OpenFace's 0..5 scale; see `exprengine presets` for the 17 AUs
+    and the expression presets.
+    """
+
+
+# --- build / info ------------------------------------------------------------------------
+@cli.command()
+@click.option("--model", default="convnext6", show_default=True, metavar="NAME",
+              help="Generator architecture (see `exprengine models`).")
+@click.option("--checkpoint", type=str, default=None, metavar="PATH",
+              help="Weights: our .safetensors, or a GANimation .pth in either public layout. "
+                   "Without it the generator is randomly initialised (for testing the toolchain only).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random initialisation.")
+@click.option("--backend", default="onnxruntime", show_default=True,
+              type=click.Choice(["onnxruntime", "aoti", "torch", "tensorrt"]), help="Engine backend.")
+@click.option("--out", required=True, metavar="DIR", help="Engine directory to write (an old engine there is replaced).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+              help="Numeric precision [default: fp16 for tensorrt, else fp32].")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Device the engine is built for (aoti and torch).")
+@click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Largest batch one engine call takes; bigger requests are split.")
+@click.option("--opt-batch", type=click.IntRange(1, 4096), default=16, show_default=True,
+              help="Batch the engine is tuned for (a typical morph).")
+@click.option("--no-verify", is_flag=True, help="Skip the check against eager PyTorch after building.")
+def build(model, checkpoint, seed, backend, out, precision, device, max_batch, opt_batch, no_verify):
+    """Compile a generator into an engine directory.
+
+    \b
+    Examples:
+      exprengine build --model convnext6 --backend onnxruntime --out engines/cx6
+      exprengine build --model ganimation --checkpoint 30_net_gen.pth --backend aoti --out engines/g
+      exprengine build --model convnext6 --checkpoint cx6.safetensors --backend torch --out engines/ref
+    """
+    from exprengine.engines.build import build_engine, check_engine_destination
+    from exprengine.engines.backends import get_backend
+    from exprengine.models import create_generator
+
+    precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
+    reason = get_backend(backend).unavailable_reason()
+    if reason:
+        raise UserError(reason)
+    check_engine_destination(out)
+    if checkpoint:
+        from exprengine.checkpoints import import_checkpoint
+        generator = import_checkpoint(checkpoint, model)
+        source = Path(checkpoint).name
+    else:
+        generator = create_generator(model, seed=seed)
+        source = f"random-init seed={seed}"
+        _say(f"note: no --checkpoint: building a randomly initialised {model} (seed {seed}); "
+             "it exercises the toolchain but edits nothing meaningfully")
+    manifest = build_engine(generator, out, backend, weights_source=source, precision=precision,
+                            device=device, max_batch=max_batch, opt_batch=opt_batch,
+                            verify=not no_verify, progress=True)
+    click.echo(f"built {out}: {manifest.model} / {manifest.backend} / {manifest.precision}, "
+               f"batch 1..{manifest.max_batch}" + (
+                   f", max relative error vs eager PyTorch {manifest.verification['max_rel_error']:.2e}"
+                   if manifest.verification else ""))
+
+
+@cli.command()
+@click.argument("engine_dir", metavar="ENGINE")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def info(engine_dir, as_json):
+    """Show what an engine is, verifying its files.
+
+    \b
+    Example:
+      exprengine info engines/cx6
+    """
+    from dataclasses import asdict
+
+    from exprengine.engines.manifest import Manifest
+    m = Manifest.read(engine_dir)
+    if as_json:
+        click.echo(json.dumps(asdict(m), indent=2))
+        return
+    rows = [
+        ("engine", str(engine_dir)), ("model", m.model), ("weights", m.weights_source),
+        ("weights sha256", m.weights_sha256[:16] + "..."),
+        ("backend", f"{m.backend} ({m.device}, {m.precision})"), ("graph outputs", m.graph_outputs),
+        ("batch", f"{m.min_batch}..{m.max_batch} (opt {m.opt_batch})"),
+        ("image", f"{m.image_size}x{m.image_size} RGB"),
+        ("artifacts", ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in m.artifacts.items())),
+        ("built", m.created), ("depends on", ", ".join(f"{k} {v}" for k, v in m.versions.items())),
+    ]
+    if m.verification:
+        v = m.verification
+        rows.append(("verified", f"max relative error {v['max_rel_error']:.2e} vs eager PyTorch "
+                                 f"at batch {v['batch']}"))
+    if m.random_init:
+        rows.append(("note", "randomly initialised weights: not a trained model"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")
+
+
+# --- edit / morph ------------------------------------------------------------------------
+def _aus_from_options(presets, aus) -> AUs:
+    if not presets and not aus:
+        raise UserError("say which expression: --preset NAME[@INTENSITY] and/or --au AUxx=VALUE")
+    return AUs.parse(*presets, *aus)
+
+
+@cli.command()
+@click.argument("image", metavar="IMAGE")
+@engine_options
+@click.option("--preset", "presets", multiple=True, metavar="NAME[@X]",
+              help="Expression preset, optionally with intensity (happiness@1.5). Repeatable.")
+@click.option("--au", "aus", multiple=True, metavar="AUxx=V",
+              help="Set one AU (AU12=1.8 or 12=1.8); applied after presets. Repeatable.")
+@click.option("--out", required=True, metavar="PATH", help="Output image (.png, .jpg, .webp, .bmp).")
+@click.option("--attention", "attention_out", default=None, metavar="PATH",
+              help="Also write the attention map (white = pixel kept from the input).")
+@au_policy_options
+def edit(image, engine_dir, device, presets, aus, out, attention_out, strict, max_intensity, above_max):
+    """Edit the expression of a face crop (any size; resized to the model's input).
+
+    \b
+    Examples:
+      exprengine edit face.png --engine engines/cx6 --preset happiness@1.5 --out happy.png
+      exprengine edit face.png --engine engines/cx6 --au AU12=1.8 --au AU25=0.6 --out smile.png
+      exprengine edit face.png --engine engines/cx6 --preset sadness --au AU45=1 --out sad.png
+    """
+    import numpy as np
+
+    from exprengine.media import check_output_path, read_image, write_image
+    out_path = check_output_path(out, "image")
+    att_path = check_output_path(attention_out, "image") if attention_out else None
+    with _reported_warnings():
+        policy = _policy(strict, max_intensity, above_max)
+        target = _aus_from_options(presets, aus)
+        policy.check(target.values)
+        face = read_image(image)
+        engine = _load_engine(engine_dir, device, policy)
+        result = engine.edit_detailed(face, target)
+    write_image(out_path, result.images[0])
+    if att_path:
+        write_image(att_path, np.repeat(np.rint(result.attention[0] * 255).astype(np.uint8)[:, :, None], 3, 2))
+    click.echo(f"wrote {out_path} ({target})")
+
+
+@cli.command()
+@click.argument("image", metavar="IMAGE")
+@engine_options
+@click.option("--from", "src", default="natural", show_default=True, metavar="SPEC",
+              help="Start expression: preset[@x] and/or AUxx=v, comma-separated.")
+@click.option("--to", "dst", required=True, metavar="SPEC",
+              help="Target expression: preset[@x] and/or AUxx=v, comma-separated (surprise, happiness@1.5,AU25=0.5).")
+@click.option("--frames", type=click.IntRange(1, 10000), default=24, show_default=True, help="Number of frames.")
+@click.option("--schedule", type=click.Choice(["linear", "ease-in-out", "ease-in", "ease-out", "cosine"]),
+              default="linear", show_default=True, help="Interpolation schedule of the AU trajectory.")
+@click.option("--fps", type=click.FloatRange(0.1, 240), default=12.0, show_default=True, help="Frame rate.")
+@click.option("--bounce", is_flag=True, help="Play forward then backward (GIF/MP4 only).")
+@click.option("--out", required=True, metavar="PATH", help="Output: .gif, .mp4, or a directory for PNG frames.")
+@click.option("--sheet", default=None, metavar="PATH",
+              help="Contact sheet PNG of the frames [default: next to --out, *_sheet.png]; 'none' to skip.")
+@au_policy_options
+def morph(image, engine_dir, device, src, dst, frames, schedule, fps, bounce, out, sheet, strict,
+          max_intensity, above_max):
+    """Morph a face crop from one expression to another, all frames in one engine call.
+
+    \b
+    Examples:
+      exprengine morph face.png --engine engines/cx6 --to surprise --frames 24 --out surprise.gif
+      exprengine morph face.png --engine engines/cx6 --from sadness --to happiness@1.5 \\
+          --schedule ease-in-out --out smile.mp4
+      exprengine morph face.png --engine engines/cx6 --to AU12=1.5,AU25=0.8 --out frames/
+    """
+    import numpy as np
+
+    from exprengine.media import check_output_path, contact_sheet, read_image, write_animation, write_image
+    out_path = check_output_path(out, "animation")
+    if sheet is None:
+        sheet_path = out_path.with_name(out_path.stem + "_sheet.png") if out_path.suffix else \
+            out_path.parent / (out_path.name + "_sheet.png")
+    else:
+        sheet_path = None if sheet.lower() == "none" else Path(sheet)
+    if sheet_path is not None:
+        sheet_path = check_output_path(sheet_path, "image")
+    with _reported_warnings():
+        policy = _policy(strict, max_intensity, above_max)
+        src_aus, dst_aus = AUs.parse(src), AUs.parse(dst)
+        policy.check(src_aus.values)
+        policy.check(dst_aus.values)
+        face = read_image(image)
+        engine = _load_engine(engine_dir, device, policy)
+        rendered = engine.morph(face, src_aus, dst_aus, frames=frames, schedule=schedule,
+                                progress=frames > engine.max_batch)
+    animation = np.concatenate([rendered, rendered[-2:0:-1]]) if bounce and out_path.suffix else rendered
+    write_animation(out_path, animation, fps=fps)
+    if sheet_path is not None:
+        step = max(1, -(-frames // 32))   # at most ~32 tiles
+        picks = list(range(0, frames, step))
+        write_image(sheet_path, contact_sheet(rendered[picks], labels=[f"{i + 1}/{frames}" for i in picks]))
+    click.echo(f"wrote {out_path} ({frames} frames, {src_aus} -> {dst_aus}, {schedule})"
+               + (f" and {sheet_path}" if sheet_path else ""))
+
+
+# --- reference -----------------------------------------------------------------------------
+@cli.command()
+def presets():
+    """List the 17 AUs, the expression presets and the conflicting AU pairs."""
+    click.echo("Action Units (OpenFace order; intensities 0..5, network input = intensity / 5):")
+    for name in AU_NAMES:
+        click.echo(f"  {name}  {AU_DESCRIPTIONS[name]}")
+    click.echo(f"\nPresets (each AU at the preset's intensity, default 1.0; cap {DEFAULT_CAP:g}):")
+    for p in PRESETS.values():
+        click.echo(f"  {p.name:<10} {' + '.join(p.aus) or '(no AUs)'}" + (f"   [{p.note}]" if p.note else ""))
+    click.echo("\nConflicting pairs (warned about; refused with --strict):")
+    for c in CONFLICTS:
+        click.echo(f"  {c.a} + {c.b}: {c.why}")
+
+
+@cli.command()
+def models():
+    """List the generator architectures and engine backends."""
+    from exprengine.engines.backends import BACKENDS
+    from exprengine.models import describe, list_generators
+    click.echo("Models:")
+    for name in list_generators():
+        click.echo(f"  {name:<13} {describe(name)}")
+    click.echo("\nBackends:")
+    for name, b in BACKENDS.items():
+        reason = b.unavailable_reason()
+        click.echo(f"  {name:<12} {b.description}" + (f"\n               unavailable here: {reason}" if reason else ""))
+
+
+@cli.command()
+@click.option("--out", default="exprengine-demo", show_default=True, metavar="DIR",
+              help="Output folder (replaced if it is an earlier demo's).")
+@click.option("--model", default="convnext6", show_default=True, metavar="NAME", help="Generator architecture.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "aoti"]), default="onnxruntime", show_default=True,
+              help="Compiled backend to build and time against eager PyTorch.")
+@click.option("--frames", type=click.IntRange(2, 64), default=16, show_default=True, help="Morph length.")
+@click.option("--repeats", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Timing repetitions (the median is reported).")
+def demo(out, model, backend, frames, repeats):
+    """Build an engine from the default model and edit the bundled face with every preset.
+
+    \b
+    Writes to DIR: engine/, presets.png and edits/<preset>.png, morph.gif and
+    morph_sheet.png, timing.md (eager PyTorch vs the engine, measured now), README.txt.
+
+    \b
+    Example:
+      exprengine demo --out /tmp/demo --backend aoti
+    """
+    from exprengine.demo import run_demo
+    run_demo(Path(out), model=model, backend=backend, frames=frames, repeats=repeats, echo=click.echo)
+
+
+# --- entry point ---------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors become one line and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="exprengine", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        _say("exprengine: interrupted")
+        return 130
+    except KeyboardInterrupt:
+        _say("exprengine: interrupted")
+        return 130
+    except click.ClickException as e:
+        _say(f"exprengine: error: {e.format_message()}" + (
+            f" (see `exprengine {e.ctx.info_name} --help`)" if getattr(e, "ctx", None) and e.ctx.parent else ""))
+        return EXIT_USER_ERROR
+    except UserError as e:
+        _say(f"exprengine: error: {e}")
+        return EXIT_USER_ERROR
+    except Exception as e:   # a bug, not bad input: one line unless asked for the traceback
+        if os.environ.get("EXPRENGINE_DEBUG"):
+            raise
+        _say(f"exprengine: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+             "(rerun with EXPRENGINE_DEBUG=1 for the traceback, and please report it)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The runtime: load an engine, edit N faces in one call, render a morph in one call.
+
+    eng = Engine.load("engines/cx6")
+    out = eng.edit(faces, AUs.parse("happiness@1.5"))          # uint8 [N,S,S,3]
+    frames = eng.morph(face, "natural", "surprise", frames=24)  # uint8 [F,S,S,3]
+
+AU arguments are on the OpenFace scale (0..5): an `AUs`, a spec string ("happiness@1.5",
+"AU12=1.8,AU25=0.6"), a [17] array (broadcast to every face) or an [N,17] array (one row
+per face; a single face is broadcast to N rows, so one face renders N expressions at once).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from exprengine.aus import AU_SCALE, NUM_AUS, AUPolicy, AUs, as_intensity_array
+from exprengine.engines.backends import Backend, get_backend
+from exprengine.engines.manifest import Manifest
+from exprengine.errors import EngineError, UserError
+from exprengine.kernels.blend import to_uint8_nhwc
+from exprengine.morph import au_trajectory
+from exprengine.preprocess import stack_faces, to_network_input
+
+
+
+@dataclass
+class EditResult:
+    images: np.ndarray      # uint8 [N,S,S,3]
+    attention: np.ndarray   # float32 [N,S,S] in [0,1]; 1 keeps the input pixel
+    aus: np.ndarray         # float32 [N,17] intensities actually rendered (after the policy)
+
+
+class Engine:
+    """A compiled generator behind a uniform uint8-in, uint8-out API."""
+
+    def __init__(self, backend: Backend, manifest: Manifest, path: Path | None = None,
+                 policy: AUPolicy | None = None):
+        self.backend = backend
+        self.manifest = manifest
+        self.path = path
+        self.policy = policy or AUPolicy()
+        self.backend_calls = 0      # one per call into the compiled artifact
+
+    # --- construction -------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", policy: AUPolicy | None = None) -> "Engine":
+        """Verify (manifest, artifact hashes, compatibility), then deserialise an engine."""
+        if device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"device must be auto, cpu or cuda, not {device!r}")
+        path = Path(path)
+        manifest = Manifest.read(path)
+        backend_cls = get_backend(manifest.backend)
+        reason = backend_cls.unavailable_reason()
+        if reason:
+            raise EngineError(f"engine {path} needs backend {manifest.backend}, but {reason}")
+        backend_cls.check_compatible(manifest, path)
+        return cls(backend_cls.load(path, manifest, device), manifest, path, policy)
+
+    @classmethod
+    def from_generator(cls, generator, policy: AUPolicy | None = None, device: str = "cpu",
+                       max_batch: int = 64) -> "Engine":
+        """An eager-PyTorch engine around an in-memory generator (no files)."""
+        from exprengine.checkpoints import weights_sha256
+        from exprengine.engines.backends.torch_backend import TorchBackend
+        cfg = generator.config
+        manifest = Manifest(
+            model=cfg.name, model_config=cfg.to_dict(), weights_sha256=weights_sha256(generator),
+            weights_source="in-memory", backend="torch", precision="fp32", device=device,
+            graph_outputs="blended", min_batch=1, max_batch=max_batch, opt_batch=min(16, max_batch),
+            image_size=cfg.image_size)
+        return cls(TorchBackend(generator, device), manifest, None, policy)
+
+    @property
+    def image_size(self) -> int:
+        return self.manifest.image_size
+
+    @property
+    def max_batch(self) -> int:
+        return self.manifest.max_batch
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (f"Engine({m.model}, backend={m.backend}, {m.precision}, batch<={m.max_batch}, "
+                f"weights={m.weights_source})")
+
+    # --- the hot path -------------------------------------------------------------------
+    def run(self, image: np.ndarray, aus: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Network-space call: float32 [N,3,S,S] in [-1,1], [N,17] intensity/5 -> output, attention.
+
+        One backend call per `max_batch` slice (a single call whenever N <= max_batch).
+        """
+        s = self.image_size
+        assert image.ndim == 4 and image.shape[1:] == (3, s, s), f"image must be [N,3,{s},{s}], got {image.shape}"
+        assert aus.shape == (image.shape[0], NUM_AUS), f"aus must be [N,{NUM_AUS}], got {aus.shape}"
+        image = np.ascontiguousarray(image, np.float32)
+        aus = np.ascontiguousarray(aus, np.float32)
+        outputs, attentions = [], []
+        starts = range(0, image.shape[0], self.max_batch)
+        for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress or len(starts) < 2):
+            stop = start + self.max_batch
+            self.backend_calls += 1
+            out, att = self.backend.run(image[start:stop], aus[start:stop])
+            outputs.append(out)
+            attentions.append(att)
+        if len(outputs) == 1:
+            return outputs[0], attentions[0]
+        return np.concatenate(outputs), np.concatenate(attentions)
+
+    def _intensities(self, aus, n: int) -> np.ndarray:
+        v = self.policy.check(as_intensity_array(aus))
+        if v.ndim == 1:
+            return np.broadcast_to(v, (n, NUM_AUS))
+        return v
+
+    def edit_detailed(self, images: np.ndarray | Sequence[np.ndarray], aus) -> EditResult:
+        faces = stack_faces(images, self.image_size)
+        intensities = self._intensities(aus, faces.shape[0])
+        if faces.shape[0] == 1 and intensities.shape[0] > 1:
+            faces = np.broadcast_to(faces, (intensities.shape[0], *faces.shape[1:]))
+        if intensities.shape[0] != faces.shape[0]:
+            raise UserError(f"{faces.shape[0]} faces but {intensities.shape[0]} AU vectors; "
+                            "give one vector for all faces or one per face")
+        output, attention = self.run(to_network_input(faces), intensities / AU_SCALE)
+        return EditResult(to_uint8_nhwc(output), attention[:, 0], np.array(intensities))
+
+    def edit(self, images: np.ndarray | Sequence[np.ndarray], aus) -> np.ndarray:
+        """Edit N face crops (uint8, NHWC or a list, any size) in one engine call -> uint8 [N,S,S,3]."""
+        return self.edit_detailed(images, aus).images
+
+    def morph(self, image: np.ndarray, src, dst, frames: int = 24, schedule: str = "linear",
+              include_source: bool = False, progress: bool = False) -> np.ndarray:
+        """Render the morph src -> dst of one face: all frames in one engine call -> uint8 [F,S,S,3]."""
+        faces = stack_faces(image, self.image_size)
+        if faces.shape[0] != 1:
+            raise UserError(f"morph takes one face, got {faces.shape[0]}")
+        src_v = self.policy.check(as_intensity_array(src))
+        dst_v = self.policy.check(as_intensity_array(dst))
+        if src_v.shape != (NUM_AUS,) or dst_v.shape != (NUM_AUS,):
+            raise UserError("morph source and target must each be one AU vector of 17 values")
+        trajectory = au_trajectory(src_v, dst_v, frames, schedule, include_source)
+        with warnings.catch_warnings():     # endpoints were checked; warn about mid-way conflicts once
+            warnings.simplefilter("once")
+            self.policy.check(trajectory)
+        x = np.broadcast_to(to_network_input(faces), (frames, 3, self.image_size, self.image_size))
+        output, _ = self.run(x, trajectory / AU_SCALE, progress=progress)
+        return to_uint8_nhwc(output)
+
+
+def load(path: str | Path, device: str = "auto") -> Engine:
+    return Engine.load(path, device)
+
+
+__all__ = ["Engine", "EditResult", "AUs", "load"]

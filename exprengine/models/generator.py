@@ -1,0 +1,76 @@
+"""The attention generator trunk shared by all families (GANimation, ConvNeXt variants).
+
+    x      = concat(image, tile(aus))                       [N, 3+17, H, W]
+    f      = up(up(blocks(down(down(stem(x))))))            [N, 64, H, W]
+    C, A   = tanh(conv7(f)), sigmoid(conv7(f))              [N,3,H,W], [N,1,H,W]
+    output = A * image + (1 - A) * C                        (exprengine.kernels.blend)
+
+`forward` returns the heads (C, A); the blend is applied by `edit` (and by the engines'
+epilogue) so that GPU engines can fuse it with the uint8 output pass.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from exprengine.aus import NUM_AUS
+from exprengine.kernels.blend import blend
+from exprengine.models.layers import ConvNormReLU, tile_aus
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything needed to rebuild a generator (stored as JSON beside its weights)."""
+
+    name: str
+    block: str                      # "resnet" | "convnext" | "convnext-ln"
+    expansion: int = 1              # ConvNeXt inverted-bottleneck expansion (2x/4x/6x)
+    dims: tuple[int, ...] = (64, 128, 256)   # stem, after down 1, after down 2 (= block width)
+    depth: int = 6                  # residual blocks at the bottleneck
+    num_aus: int = NUM_AUS
+    image_size: int = 128
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dims"] = list(self.dims)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GeneratorConfig":
+        d = dict(d)
+        d["dims"] = tuple(d["dims"])
+        return cls(**d)
+
+
+class AttentionGenerator(nn.Module):
+    """GANimation attention generator with a pluggable residual block."""
+
+    def __init__(self, config: GeneratorConfig, block: Callable[[int], nn.Module]):
+        super().__init__()
+        self.config = config
+        d0, d1, d2 = config.dims
+        self.stem = ConvNormReLU(3 + config.num_aus, d0, 7, padding=3)
+        self.down1 = ConvNormReLU(d0, d1, 4, stride=2, padding=1)
+        self.down2 = ConvNormReLU(d1, d2, 4, stride=2, padding=1)
+        self.blocks = nn.Sequential(*[block(d2) for _ in range(config.depth)])
+        self.up1 = ConvNormReLU(d2, d1, 4, stride=2, padding=1, transposed=True)
+        self.up2 = ConvNormReLU(d1, d0, 4, stride=2, padding=1, transposed=True)
+        self.color_head = nn.Conv2d(d0, 3, 7, padding=3, bias=False)
+        self.attention_head = nn.Conv2d(d0, 1, 7, padding=3, bias=False)
+
+    def forward(self, image: torch.Tensor, aus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image [N,3,H,W] in [-1,1], aus [N,17] as intensity/5 -> (C [N,3,H,W], A [N,1,H,W])."""
+        assert image.ndim == 4 and image.shape[1] == 3, f"image must be [N,3,H,W], got {tuple(image.shape)}"
+        assert aus.ndim == 2 and aus.shape == (image.shape[0], self.config.num_aus), \
+            f"aus must be [N,{self.config.num_aus}], got {tuple(aus.shape)}"
+        f = self.stem(tile_aus(image, aus))
+        f = self.up2(self.up1(self.blocks(self.down2(self.down1(f)))))
+        return torch.tanh(self.color_head(f)), torch.sigmoid(self.attention_head(f))
+
+    def edit(self, image: torch.Tensor, aus: torch.Tensor) -> torch.Tensor:
+        """The edited image, A * image + (1 - A) * C, in [-1, 1]."""
+        color, attention = self(image, aus)
+        return blend(image, color, attention)
