@@ -4,7 +4,7 @@ import torch
 from exprengine.errors import UserError
 from exprengine.models import Discriminator, create_generator, generator_config, list_generators
 
-from conftest import perturbed_generator
+from helpers import perturbed_generator
 
 
 def test_registry_names():

@@ -1,0 +1,80 @@
+"""Turn a pytest-benchmark JSON into the bench README table and check the issue's targets.
+
+    python bench/report.py bench/results/cpu-x86_64-2core.json [--markdown out.md] [--check]
+
+Ratios are taken within one run (one JSON), never across runs: these machines are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+
+
+def load(path: str) -> tuple[dict, list[dict]]:
+    data = json.loads(open(path).read())
+    return data, data["benchmarks"]
+
+
+def tables(data: dict, benchmarks: list[dict]) -> tuple[str, list[str]]:
+    by_kind = defaultdict(list)
+    for b in benchmarks:
+        by_kind[b["extra_info"].get("kind")].append(b)
+    peak = None
+    for b in by_kind["matmul"]:
+        peak = b["extra_info"]["gflop"] / b["stats"]["median"]
+    machine = data.get("machine_info", {})
+    lines = [f"Machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
+             f"{machine.get('cpu', {}).get('count', '?')} logical CPUs; date {data.get('datetime', '?')[:10]}; "
+             f"FP32 matmul rate measured in the same run: {peak:.0f} GFLOP/s" if peak else "", ""]
+    lines += ["| model | batch | backend | median ms/call | ms/frame | speed-up vs eager | GFLOP/s | % of matmul rate |",
+              "|---|---|---|---|---|---|---|---|"]
+    failures = []
+    lat = defaultdict(dict)
+    for b in by_kind["latency"]:
+        e = b["extra_info"]
+        lat[e["model"], e["batch"]][e["backend"]] = b
+    for (model, batch), row in sorted(lat.items()):
+        eager = row.get("eager")
+        for backend in ("eager", "onnxruntime", "aoti"):
+            if backend not in row:
+                continue
+            b = row[backend]
+            med = b["stats"]["median"]
+            gflops = b["extra_info"]["gflop_per_frame"] * batch / med
+            speed = eager["stats"]["median"] / med if eager else float("nan")
+            pct = f"{100 * gflops / peak:.0f} %" if peak else "-"
+            lines.append(f"| {model} | {batch} | {backend} | {1e3 * med:.1f} | {1e3 * med / batch:.1f} | "
+                         f"{speed:.2f}x | {gflops:.0f} | {pct} |")
+            if batch == 16 and backend != "eager" and speed <= 1.0:
+                failures.append(f"{model} {backend} at batch 16 is not faster than eager ({speed:.2f}x)")
+    morph = {b["extra_info"]["mode"]: b["stats"]["median"] for b in by_kind["morph"]}
+    if morph:
+        lines += ["", "| morph (16 frames, convnext6, onnxruntime) | median ms | speed-up |", "|---|---|---|"]
+        loop = morph.get("per-frame-loop")
+        for mode, med in morph.items():
+            lines.append(f"| {mode} | {1e3 * med:.1f} | {loop / med:.2f}x |" if loop else f"| {mode} | {1e3 * med:.1f} | - |")
+        if loop and morph.get("one-call", float("inf")) >= loop:
+            failures.append("the one-call morph is not faster than the per-frame loop")
+    return "\n".join(lines), failures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("json")
+    ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--check", action="store_true", help="exit 1 if a target of the core issue is missed")
+    args = ap.parse_args()
+    data, benchmarks = load(args.json)
+    table, failures = tables(data, benchmarks)
+    print(table)
+    if args.markdown:
+        open(args.markdown, "w").write(table + "\n")
+    for f in failures:
+        print(f"TARGET MISSED: {f}", file=sys.stderr)
+    return 1 if (failures and args.check) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
