@@ -65,7 +65,7 @@ def run_demo(out: Path, model: str = "convnext6", backend: str = "onnxruntime", 
     import platform
 
     from exprengine.engine import Engine
-    from exprengine.engines.build import build_engine, check_engine_destination
+    from exprengine.engines.build import build_engine
     from exprengine.media import atomic_directory, contact_sheet, write_animation, write_image
     from exprengine.models import create_generator
 

@@ -50,3 +50,21 @@ def test_discriminator_shapes():
     realness, aus = d(torch.rand(3, 3, 128, 128) * 2 - 1)
     assert realness.shape == (3, 1, 2, 2) and aus.shape == (3, 17)
     assert [m.out_channels for m in d.trunk if isinstance(m, torch.nn.Conv2d)] == [64, 128, 256, 512, 1024, 2048]
+
+
+def test_conditioned_stem_equals_conv_of_tiled_input():
+    """The factorised stem is the 20-channel conv of concat(image, tiled AUs), exactly."""
+    from exprengine.models.layers import au_field, tile_aus
+    g = perturbed_generator("ganimation")
+    image, aus = torch.rand(3, 3, 128, 128) * 2 - 1, torch.rand(3, 17) * 0.4
+    stem = g.stem
+    with torch.no_grad():
+        reference = stem.act(stem.norm(stem.conv(tile_aus(image, aus))))
+        torch.testing.assert_close(stem(image, aus), reference, atol=1e-5, rtol=1e-5)
+        for h, w, k in [(9, 13, 7), (5, 5, 7), (16, 8, 3)]:           # borders everywhere, odd sizes
+            weight = torch.randn(4, 6, k, k)
+            a = torch.rand(2, 6)
+            tiled = a[:, :, None, None].expand(2, 6, h, w)
+            torch.testing.assert_close(au_field(a, weight, h, w),
+                                       torch.nn.functional.conv2d(tiled, weight, padding=k // 2),
+                                       atol=1e-5, rtol=1e-5)

@@ -2,6 +2,7 @@
 
     x      = concat(image, tile(aus))                       [N, 3+17, H, W]
     f      = up(up(blocks(down(down(stem(x))))))            [N, 64, H, W]
+             (the stem's conv is evaluated without materialising the tiles: layers.au_field)
     C, A   = tanh(conv7(f)), sigmoid(conv7(f))              [N,3,H,W], [N,1,H,W]
     output = A * image + (1 - A) * C                        (exprengine.kernels.blend)
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from exprengine.aus import NUM_AUS
 from exprengine.kernels.blend import blend
-from exprengine.models.layers import ConvNormReLU, tile_aus
+from exprengine.models.layers import ConditionedStem, ConvNormReLU
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class AttentionGenerator(nn.Module):
         super().__init__()
         self.config = config
         d0, d1, d2 = config.dims
-        self.stem = ConvNormReLU(3 + config.num_aus, d0, 7, padding=3)
+        self.stem = ConditionedStem(3, config.num_aus, d0, 7)
         self.down1 = ConvNormReLU(d0, d1, 4, stride=2, padding=1)
         self.down2 = ConvNormReLU(d1, d2, 4, stride=2, padding=1)
         self.blocks = nn.Sequential(*[block(d2) for _ in range(config.depth)])
@@ -66,7 +67,7 @@ class AttentionGenerator(nn.Module):
         assert image.ndim == 4 and image.shape[1] == 3, f"image must be [N,3,H,W], got {tuple(image.shape)}"
         assert aus.ndim == 2 and aus.shape == (image.shape[0], self.config.num_aus), \
             f"aus must be [N,{self.config.num_aus}], got {tuple(aus.shape)}"
-        f = self.stem(tile_aus(image, aus))
+        f = self.stem(image, aus)
         f = self.up2(self.up1(self.blocks(self.down2(self.down1(f)))))
         return torch.tanh(self.color_head(f)), torch.sigmoid(self.attention_head(f))
 
