@@ -33,11 +33,12 @@ def test_generator_latency(benchmark, bench_engines, model, backend, batch):
 
 
 @pytest.mark.parametrize("mode", ["one-call", "per-frame-loop"])
-def test_morph(benchmark, bench_engines, face_image, mode):
-    engine = bench_engines("convnext6", "onnxruntime")
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_morph(benchmark, bench_engines, face_image, backend, mode):
+    engine = bench_engines("convnext6", backend)
     src, dst = AUs.preset("natural"), AUs.preset("surprise", 1.5)
-    benchmark.group = f"morph {MORPH_FRAMES} frames convnext6 onnxruntime"
-    benchmark.extra_info.update(model="convnext6", backend="onnxruntime", frames=MORPH_FRAMES, kind="morph",
+    benchmark.group = f"morph {MORPH_FRAMES} frames convnext6 {backend}"
+    benchmark.extra_info.update(model="convnext6", backend=backend, frames=MORPH_FRAMES, kind="morph",
                                 mode=mode)
     if mode == "one-call":
         fn = lambda: engine.morph(face_image, src, dst, frames=MORPH_FRAMES)  # noqa: E731
