@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from exprengine.kernels.blend import blend
 from exprengine.models import AttentionGenerator
 
 GraphOutputs = Literal["blended", "heads"]
@@ -42,7 +43,6 @@ class ExportedGenerator(nn.Module):
         color, attention = self.generator(image, aus)
         if self.outputs == "heads":
             return color, attention
-        from exprengine.kernels.blend import blend
         return blend(image, color, attention), attention
 
 

@@ -141,20 +141,22 @@ def convert_generator_state_dict(state_dict: dict, layout: str) -> dict:
     if unknown:
         raise UserError(f"checkpoint has {len(unknown)} keys that fit no layer of the {layout} layout "
                         f"({', '.join(unknown[:3])})")
-    # Fill the identity for what the layout does not have.
-    for ours in list(units.values()):
-        if ours.endswith("conv") or ours.endswith(("conv1", "conv2")):
-            weight = out.get(f"{ours}.weight")
-            if weight is not None and f"{ours}.bias" not in out:
-                channels = weight.shape[1] if ".up" in f".{ours}" else weight.shape[0]
-                out[f"{ours}.bias"] = torch.zeros(channels, dtype=weight.dtype)
-    for ours in list(units.values()):
-        if "norm" in ours and f"{ours}.weight" not in out:
-            conv = ours.replace("norm", "conv")
-            bias = out.get(f"{conv}.bias")
-            if bias is not None:
-                out[f"{ours}.weight"] = torch.ones_like(bias)
-                out[f"{ours}.bias"] = torch.zeros_like(bias)
+    return out
+
+
+def fill_identity(state_dict: dict, template: dict, layout: str) -> dict:
+    """Add what a public layout lacks, as the identity, with the target's shapes: zero conv
+    biases (original layout) or InstanceNorm weight 1 / bias 0 (re-implementation)."""
+    out = dict(state_dict)
+    for key, t in template.items():
+        if key in out:
+            continue
+        layer, _, leaf = key.rpartition(".")
+        kind = layer.rpartition(".")[2]
+        if layout == "ganimation-original" and kind.startswith("conv") and leaf == "bias":
+            out[key] = torch.zeros_like(t)
+        elif layout == "ganimation-replicate" and kind.startswith("norm"):
+            out[key] = torch.ones_like(t) if leaf == "weight" else torch.zeros_like(t)
     return out
 
 
@@ -246,7 +248,8 @@ def import_checkpoint(path: str | os.PathLike, model_name: str = "ganimation") -
         raise UserError(f"{p} is a public GANimation checkpoint ({layout}); it fits --model ganimation, "
                         f"not {model_name}")
     model = create_generator(model_name)
-    _load_strict(model, convert_generator_state_dict(state_dict, layout), p)
+    converted = convert_generator_state_dict(state_dict, layout)
+    _load_strict(model, fill_identity(converted, model.state_dict(), layout), p)
     return model.eval()
 
 

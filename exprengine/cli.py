@@ -70,11 +70,13 @@ def _load_engine(engine_dir: str, device: str, policy: AUPolicy):
 
 
 class _Group(click.Group):
+    """Prints the epilog's example lines as they are (click would re-wrap them)."""
+
     def format_epilog(self, ctx, formatter):
         if self.epilog:
             formatter.write_paragraph()
             for line in self.epilog.splitlines():
-                formatter.write_text(line) if line.strip() else formatter.write_paragraph()
+                formatter.write_text(line)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},

@@ -173,8 +173,7 @@ def write_animation(path: str | os.PathLike, frames: np.ndarray, fps: float = 12
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[0] < 1:
         raise ValueError(f"expected frames [F,H,W,3], got {frames.shape}")
-    for f in frames[:1]:
-        _check_frame(f)
+    _check_frame(frames[0])
     if _is_frames_dir(p, raw):
         with atomic_directory(p) as tmp:
             digits = max(4, len(str(len(frames) - 1)))

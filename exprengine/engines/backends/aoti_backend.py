@@ -19,6 +19,7 @@ from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 
 PACKAGE = "model.pt2"
+X86_ISA_ORDER = ("DEFAULT", "AVX2", "AVX512")     # each runs code built for the ones before it
 
 
 def cpu_capability() -> str:
@@ -66,11 +67,10 @@ class AOTInductorBackend(Backend):
         if built != torch.__version__:
             raise EngineError(f"engine {directory} is an AOTInductor package for torch {built}, "
                               f"this is torch {torch.__version__}; rebuild it with `exprengine build`")
-        isa = manifest.versions.get("cpu_capability")
-        order = ["NO AVX", "DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256"]
-        here = cpu_capability()
-        if manifest.device == "cpu" and isa != here and (isa not in order or here not in order
-                                                         or order.index(isa) > order.index(here)):
+        isa, here = manifest.versions.get("cpu_capability"), cpu_capability()
+        runs_here = isa == here or (isa in X86_ISA_ORDER and here in X86_ISA_ORDER
+                                    and X86_ISA_ORDER.index(isa) <= X86_ISA_ORDER.index(here))
+        if manifest.device == "cpu" and not runs_here:
             raise EngineError(f"engine {directory} was compiled for a {isa} CPU and this CPU is {here}; "
                               "rebuild it on this machine")
         if manifest.device == "cuda" and not torch.cuda.is_available():
