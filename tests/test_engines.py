@@ -132,6 +132,28 @@ def test_aoti_engine_for_another_torch_is_refused(engine_factory, tmp_path):
         Engine.load(dst)
 
 
+def test_aoti_engine_for_a_wider_cpu_is_refused(engine_factory, tmp_path, monkeypatch):
+    from exprengine.engines.backends import aoti_backend
+    dst = tmp_path / "aoti"
+    shutil.copytree(engine_factory("convnext2", "aoti"), dst)
+    _edit_manifest(dst, versions={**Manifest.read(dst).versions, "cpu_capability": "AVX512"})
+    monkeypatch.setattr(aoti_backend, "cpu_capability", lambda: "AVX2")
+    with pytest.raises(EngineError, match="AVX512 CPU"):
+        Engine.load(dst)
+    monkeypatch.setattr(aoti_backend, "cpu_capability", lambda: "AVX512")
+    Engine.load(dst)                                  # same or wider ISA loads
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "aoti"])
+def test_compiled_morph_is_one_call(engine_factory, face, backend):
+    eng = Engine.load(engine_factory("convnext2", backend), device="cpu")
+    frames = eng.morph(face, "natural", "fear@1.2", frames=9, schedule="cosine")
+    assert eng.backend_calls == 1 and frames.shape == (9, 128, 128, 3)
+    eager = Engine.from_generator(perturbed_generator("convnext2")).morph(face, "natural", "fear@1.2", frames=9,
+                                                                         schedule="cosine")
+    assert np.abs(frames.astype(int) - eager.astype(int)).max() <= 1
+
+
 def test_tensorrt_says_why_in_one_sentence(tmp_path):
     reason = get_backend("tensorrt").unavailable_reason()
     assert reason and "\n" not in reason and "tensorrt" in reason.lower()
