@@ -123,15 +123,11 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
       exprengine build --model ganimation --checkpoint 30_net_gen.pth --backend aoti --out engines/g
       exprengine build --model convnext6 --checkpoint cx6.safetensors --backend torch --out engines/ref
     """
-    from exprengine.engines.build import build_engine, check_engine_destination
-    from exprengine.engines.backends import get_backend
+    from exprengine.engines.build import build_engine, check_build_request
     from exprengine.models import create_generator
 
     precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
-    reason = get_backend(backend).unavailable_reason()
-    if reason:
-        raise UserError(reason)
-    check_engine_destination(out)
+    check_build_request(out, backend, precision, device, max_batch, opt_batch)
     if checkpoint:
         from exprengine.checkpoints import import_checkpoint
         generator = import_checkpoint(checkpoint, model)

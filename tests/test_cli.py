@@ -124,6 +124,7 @@ BAD_INPUTS = {
     "build over a file": (["build", "--model", "convnext2", "--backend", "torch", "--out", "{face}"], "not a directory"),
     "build missing checkpoint": (["build", "--model", "ganimation", "--checkpoint", "{tmp}/30_net_gen.pth", "--backend", "torch", "--out", "{tmp}/e"], "does not exist"),
     "info on a file": (["info", "{face}"], "not a directory"),
+    "build for a missing GPU": (["build", "--model", "convnext2", "--backend", "aoti", "--device", "cuda", "--out", "{tmp}/e"], "cuda"),
 }
 
 

@@ -73,3 +73,14 @@ def test_exported_program_batch_is_symbolic():
     program = export_program(perturbed_generator("convnext2"), max_batch=32)
     image_meta = [n for n in program.graph.nodes if n.op == "placeholder" and n.name == "image"][0].meta["val"]
     assert not isinstance(image_meta.shape[0], int)
+
+
+def test_export_installs_inside_the_package_namespace(tmp_path):
+    """export/ is importable as exprengine.export, and nothing generic lands top-level."""
+    import subprocess
+    import sys
+    probe = ("import importlib.util, exprengine.export; "
+             "print(exprengine.export.__name__, importlib.util.find_spec('export') is None)")
+    r = subprocess.run([sys.executable, "-I", "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["exprengine.export", "True"]

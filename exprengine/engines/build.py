@@ -63,6 +63,23 @@ def check_engine_destination(out: str | Path) -> Path:
     return out
 
 
+def check_build_request(out: str | Path, backend: str, precision: str = "fp32", device: str = "cpu",
+                        max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int = DEFAULT_OPT_BATCH):
+    """Everything about a build that can be refused before any work; returns the backend class."""
+    backend_cls = get_backend(backend)
+    reason = backend_cls.unavailable_reason()
+    if reason:
+        raise EngineError(reason)
+    if precision not in backend_cls.precisions:
+        raise EngineError(f"backend {backend} builds {', '.join(backend_cls.precisions)} engines, not {precision}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("--device cuda needs an NVIDIA GPU with CUDA, and none is visible here")
+    if not 1 <= opt_batch <= max_batch:
+        raise EngineError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
+    check_engine_destination(out)
+    return backend_cls
+
+
 def build_engine(generator: AttentionGenerator, out: str | Path, backend: str = "onnxruntime", *,
                  weights_source: str, precision: str = "fp32", device: str = "cpu",
                  max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int = DEFAULT_OPT_BATCH,
@@ -74,15 +91,8 @@ def build_engine(generator: AttentionGenerator, out: str | Path, backend: str = 
     from exprengine.checkpoints import weights_sha256
     from exprengine.media import atomic_directory
 
-    backend_cls = get_backend(backend)
-    reason = backend_cls.unavailable_reason()
-    if reason:
-        raise EngineError(reason)
-    if precision not in backend_cls.precisions:
-        raise EngineError(f"backend {backend} builds {', '.join(backend_cls.precisions)} engines, not {precision}")
-    if not 1 <= opt_batch <= max_batch:
-        raise EngineError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
-    out = check_engine_destination(out)
+    backend_cls = check_build_request(out, backend, precision, device, max_batch, opt_batch)
+    out = Path(out)
     cfg = generator.config
     manifest = Manifest(
         model=cfg.name, model_config=cfg.to_dict(), weights_sha256=weights_sha256(generator),
