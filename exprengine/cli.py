@@ -76,7 +76,7 @@ class _Group(click.Group):
         if self.epilog:
             formatter.write_paragraph()
             for line in self.epilog.splitlines():
-                formatter.write_text(line)
+                formatter.write(f"{'':>{formatter.current_indent}}{line}\n")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},

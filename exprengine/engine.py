@@ -58,6 +58,9 @@ class Engine:
         reason = backend_cls.unavailable_reason()
         if reason:
             raise EngineError(f"engine {path} needs backend {manifest.backend}, but {reason}")
+        if backend_cls.device_bound and device not in ("auto", manifest.device):
+            raise EngineError(f"engine {path} was compiled for {manifest.device}, not {device}; "
+                              f"rebuild it with `exprengine build --device {device}`")
         backend_cls.check_compatible(manifest, path)
         return cls(backend_cls.load(path, manifest, device), manifest, path, policy)
 

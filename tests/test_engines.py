@@ -142,6 +142,8 @@ def test_aoti_engine_for_a_wider_cpu_is_refused(engine_factory, tmp_path, monkey
         Engine.load(dst)
     monkeypatch.setattr(aoti_backend, "cpu_capability", lambda: "AVX512")
     Engine.load(dst)                                  # same or wider ISA loads
+    with pytest.raises(EngineError, match="compiled for cpu, not cuda"):
+        Engine.load(dst, device="cuda")
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "aoti"])

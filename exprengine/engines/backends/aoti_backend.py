@@ -29,6 +29,7 @@ def cpu_capability() -> str:
 class AOTInductorBackend(Backend):
     name = "aoti"
     description = "AOTInductor package (compiled C++ on CPU; CUDA when built on a GPU)"
+    device_bound = True
 
     def __init__(self, runner, device: str):
         self.runner = runner

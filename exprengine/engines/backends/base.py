@@ -24,6 +24,7 @@ class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    device_bound: ClassVar[bool] = False     # artifacts compiled for the build's device only
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

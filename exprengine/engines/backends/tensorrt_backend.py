@@ -19,6 +19,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     description = "TensorRT FP16 on NVIDIA GPUs (not built in this version)"
     precisions = ("fp16", "fp32")
+    device_bound = True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
