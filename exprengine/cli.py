@@ -273,6 +273,8 @@ def morph(image, engine_dir, device, src, dst, frames, schedule, fps, bounce, ou
         policy.check(dst_aus.values)
         face = read_image(image)
         engine = _load_engine(engine_dir, device, policy)
+        calls = -(-frames // engine.max_batch)
+        _say(f"rendering {frames} frames in {calls} engine call{'s' if calls > 1 else ''} ...")
         rendered = engine.morph(face, src_aus, dst_aus, frames=frames, schedule=schedule,
                                 progress=frames > engine.max_batch)
     animation = np.concatenate([rendered, rendered[-2:0:-1]]) if bounce and out_path.suffix else rendered

@@ -121,14 +121,14 @@ class Engine:
         return v
 
     def edit_detailed(self, images: np.ndarray | Sequence[np.ndarray], aus) -> EditResult:
-        faces = stack_faces(images, self.image_size)
-        intensities = self._intensities(aus, faces.shape[0])
-        if faces.shape[0] == 1 and intensities.shape[0] > 1:
-            faces = np.broadcast_to(faces, (intensities.shape[0], *faces.shape[1:]))
-        if intensities.shape[0] != faces.shape[0]:
-            raise UserError(f"{faces.shape[0]} faces but {intensities.shape[0]} AU vectors; "
+        x = to_network_input(stack_faces(images, self.image_size))
+        intensities = self._intensities(aus, x.shape[0])
+        if x.shape[0] == 1 and intensities.shape[0] > 1:      # one face, several expressions
+            x = np.broadcast_to(x, (intensities.shape[0], *x.shape[1:]))
+        if intensities.shape[0] != x.shape[0]:
+            raise UserError(f"{x.shape[0]} faces but {intensities.shape[0]} AU vectors; "
                             "give one vector for all faces or one per face")
-        output, attention = self.run(to_network_input(faces), intensities / AU_SCALE)
+        output, attention = self.run(x, intensities / AU_SCALE)
         return EditResult(to_uint8_nhwc(output), attention[:, 0], np.array(intensities))
 
     def edit(self, images: np.ndarray | Sequence[np.ndarray], aus) -> np.ndarray:
