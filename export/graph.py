@@ -47,11 +47,13 @@ class ExportedGenerator(nn.Module):
 
 
 def example_inputs(generator: AttentionGenerator, batch: int = EXAMPLE_BATCH, seed: int = 0):
+    """Random inputs in the network's ranges, on the generator's device and in its dtype."""
     cfg = generator.config
     g = torch.Generator().manual_seed(seed)
     image = torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1
     aus = torch.rand(batch, cfg.num_aus, generator=g) * 0.4
-    return image, aus
+    weight = next(generator.parameters())
+    return image.to(weight.device, weight.dtype), aus.to(weight.device, weight.dtype)
 
 
 def dynamic_shapes(max_batch: int) -> dict:

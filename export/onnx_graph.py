@@ -41,9 +41,20 @@ def graph_metadata(generator: AttentionGenerator, outputs: GraphOutputs) -> dict
 
 
 def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphOutputs = "blended",
-                max_batch: int = 256) -> Path:
-    """Write a checked ONNX model with a dynamic batch axis to `path` (one self-contained file)."""
+                max_batch: int = 256, precision: str = "fp32") -> Path:
+    """Write a checked ONNX model with a dynamic batch axis to `path` (one self-contained file).
+
+    precision "fp16": inputs, weights and outputs in FP16, norm layers in FP32 between casts
+    (`exprengine.models.precision`), for strongly typed TensorRT networks.
+    """
     path = Path(path)
+    metadata = graph_metadata(generator, outputs)
+    if precision == "fp16":
+        from exprengine.models.precision import half_with_fp32_norms
+        generator = half_with_fp32_norms(generator)
+    elif precision != "fp32":
+        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
+    metadata["exprengine.precision"] = precision
     module = ExportedGenerator(generator, outputs).eval()
     quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
     levels = [lg.level for lg in quiet]
@@ -63,7 +74,7 @@ def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphO
     # The exporter names the dynamic axis after the Dim; make it explicit and readable.
     for value in list(model.graph.input) + list(model.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    onnx.helper.set_model_props(model, graph_metadata(generator, outputs))
+    onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     path.write_bytes(model.SerializeToString())
     return path

@@ -103,12 +103,12 @@ def cli():
                    "Without it the generator is randomly initialised (for testing the toolchain only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random initialisation.")
 @click.option("--backend", default="onnxruntime", show_default=True,
-              type=click.Choice(["onnxruntime", "aoti", "torch", "tensorrt"]), help="Engine backend.")
+              type=click.Choice(["onnxruntime", "aoti", "torch", "torch-compile", "tensorrt"]), help="Engine backend.")
 @click.option("--out", required=True, metavar="DIR", help="Engine directory to write (an old engine there is replaced).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
               help="Numeric precision [default: fp16 for tensorrt, else fp32].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Device the engine is built for (aoti and torch).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Device the engine is built for [default: cuda for tensorrt and torch-compile, else cpu].")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Largest batch one engine call takes; bigger requests are split.")
 @click.option("--opt-batch", type=click.IntRange(1, 4096), default=16, show_default=True,
@@ -122,11 +122,14 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
       exprengine build --model convnext6 --backend onnxruntime --out engines/cx6
       exprengine build --model ganimation --checkpoint 30_net_gen.pth --backend aoti --out engines/g
       exprengine build --model convnext6 --checkpoint cx6.safetensors --backend torch --out engines/ref
+      exprengine build --model convnext6 --backend tensorrt --precision fp16 --out engines/cx6-trt
+      exprengine build --model convnext6 --backend aoti --device cuda --precision fp16 --out engines/cx6-gpu
     """
     from exprengine.engines.build import build_engine, check_build_request
     from exprengine.models import create_generator
 
     precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
+    device = device or ("cuda" if backend in ("tensorrt", "torch-compile") else "cpu")
     check_build_request(out, backend, precision, device, max_batch, opt_batch)
     if checkpoint:
         from exprengine.checkpoints import import_checkpoint

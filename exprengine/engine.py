@@ -18,13 +18,12 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from exprengine.aus import AU_SCALE, NUM_AUS, AUPolicy, AUs, as_intensity_array
+from exprengine.aus import NUM_AUS, AUPolicy, AUs, as_intensity_array
 from exprengine.engines.backends import Backend, get_backend
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError, UserError
-from exprengine.kernels.blend import to_uint8_nhwc
 from exprengine.morph import au_trajectory
-from exprengine.preprocess import stack_faces, to_network_input
+from exprengine.preprocess import stack_faces
 
 
 
@@ -120,20 +119,47 @@ class Engine:
             return np.broadcast_to(v, (n, NUM_AUS))
         return v
 
-    def edit_detailed(self, images: np.ndarray | Sequence[np.ndarray], aus) -> EditResult:
-        x = to_network_input(stack_faces(images, self.image_size))
-        intensities = self._intensities(aus, x.shape[0])
-        if x.shape[0] == 1 and intensities.shape[0] > 1:      # one face, several expressions
-            x = np.broadcast_to(x, (intensities.shape[0], *x.shape[1:]))
-        if intensities.shape[0] != x.shape[0]:
-            raise UserError(f"{x.shape[0]} faces but {intensities.shape[0]} AU vectors; "
+    def run_frames(self, frames: np.ndarray, intensities: np.ndarray, want_attention: bool = True,
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pixel-space call: uint8 [1|N,S,S,3] crops, float32 [N,17] intensities (0..5) -> uint8 [N,S,S,3].
+
+        One frame is broadcast to every row of `intensities` (a morph) without copies. One
+        backend call per `max_batch` slice; on CUDA backends each call is the fused pipeline
+        (csrc kernels, pinned memory, a CUDA graph replay).
+        """
+        s = self.image_size
+        assert frames.ndim == 4 and frames.shape[1:] == (s, s, 3) and frames.dtype == np.uint8, \
+            f"frames must be uint8 [N,{s},{s},3], got {frames.dtype} {frames.shape}"
+        n = intensities.shape[0]
+        assert intensities.shape == (n, NUM_AUS) and frames.shape[0] in (1, n), \
+            f"{frames.shape[0]} frames do not fit {intensities.shape} AU rows"
+        intensities = np.ascontiguousarray(intensities, np.float32)
+        images, attentions = [], []
+        starts = range(0, n, self.max_batch)
+        for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress or len(starts) < 2):
+            stop = start + self.max_batch
+            self.backend_calls += 1
+            chunk = frames if frames.shape[0] == 1 else frames[start:stop]
+            out, att = self.backend.run_frames(chunk, intensities[start:stop], want_attention)
+            images.append(out)
+            attentions.append(att)
+        if len(images) == 1:
+            return images[0], attentions[0]
+        return np.concatenate(images), (np.concatenate(attentions) if want_attention else None)
+
+    def edit_detailed(self, images: np.ndarray | Sequence[np.ndarray], aus, attention: bool = True) -> EditResult:
+        """`edit`, also returning the attention map (1 keeps the input pixel) and the AUs rendered."""
+        faces = stack_faces(images, self.image_size)
+        intensities = self._intensities(aus, faces.shape[0])
+        if faces.shape[0] != 1 and intensities.shape[0] != faces.shape[0]:
+            raise UserError(f"{faces.shape[0]} faces but {intensities.shape[0]} AU vectors; "
                             "give one vector for all faces or one per face")
-        output, attention = self.run(x, intensities / AU_SCALE)
-        return EditResult(to_uint8_nhwc(output), attention[:, 0], np.array(intensities))
+        out, att = self.run_frames(faces, intensities, want_attention=attention)
+        return EditResult(out, att, np.array(intensities))
 
     def edit(self, images: np.ndarray | Sequence[np.ndarray], aus) -> np.ndarray:
         """Edit N face crops (uint8, NHWC or a list, any size) in one engine call -> uint8 [N,S,S,3]."""
-        return self.edit_detailed(images, aus).images
+        return self.edit_detailed(images, aus, attention=False).images
 
     def morph(self, image: np.ndarray, src, dst, frames: int = 24, schedule: str = "linear",
               include_source: bool = False, progress: bool = False) -> np.ndarray:
@@ -149,9 +175,8 @@ class Engine:
         with warnings.catch_warnings():     # endpoints were checked; warn about mid-way conflicts once
             warnings.simplefilter("once")
             self.policy.check(trajectory)
-        x = np.broadcast_to(to_network_input(faces), (frames, 3, self.image_size, self.image_size))
-        output, _ = self.run(x, trajectory / AU_SCALE, progress=progress)
-        return to_uint8_nhwc(output)
+        output, _ = self.run_frames(faces, trajectory, want_attention=False, progress=progress)
+        return output
 
 
 def load(path: str | Path, device: str = "auto") -> Engine:

@@ -174,4 +174,4 @@ def test_build_refuses_to_clobber_other_directories(tmp_path):
     assert (tmp_path / "keep" / "precious.txt").read_text() == "mine"
     with pytest.raises(UserError):
         get_backend("tensorflow")
-    assert set(BACKENDS) == {"onnxruntime", "aoti", "torch", "tensorrt"}
+    assert set(BACKENDS) == {"onnxruntime", "aoti", "torch", "torch-compile", "tensorrt"}

@@ -72,6 +72,11 @@ def check_build_request(out: str | Path, backend: str, precision: str = "fp32", 
         raise EngineError(reason)
     if precision not in backend_cls.precisions:
         raise EngineError(f"backend {backend} builds {', '.join(backend_cls.precisions)} engines, not {precision}")
+    if device not in backend_cls.devices:
+        raise EngineError(f"backend {backend} builds {' or '.join(backend_cls.devices)} engines; "
+                          f"use --device {backend_cls.devices[0]}")
+    if precision == "fp16" and device != "cuda":
+        raise EngineError("fp16 engines run on CUDA; use --device cuda (or fp32 on the CPU)")
     if device == "cuda" and not torch.cuda.is_available():
         raise EngineError("--device cuda needs an NVIDIA GPU with CUDA, and none is visible here")
     if not 1 <= opt_batch <= max_batch:
@@ -99,7 +104,7 @@ def build_engine(generator: AttentionGenerator, out: str | Path, backend: str = 
         weights_source=weights_source, backend=backend, precision=precision, device=device,
         graph_outputs="blended", min_batch=1, max_batch=max_batch, opt_batch=opt_batch,
         image_size=cfg.image_size, versions={**base_versions(), **backend_cls.versions()})
-    stages = ["compiling" if backend == "aoti" else "exporting", "verifying", "writing"]
+    stages = ["exporting" if backend == "onnxruntime" else "compiling", "verifying", "writing"]
     with atomic_directory(out) as tmp, tqdm(total=len(stages), disable=not progress, unit="step",
                                             bar_format="{desc} {n}/{total} [{elapsed}]") as bar:
         tmp = Path(tmp)

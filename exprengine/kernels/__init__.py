@@ -1,7 +1,9 @@
 """The engine's epilogue: the blend out = A * I0 + (1 - A) * C and the uint8 output pass.
 
-`blend.py` holds the reference implementations (PyTorch and NumPy). The fused CUDA kernel
-that a GPU engine runs instead lives in `csrc/` (GPU issue) and is tested against these.
+`blend.py` holds the reference implementations (PyTorch and NumPy), used by every CPU
+backend. GPU engines run the fused CUDA kernels of `csrc/epilogue.cu` instead, compiled and
+launched by `cuda.py` (imported on demand: it needs cuda-bindings); tests compare them
+bit for bit against these references.
 """
 from exprengine.kernels.blend import blend, blend_to_uint8_nhwc, to_uint8_nhwc
 

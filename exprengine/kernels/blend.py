@@ -4,8 +4,9 @@
     pixel = rint((out + 1) * 127.5)       clamped to [0, 255], uint8, NHWC
 
 `blend` is used by the PyTorch generator and inside the exported "blended" graphs;
-`blend_to_uint8_nhwc` is the plain reference of the fused CUDA epilogue kernel.
-Rounding is round-half-to-even (numpy.rint, torch.round, CUDA __float2int_rn).
+`blend_to_uint8_nhwc` is the plain reference of the fused CUDA epilogue kernel
+(`csrc/epilogue.cu`, which GPU engines run instead; bit-identical, tests/test_cuda.py).
+Rounding is round-half-to-even (numpy.rint, torch.round, CUDA rintf).
 """
 from __future__ import annotations
 

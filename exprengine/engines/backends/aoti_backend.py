@@ -2,6 +2,11 @@
 
 The package is a shared library compiled for this torch version and this CPU's vector ISA
 (or CUDA device), so the manifest records both and loading refuses a mismatch.
+
+On the CPU the package holds the "blended" FP32 graph. Built with `--device cuda` it holds
+the "heads" graph (FP32 or FP16) and runs inside `CudaPipeline`: the csrc prologue and
+epilogue kernels around it, pinned memory, and the whole call captured as a CUDA graph
+(falling back to plain stream launches if the package cannot be captured).
 """
 from __future__ import annotations
 
@@ -30,10 +35,17 @@ class AOTInductorBackend(Backend):
     name = "aoti"
     description = "AOTInductor package (compiled C++ on CPU; CUDA when built on a GPU)"
     device_bound = True
+    precisions = ("fp32", "fp16")
 
-    def __init__(self, runner, device: str):
+    def __init__(self, runner, device: str, manifest: Manifest | None = None):
         self.runner = runner
         self.device = torch.device(device)
+        self.pipeline = None
+        if self.device.type == "cuda":
+            from exprengine.engines.cuda_pipeline import CudaPipeline
+            dtype = torch.float16 if manifest.precision == "fp16" else torch.float32
+            self.pipeline = CudaPipeline(lambda x, a: tuple(runner(x, a)), manifest.image_size,
+                                         manifest.max_batch, dtype, graphs=True)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -44,13 +56,23 @@ class AOTInductorBackend(Backend):
 
     @classmethod
     def versions(cls) -> dict[str, str]:
-        return {"torch": torch.__version__, "cpu_capability": cpu_capability()}
+        v = {"torch": torch.__version__, "cpu_capability": cpu_capability()}
+        if torch.cuda.is_available():
+            v["cuda_device"] = torch.cuda.get_device_name()
+            v["cuda_capability"] = "%d.%d" % torch.cuda.get_device_capability()
+        return v
 
     @classmethod
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
         from exprengine.export.graph import export_program
-        device = "cuda" if manifest.device == "cuda" else "cpu"
-        program = export_program(generator.to(device), outputs="blended", max_batch=manifest.max_batch)
+        import copy
+        if manifest.device == "cuda":
+            dtype = torch.float16 if manifest.precision == "fp16" else torch.float32
+            generator = copy.deepcopy(generator).to("cuda", dtype)
+            manifest.graph_outputs = "heads"
+        elif manifest.precision != "fp32":
+            raise EngineError("AOTInductor CPU packages are FP32; FP16 needs --device cuda")
+        program = export_program(generator, outputs=manifest.graph_outputs, max_batch=manifest.max_batch)
         quiet = logging.getLogger("torch._inductor")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
@@ -74,8 +96,13 @@ class AOTInductorBackend(Backend):
         if manifest.device == "cpu" and not runs_here:
             raise EngineError(f"engine {directory} was compiled for a {isa} CPU and this CPU is {here}; "
                               "rebuild it on this machine")
-        if manifest.device == "cuda" and not torch.cuda.is_available():
-            raise EngineError(f"engine {directory} is a CUDA AOTInductor package and no CUDA device is present")
+        if manifest.device == "cuda":
+            if not torch.cuda.is_available():
+                raise EngineError(f"engine {directory} is a CUDA AOTInductor package and no CUDA device is present")
+            built_cc, here_cc = manifest.versions.get("cuda_capability"), "%d.%d" % torch.cuda.get_device_capability()
+            if built_cc != here_cc:
+                raise EngineError(f"engine {directory} was compiled for a GPU of compute capability {built_cc}, "
+                                  f"this GPU is {here_cc}; rebuild it on this machine")
 
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "AOTInductorBackend":
@@ -84,10 +111,16 @@ class AOTInductorBackend(Backend):
         except Exception as e:
             raise EngineError(f"cannot load AOTInductor package {directory / PACKAGE}: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        return cls(runner, manifest.device)
+        return cls(runner, manifest.device, manifest)
 
     @torch.inference_mode()
     def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        output, attention = self.runner(torch.from_numpy(image).to(self.device),
-                                        torch.from_numpy(aus).to(self.device))
-        return output.cpu().numpy(), attention.cpu().numpy()
+        if self.pipeline is not None:
+            return self.pipeline.run_network(image, aus)
+        output, attention = self.runner(torch.from_numpy(image), torch.from_numpy(aus))
+        return output.numpy(), attention.numpy()
+
+    def run_frames(self, frames, intensities, want_attention=True):
+        if self.pipeline is None:
+            return super().run_frames(frames, intensities, want_attention)
+        return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)

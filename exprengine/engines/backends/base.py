@@ -6,7 +6,15 @@ A backend turns a generator into artifacts (`build`) and runs them (`load` + `ru
         -> (output [N,3,S,S] float32 in [-1,1], attention [N,1,S,S] float32)
 
 `run` is one call into the compiled artifact for the whole batch; the runtime
-(`exprengine.engine.Engine`) splits only by the manifest's max batch.
+(`exprengine.engine.Engine`) splits only by the manifest's max batch. `run_frames` is the
+pixel-space hot path the runtime uses for edits and morphs:
+
+    run_frames(frames uint8 [1|N,S,S,3], intensities float32 [N,17] on the 0..5 scale)
+        -> (uint8 [N,S,S,3], attention float32 [N,S,S] or None)
+
+A single frame is broadcast to every AU row (a morph). The default implementation is the
+portable one (NumPy pre-processing, `run`, NumPy uint8 pass); CUDA backends override it
+with `exprengine.engines.cuda_pipeline.CudaPipeline` (fused kernels, pinned memory, CUDA graphs).
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     device_bound: ClassVar[bool] = False     # artifacts compiled for the build's device only
 
     @classmethod
@@ -53,3 +62,15 @@ class Backend(ABC):
     @abstractmethod
     def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ...
+
+    def run_frames(self, frames: np.ndarray, intensities: np.ndarray, want_attention: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        from exprengine.aus import AU_SCALE
+        from exprengine.kernels.blend import to_uint8_nhwc
+        from exprengine.preprocess import to_network_input
+        x = to_network_input(frames)
+        if x.shape[0] == 1 and intensities.shape[0] > 1:
+            x = np.broadcast_to(x, (intensities.shape[0], *x.shape[1:]))
+        output, attention = self.run(np.ascontiguousarray(x), np.ascontiguousarray(intensities / AU_SCALE,
+                                                                                    dtype=np.float32))
+        return to_uint8_nhwc(output), (attention[:, 0] if want_attention else None)

@@ -1,46 +1,261 @@
-"""`tensorrt`: TensorRT FP16 engine on NVIDIA GPUs (graph ends at the heads; fused epilogue).
+"""`tensorrt`: a TensorRT plan on NVIDIA GPUs, followed by the fused csrc epilogue.
 
-The builder (parse ONNX, FP16 with accurate normalisation, optimisation profile over the
-batch range, timing and engine caches) comes with the GPU issue. Today the backend name
-exists so that scripts can ask for it, and it says in one sentence why it cannot build.
+Build (`exprengine build --backend tensorrt --device cuda`):
+  1. export the "heads" graph to ONNX (`model.onnx`): for FP16, weights, activations and I/O
+     in FP16 with every InstanceNorm/LayerNorm computed in FP32 between casts
+     (`exprengine.models.precision`); FP16 norms are what break accuracy (SPEC section 6);
+  2. parse it into a *strongly typed* network (TensorRT runs each layer in the type the
+     graph gives it: the norms stay FP32, no BuilderFlag.FP16 needed, which TensorRT 10
+     deprecates and TensorRT-RTX and 11 do not have);
+  3. one optimisation profile over the batch range: min 1, opt the manifest's opt batch
+     (a typical morph), max the max batch;
+  4. a timing cache (reused across builds on this GPU) and the serialised plan `model.plan`.
+
+A plan only runs on the GPU model, compute capability and TensorRT version that built it.
+The manifest records them; its `plan_key` is the sha256 over everything the plan depends
+on (ONNX bytes, GPU, compute capability, TensorRT version, precision, profile). Loading on
+another GPU or TensorRT finds a plan for the current key in the user cache
+(`$EXPRENGINE_CACHE/tensorrt/`), else rebuilds it from `model.onnx` (saying so on stderr),
+or refuses with one sentence when `EXPRENGINE_TENSORRT_REBUILD=0`. Plans are checked
+(sha256) before TensorRT deserialises them.
+
+Runtime: device buffers allocated once for the max batch, `execute_async_v3` on the
+pipeline's stream followed by the csrc epilogue, the steady state captured as a CUDA graph
+(`exprengine.engines.cuda_pipeline`).
+
+The TensorRT builder is not installable on the project's CI machines, and no TensorRT
+builder that supports Hopper was available on the lent H100 either (README): this module is
+written against TensorRT's public Python API (10.x; 11 keeps the strongly typed path).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from exprengine.engines.backends.base import Backend
-from exprengine.engines.manifest import Manifest
+from exprengine.engines.manifest import Manifest, file_sha256
 from exprengine.errors import EngineError
+
+ONNX_MODEL = "model.onnx"
+PLAN = "model.plan"
+WORKSPACE_BYTES = 4 << 30
+MODULES = ("tensorrt", "tensorrt_rtx")      # the full builder, or TensorRT for RTX (same API family)
+
+
+def import_tensorrt():
+    """The first importable TensorRT module that has a builder, or None."""
+    for name in MODULES:
+        try:
+            module = __import__(name)
+        except Exception:  # ImportError, or a broken install raising OSError at load
+            continue
+        if hasattr(module, "Builder"):
+            return module
+    return None
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EXPRENGINE_CACHE") or (Path.home() / ".cache" / "exprengine")
+    return Path(root) / "tensorrt"
+
+
+def plan_dependencies(onnx_sha256: str, gpu_name: str, capability: str, tensorrt_version: str,
+                      precision: str, profile: tuple[int, int, int], image_size: int) -> dict:
+    """Everything a serialised plan depends on; `plan_key` hashes it."""
+    return {"onnx_sha256": onnx_sha256, "gpu": gpu_name, "compute_capability": capability,
+            "tensorrt": tensorrt_version, "precision": precision,
+            "profile_min_opt_max": list(profile), "image_size": image_size}
+
+
+def plan_key(dependencies: dict) -> str:
+    return hashlib.sha256(json.dumps(dependencies, sort_keys=True).encode()).hexdigest()
+
+
+def plan_mismatch(built: dict, here: dict) -> str | None:
+    """None when a plan built under `built` runs under `here`, else what differs (one phrase)."""
+    labels = {"gpu": "GPU", "compute_capability": "compute capability", "tensorrt": "TensorRT version",
+              "onnx_sha256": "model", "precision": "precision", "profile_min_opt_max": "batch profile",
+              "image_size": "image size"}
+    for key, label in labels.items():
+        if built.get(key) != here.get(key):
+            return f"{label} {built.get(key)} (this machine: {here.get(key)})"
+    return None
+
+
+def current_gpu() -> tuple[str, str]:
+    import torch
+    return torch.cuda.get_device_name(), "%d.%d" % torch.cuda.get_device_capability()
 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    description = "TensorRT FP16 on NVIDIA GPUs (not built in this version)"
+    description = "TensorRT plan (strongly typed FP16 with FP32 norms, or FP32) + fused CUDA epilogue"
     precisions = ("fp16", "fp32")
     device_bound = True
+    devices = ("cuda",)
 
+    def __init__(self, plan: bytes, manifest: Manifest):
+        import torch
+
+        from exprengine.engines.cuda_pipeline import CudaPipeline
+        trt = import_tensorrt()
+        self.trt = trt
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise EngineError("TensorRT could not deserialise the plan (built by another TensorRT version or GPU)")
+        self.context = self.engine.create_execution_context()
+        dtype = torch.float16 if manifest.precision == "fp16" else torch.float32
+        s, b = manifest.image_size, manifest.max_batch
+        self.color = torch.empty(b, 3, s, s, dtype=dtype, device="cuda")
+        self.attention = torch.empty(b, 1, s, s, dtype=dtype, device="cuda")
+        self.pipeline = CudaPipeline(self._network, s, b, dtype, graphs=True)
+
+    def _network(self, x, aus):
+        import torch
+        n = x.shape[0]
+        self.context.set_input_shape("image", tuple(x.shape))
+        self.context.set_input_shape("aus", tuple(aus.shape))
+        for name, tensor in (("image", x), ("aus", aus), ("color", self.color), ("attention", self.attention)):
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise EngineError("TensorRT failed to enqueue the engine")
+        return self.color[:n], self.attention[:n]
+
+    # --- availability and versions -------------------------------------------------------------
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        try:
-            import tensorrt
-        except ImportError:
-            return ("the tensorrt backend needs the TensorRT Python builder (TensorRT 10 or later, "
-                    "`pip install tensorrt` with an NVIDIA GPU), and it is not installed here")
-        if not hasattr(tensorrt, "Builder"):
-            return (f"the installed tensorrt {getattr(tensorrt, '__version__', '?')} is a runtime without "
-                    "a builder (lean/dispatch); building needs the full TensorRT package")
-        return ("TensorRT is installed, but this exprengine version does not build TensorRT engines yet "
-                "(planned: the GPU engine release); use --backend onnxruntime or aoti")
+        trt = import_tensorrt()
+        if trt is None:
+            try:
+                import tensorrt
+                return (f"the installed tensorrt {getattr(tensorrt, '__version__', '?')} is a runtime without a "
+                        "builder (lean/dispatch); the tensorrt backend needs the full TensorRT 10+ package")
+            except Exception:
+                return ("the tensorrt backend needs TensorRT 10 or later with its Python builder "
+                        "(pip install tensorrt, on a machine with an NVIDIA GPU), and it is not installed here")
+        import torch
+        if not torch.cuda.is_available():
+            return "the tensorrt backend needs an NVIDIA GPU, and none is visible here"
+        from exprengine.kernels.cuda import nvrtc_unavailable_reason
+        return nvrtc_unavailable_reason()
 
     @classmethod
+    def versions(cls) -> dict[str, str]:
+        trt = import_tensorrt()
+        gpu, cc = current_gpu()
+        return {"tensorrt": f"{trt.__name__} {trt.__version__}", "cuda_device": gpu, "cuda_capability": cc}
+
+    # --- build --------------------------------------------------------------------------------
+    @classmethod
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
-        raise EngineError(cls.unavailable_reason())
+        from exprengine.export.onnx_graph import export_onnx
+        if manifest.device != "cuda":
+            raise EngineError("TensorRT engines run on CUDA; build with --device cuda")
+        manifest.graph_outputs = "heads"
+        export_onnx(generator.cpu(), directory / ONNX_MODEL, outputs="heads", max_batch=manifest.max_batch,
+                    precision=manifest.precision)
+        deps = cls._dependencies(directory / ONNX_MODEL, manifest)
+        (directory / PLAN).write_bytes(build_plan((directory / ONNX_MODEL).read_bytes(), manifest))
+        manifest.versions["tensorrt_plan"] = json.dumps(deps, sort_keys=True)
+        return [ONNX_MODEL, PLAN]
+
+    @classmethod
+    def _dependencies(cls, onnx_path: Path, manifest: Manifest) -> dict:
+        trt = import_tensorrt()
+        gpu, cc = current_gpu()
+        return plan_dependencies(file_sha256(onnx_path), gpu, cc, f"{trt.__name__} {trt.__version__}",
+                                 manifest.precision, (manifest.min_batch, manifest.opt_batch, manifest.max_batch),
+                                 manifest.image_size)
+
+    # --- load ---------------------------------------------------------------------------------
+    @classmethod
+    def check_compatible(cls, manifest: Manifest, directory: Path) -> None:
+        if manifest.device != "cuda":
+            raise EngineError(f"engine {directory} is not a CUDA engine")
+        if "tensorrt_plan" not in manifest.versions:
+            raise EngineError(f"engine {directory} does not record what its TensorRT plan depends on; rebuild it")
 
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "TensorRTBackend":
-        raise EngineError(f"engine {directory}: {cls.unavailable_reason()}")
+        if device == "cpu":
+            raise EngineError(f"engine {directory} is a TensorRT engine and runs on CUDA only")
+        built = json.loads(manifest.versions["tensorrt_plan"])
+        here = cls._dependencies(directory / ONNX_MODEL, manifest)
+        mismatch = plan_mismatch(built, here)
+        if mismatch is None:
+            return cls((directory / PLAN).read_bytes(), manifest)      # sha256 checked by Manifest.read
+        return cls(cached_or_rebuilt_plan(directory, manifest, here, mismatch), manifest)
 
     def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise EngineError(self.unavailable_reason())
+        return self.pipeline.run_network(image, aus)
+
+    def run_frames(self, frames, intensities, want_attention=True):
+        return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)
+
+
+def cached_or_rebuilt_plan(directory: Path, manifest: Manifest, here: dict, mismatch: str) -> bytes:
+    """A plan for this GPU/TensorRT: from the user cache (hash-checked), else rebuilt and cached."""
+    key = plan_key(here)
+    path = cache_dir() / f"{key}.plan"
+    digest_path = path.with_suffix(".sha256")
+    if path.is_file() and digest_path.is_file():
+        if file_sha256(path) == digest_path.read_text().strip():
+            return path.read_bytes()
+    if os.environ.get("EXPRENGINE_TENSORRT_REBUILD", "1") == "0":
+        raise EngineError(f"engine {directory}'s TensorRT plan was built for {mismatch}; rebuild it with "
+                          "`exprengine build --backend tensorrt` (EXPRENGINE_TENSORRT_REBUILD=0 forbids doing it here)")
+    print(f"exprengine: engine {directory}'s TensorRT plan was built for {mismatch}; "
+          f"rebuilding it for this GPU into {cache_dir()} (once)", file=sys.stderr)
+    plan = build_plan((directory / ONNX_MODEL).read_bytes(), manifest)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for target, data in ((path, plan), (digest_path, hashlib.sha256(plan).hexdigest().encode())):
+            tmp = target.with_suffix(target.suffix + f".tmp{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+    except OSError:
+        pass
+    return plan
+
+
+def build_plan(onnx_bytes: bytes, manifest: Manifest) -> bytes:
+    """ONNX bytes -> serialised TensorRT plan (strongly typed, one profile, timing cache)."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineError(f"TensorRT could not parse the ONNX graph: {errors[:400]}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    s = manifest.image_size
+    profile = builder.create_optimization_profile()
+    for name, shape in (("image", (3, s, s)), ("aus", (manifest.model_config.get("num_aus", 17),))):
+        profile.set_shape(name, (manifest.min_batch, *shape), (manifest.opt_batch, *shape),
+                          (manifest.max_batch, *shape))
+    config.add_optimization_profile(profile)
+    gpu, cc = current_gpu()
+    timing_path = cache_dir() / f"timing-{gpu.replace(' ', '_')}-{cc}-{trt.__version__}.cache"
+    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+    config.set_timing_cache(timing, False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineError("TensorRT failed to build the engine (see its messages above)")
+    try:
+        timing_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = timing_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+        os.replace(tmp, timing_path)
+    except OSError:
+        pass
+    return bytes(serialized)

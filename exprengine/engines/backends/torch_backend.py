@@ -1,6 +1,12 @@
-"""`torch`: eager PyTorch, the reference every compiled engine is checked against."""
+"""`torch`: eager PyTorch, the reference every compiled engine is checked against.
+
+On the CPU it runs the generator in FP32. On CUDA it runs FP32 or FP16 (channels-last, so
+cuDNN uses the tensor cores) inside `CudaPipeline`: the fused csrc kernels around the
+network, pinned memory, and the whole call captured as a CUDA graph.
+"""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -8,19 +14,56 @@ import torch
 
 from exprengine.engines.backends.base import Backend
 from exprengine.engines.manifest import Manifest
+from exprengine.errors import EngineError
 from exprengine.kernels.blend import blend
 from exprengine.models import AttentionGenerator
 
 WEIGHTS = "weights.safetensors"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+class HeadsNetwork:
+    """(x, aus) -> (color, attention) of a generator on CUDA, in one dtype and memory format."""
+
+    def __init__(self, generator: AttentionGenerator, dtype: torch.dtype, channels_last: bool = True):
+        self.channels_last = channels_last
+        # FP32 means FP32: cuDNN would otherwise run the convolutions in TF32 (10-bit mantissa)
+        self.allow_tf32 = dtype != torch.float32
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        # a copy: the caller's generator stays where it was, in FP32
+        self.module = copy.deepcopy(generator).eval().to(device="cuda", dtype=dtype, memory_format=fmt)
+
+    def __call__(self, x: torch.Tensor, aus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        previous = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = self.allow_tf32 and previous
+        try:
+            return self.module(x, aus)
+        finally:
+            torch.backends.cudnn.allow_tf32 = previous
 
 
 class TorchBackend(Backend):
     name = "torch"
-    description = "eager PyTorch (reference; CPU or CUDA)"
+    description = "eager PyTorch (reference; CPU FP32, or CUDA FP32/FP16 with the fused kernels and CUDA graphs)"
+    precisions = ("fp32", "fp16")
 
-    def __init__(self, generator: AttentionGenerator, device: str = "cpu"):
+    def __init__(self, generator: AttentionGenerator, device: str = "cpu", precision: str = "fp32",
+                 max_batch: int = 64, graphs: bool = True):
         self.device = torch.device("cuda" if device == "cuda" else "cpu")
-        self.generator = generator.eval().to(self.device)
+        self.precision = precision
+        if self.device.type == "cpu":
+            if precision != "fp32":
+                raise EngineError("the torch backend runs FP16 on CUDA only; use fp32 on the CPU")
+            self.generator = generator.eval()
+            self.pipeline = None
+        else:
+            from exprengine.engines.cuda_pipeline import CudaPipeline
+            network = HeadsNetwork(generator, DTYPES[precision])
+            self.generator = network.module
+            self.pipeline = CudaPipeline(network, generator.config.image_size, max_batch, DTYPES[precision],
+                                         graphs=graphs)
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -35,11 +78,23 @@ class TorchBackend(Backend):
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "TorchBackend":
         from exprengine.checkpoints import load_weights
-        return cls(load_weights(directory / WEIGHTS), "cuda" if device == "cuda" else "cpu")
+        if device == "auto":
+            device = "cuda" if manifest.device == "cuda" and torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise EngineError("device cuda asked for, but no NVIDIA GPU is visible")
+        precision = manifest.precision if device == "cuda" else "fp32"
+        return cls(load_weights(directory / WEIGHTS), device, precision, manifest.max_batch)
 
     @torch.inference_mode()
     def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(image).to(self.device)
-        a = torch.from_numpy(aus).to(self.device)
+        if self.pipeline is not None:
+            return self.pipeline.run_network(image, aus)
+        x = torch.from_numpy(image)
+        a = torch.from_numpy(aus)
         color, attention = self.generator(x, a)
-        return blend(x, color, attention).cpu().numpy(), attention.cpu().numpy()
+        return blend(x, color, attention).numpy(), attention.numpy()
+
+    def run_frames(self, frames, intensities, want_attention=True):
+        if self.pipeline is None:
+            return super().run_frames(frames, intensities, want_attention)
+        return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)

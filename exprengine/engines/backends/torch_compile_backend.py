@@ -1,0 +1,65 @@
+"""`torch-compile`: the generator through `torch.compile(mode="max-autotune")` on CUDA.
+
+A baseline and fallback for GPUs without TensorRT. The engine directory holds the weights;
+compilation happens when the engine is loaded and for each new batch size (Inductor
+autotunes its kernels, which takes minutes the first time; Inductor caches them on disk).
+max-autotune captures CUDA graphs itself, so the pipeline around it (csrc prologue and
+epilogue, pinned memory) runs uncaptured.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exprengine.engines.backends.base import Backend
+from exprengine.engines.backends.torch_backend import DTYPES, WEIGHTS, HeadsNetwork, TorchBackend
+from exprengine.engines.manifest import Manifest
+from exprengine.errors import EngineError
+
+MODE = "max-autotune"
+
+
+class TorchCompileBackend(Backend):
+    name = "torch-compile"
+    description = f"torch.compile(mode={MODE!r}) on CUDA, FP32 or FP16, compiled at load time"
+    precisions = ("fp16", "fp32")
+    device_bound = True
+    devices = ("cuda",)
+
+    def __init__(self, generator, precision: str, image_size: int, max_batch: int):
+        from exprengine.engines.cuda_pipeline import CudaPipeline
+        network = HeadsNetwork(generator, DTYPES[precision])
+        self.module = network.module
+        network.module = torch.compile(network.module, mode=MODE, dynamic=False, fullgraph=True)
+        self.pipeline = CudaPipeline(network, image_size, max_batch, DTYPES[precision], graphs=False)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if not torch.cuda.is_available():
+            return "the torch-compile backend runs on CUDA, and no NVIDIA GPU is visible here"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {"torch": torch.__version__}
+
+    @classmethod
+    def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
+        if manifest.device != "cuda":
+            raise EngineError("the torch-compile backend builds CUDA engines only (--device cuda)")
+        return TorchBackend.build(generator, directory, manifest)
+
+    @classmethod
+    def load(cls, directory: Path, manifest: Manifest, device: str) -> "TorchCompileBackend":
+        from exprengine.checkpoints import load_weights
+        if device == "cpu":
+            raise EngineError("a torch-compile engine runs on CUDA only")
+        return cls(load_weights(directory / WEIGHTS), manifest.precision, manifest.image_size, manifest.max_batch)
+
+    def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.pipeline.run_network(image, aus)
+
+    def run_frames(self, frames, intensities, want_attention=True):
+        return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)
