@@ -72,6 +72,8 @@ class TorchBackend(Backend):
     @classmethod
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
         from exprengine.checkpoints import save_weights
+        if manifest.device == "cuda":
+            manifest.graph_outputs = "heads"         # the fused epilogue blends on the GPU
         save_weights(generator, directory / WEIGHTS)
         return [WEIGHTS]
 
