@@ -76,3 +76,16 @@ def gflop_per_frame(model: str) -> float:
 def face_image():
     from exprengine.demo import bundled_face
     return bundled_face()
+
+
+@pytest.mark.parametrize("batch", [64])
+def test_synthetic_render_rate(benchmark, batch):
+    """Images per second of the synthetic face renderer (one process; `exprengine synth` runs one per core)."""
+    import numpy as np
+
+    from exprengine.data.synthetic import render, sample_aus, sample_identities
+    ids = sample_identities(0, batch)
+    aus = sample_aus(np.random.default_rng(0), batch)
+    benchmark.group = "data"
+    benchmark.extra_info.update(kind="render", batch=batch)
+    benchmark.pedantic(render, args=(ids, aus), rounds=5, warmup_rounds=1)

@@ -1,0 +1,1 @@
+"""Data: the synthetic face world (`synthetic`), data sets for training."""

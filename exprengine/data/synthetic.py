@@ -1,0 +1,371 @@
+"""A procedural face world with exact ground truth: `render(identity, aus)` for any AU vector.
+
+    ids = sample_identities(seed=0, count=8)                  # deterministic by seed
+    faces = render(ids, aus)                                  # uint8 [8,128,128,3], aus [8,17] or [17]
+
+Every image is drawn from signed distance fields in *face space* (u right, v down; the
+face is about 2 units wide, centred at the origin), anti-aliased by pixel coverage, then
+placed in the 128x128 frame by the identity's pose (small rotation, shift and scale).
+An identity fixes everything that is not expression: face shape, skin tone, hair colour
+and style, eye colour and spacing, brows, nose, mouth size, background and lighting.
+The 17 AUs (0..5, OpenFace scale; k = intensity / 5) move only their own region:
+
+    AU01 inner brow up         AU02 outer brow up        AU04 brows down + together, furrows
+    AU05 upper lid up          AU07 lids tighten         AU45 blink (lids close)
+    AU06 cheeks up, lower lid up, crow's feet            AU09 nose wrinkles, nostrils up
+    AU10 upper lip up          AU12 lip corners up, out  AU14 dimples, corners in
+    AU15 lip corners down      AU17 chin boss up, lower lip up
+    AU20 mouth wider           AU23 lips thinner         AU25 lips part
+    AU26 jaw drop (mouth opens, chin and jaw outline down)
+
+`AU_REGIONS` names each AU's region in face space; tests check that an AU's pixel changes
+fall inside it. The renderer is vectorised over the batch (NumPy); `exprengine synth`
+writes a data set, `SyntheticFaces` serves one to training.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from exprengine.aus import AU_INDEX, AU_SCALE, NUM_AUS
+
+SIZE = 128
+
+#: Each AU's region in face space: (u_min, u_max, v_min, v_max), symmetric AUs use |u|.
+AU_REGIONS: dict[str, tuple[float, float, float, float]] = {
+    "AU01": (0.0, 0.95, -0.95, -0.25), "AU02": (0.0, 0.95, -0.95, -0.25), "AU04": (0.0, 0.95, -0.95, -0.2),
+    "AU05": (0.1, 0.8, -0.5, 0.0), "AU07": (0.1, 0.8, -0.5, 0.0), "AU45": (0.1, 0.8, -0.5, 0.0),
+    "AU06": (0.1, 1.0, -0.5, 0.5), "AU09": (0.0, 0.35, -0.35, 0.5),
+    "AU10": (0.0, 0.7, 0.25, 0.9), "AU12": (0.0, 0.7, 0.25, 0.9), "AU14": (0.0, 0.75, 0.25, 0.9),
+    "AU15": (0.0, 0.7, 0.25, 0.9), "AU20": (0.0, 0.75, 0.25, 0.9), "AU23": (0.0, 0.7, 0.25, 0.9),
+    "AU25": (0.0, 0.7, 0.25, 0.9), "AU17": (0.0, 0.7, 0.35, 1.3), "AU26": (0.0, 1.15, 0.25, 1.6),
+}
+REGION_NAMES = {"brows": ("AU01", "AU02", "AU04"), "eyes": ("AU05", "AU07", "AU45"), "cheeks": ("AU06",),
+                "nose": ("AU09",), "lips": ("AU10", "AU12", "AU14", "AU15", "AU20", "AU23", "AU25"),
+                "chin": ("AU17",), "jaw": ("AU26",)}
+
+SKIN_TONES = np.array([[255, 224, 196], [241, 194, 160], [224, 172, 135], [198, 134, 96],
+                       [160, 102, 70], [115, 72, 48], [86, 54, 38]], np.float32) / 255
+HAIR_COLOURS = np.array([[20, 16, 14], [60, 40, 25], [110, 75, 45], [170, 130, 80], [215, 190, 140],
+                         [150, 60, 30], [140, 140, 140], [235, 235, 230]], np.float32) / 255
+IRIS_COLOURS = np.array([[60, 40, 25], [95, 65, 35], [70, 110, 150], [80, 120, 80], [110, 110, 120]],
+                        np.float32) / 255
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Everything about a face that is not its expression (all floats, face-space units)."""
+
+    face_width: float       # half-width of the face ellipse
+    face_height: float      # half-height
+    jaw: float              # 0 round .. 1 square lower face
+    skin_r: float
+    skin_g: float
+    skin_b: float
+    hair_r: float
+    hair_g: float
+    hair_b: float
+    hairline: float         # v of the hairline
+    hair_volume: float      # how far the hair extends beside the face
+    iris_r: float
+    iris_g: float
+    iris_b: float
+    eye_spacing: float      # |u| of the eye centres
+    eye_size: float         # half-width of an eye
+    brow_thickness: float
+    nose_length: float
+    mouth_width: float      # half-width of the mouth
+    lip_thickness: float
+    bg_r: float
+    bg_g: float
+    bg_b: float
+    bg_gradient: float
+    light_u: float          # light direction (shading across the face)
+    light_v: float
+    rotation: float         # radians
+    shift_x: float          # pixels
+    shift_y: float
+    scale: float            # pixels per face unit
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> "Identity":
+        skin = SKIN_TONES[rng.integers(len(SKIN_TONES))] * rng.uniform(0.93, 1.05, 3)
+        hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))] * rng.uniform(0.85, 1.15, 3)
+        iris = IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))] * rng.uniform(0.85, 1.15, 3)
+        bg = rng.uniform(0.1, 0.95, 3)
+        return cls(
+            face_width=rng.uniform(0.88, 1.05), face_height=rng.uniform(1.22, 1.38), jaw=rng.uniform(0, 1),
+            skin_r=skin[0], skin_g=skin[1], skin_b=skin[2], hair_r=hair[0], hair_g=hair[1], hair_b=hair[2],
+            hairline=rng.uniform(-0.95, -0.72), hair_volume=rng.uniform(0.05, 0.3),
+            iris_r=iris[0], iris_g=iris[1], iris_b=iris[2],
+            eye_spacing=rng.uniform(0.36, 0.44), eye_size=rng.uniform(0.16, 0.21),
+            brow_thickness=rng.uniform(0.035, 0.06), nose_length=rng.uniform(0.32, 0.42),
+            mouth_width=rng.uniform(0.24, 0.32), lip_thickness=rng.uniform(0.045, 0.075),
+            bg_r=bg[0], bg_g=bg[1], bg_b=bg[2], bg_gradient=rng.uniform(-0.25, 0.25),
+            light_u=rng.uniform(-0.35, 0.35), light_v=rng.uniform(-0.3, 0.1),
+            rotation=rng.uniform(-0.07, 0.07), shift_x=rng.uniform(-3, 3), shift_y=rng.uniform(-3, 3),
+            scale=rng.uniform(36, 42))
+
+
+def sample_identities(seed: int, count: int, start: int = 0) -> list[Identity]:
+    """Identities `start .. start+count-1` of the world `seed`: each depends only on (seed, index)."""
+    return [Identity.sample(np.random.default_rng([seed, i])) for i in range(start, start + count)]
+
+
+def _params(identities: list[Identity]) -> dict[str, np.ndarray]:
+    """Stack identity fields into [N,1,1] float32 arrays (broadcast over the image)."""
+    return {f.name: np.array([getattr(i, f.name) for i in identities], np.float32)[:, None, None]
+            for f in fields(Identity)}
+
+
+# --- signed distances (face units; negative inside) and coverage -------------------------------
+def _ellipse(u, v, cu, cv, a, b):
+    return (np.sqrt(((u - cu) / a) ** 2 + ((v - cv) / b) ** 2) - 1.0) * np.minimum(a, b)
+
+
+def _segment(u, v, u0, v0, u1, v1, radius):
+    du, dv = u1 - u0, v1 - v0
+    t = np.clip(((u - u0) * du + (v - v0) * dv) / (du * du + dv * dv + 1e-9), 0, 1)
+    return np.sqrt((u - u0 - t * du) ** 2 + (v - v0 - t * dv) ** 2) - radius
+
+
+def _coverage(d, px):
+    """Anti-aliased coverage of a shape with signed distance d; px = one pixel in face units."""
+    return np.clip(0.5 - d / px, 0.0, 1.0)
+
+
+def _paint(img, colour, alpha):
+    """img [N,H,W,3] <- alpha over: img * (1 - a) + colour * a."""
+    a = alpha[..., None]
+    img *= 1.0 - a
+    img += a * colour
+    return img
+
+
+def _rgb(p, prefix):
+    return np.stack([p[f"{prefix}_r"], p[f"{prefix}_g"], p[f"{prefix}_b"]], axis=-1)   # [N,1,1,3]
+
+
+def _face_coordinates(p):
+    """Pixel grid -> face-space (u, v) per identity, by the inverse of its pose."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    x = x[None] + 0.5 - (SIZE / 2 + p["shift_x"])
+    y = y[None] + 0.5 - (SIZE / 2 + 2 + p["shift_y"])
+    c, s = np.cos(p["rotation"]), np.sin(p["rotation"])
+    u = (c * x + s * y) / p["scale"]
+    v = (-s * x + c * y) / p["scale"]
+    return u, v
+
+
+def region_masks(identities: list[Identity], au: str) -> np.ndarray:
+    """bool [N,128,128]: where `au` may change pixels, in each identity's pose."""
+    u, v = _face_coordinates(_params(identities))
+    u0, u1, v0, v1 = AU_REGIONS[au]
+    return (np.abs(u) >= u0) & (np.abs(u) <= u1) & (v >= v0) & (v <= v1)
+
+
+# --- the renderer ---------------------------------------------------------------------------------
+def render(identities: Identity | list[Identity], aus: np.ndarray) -> np.ndarray:
+    """Render faces: identities (one or N) with AU intensities [17] or [N,17] (0..5) -> uint8 [N,128,128,3]."""
+    ids = [identities] if isinstance(identities, Identity) else list(identities)
+    aus = np.asarray(aus, np.float32)
+    if aus.ndim == 1:
+        aus = np.broadcast_to(aus, (len(ids), NUM_AUS))
+    if len(ids) == 1 and aus.shape[0] > 1:
+        ids = ids * aus.shape[0]
+    assert aus.shape == (len(ids), NUM_AUS), f"aus must be [{NUM_AUS}] or [{len(ids)},{NUM_AUS}], got {aus.shape}"
+    p = _params(ids)
+    k = {name: np.clip(aus[:, i], 0, AU_SCALE)[:, None, None] / AU_SCALE for name, i in AU_INDEX.items()}
+    u, v = _face_coordinates(p)
+    au_ = np.abs(u)
+    px = 1.0 / p["scale"]
+    n = len(ids)
+
+    # background with a vertical gradient
+    img = np.broadcast_to(_rgb(p, "bg"), (n, SIZE, SIZE, 3)) * (1 + p["bg_gradient"][..., None] * v[..., None] / 2)
+    img = np.ascontiguousarray(img, np.float32)
+    skin, hair = _rgb(p, "skin"), _rgb(p, "hair")
+
+    # hair behind the head, neck, then the face (the jaw drops with AU26)
+    _paint(img, hair, _coverage(_ellipse(u, v, 0, -0.25, p["face_width"] + p["hair_volume"], 1.25), px))
+    _paint(img, skin * 0.82, _coverage(np.maximum(au_ - 0.45, -(v - 0.6)), px) * (v < 1.9))
+    jaw_drop = 0.14 * k["AU26"]
+    lower_b = p["face_height"] + jaw_drop
+    b = np.where(v > 0, lower_b, p["face_height"])
+    face_d = _ellipse(u, v, 0, 0, p["face_width"], b)
+    square = np.maximum(au_ - p["face_width"] * (0.92 + 0.06 * p["jaw"]), v - lower_b * (0.85 + 0.1 * p["jaw"]))
+    face_d = np.where(v > 0.3, np.maximum(face_d, square * (0.3 + 0.7 * p["jaw"])), face_d)
+    face = _coverage(face_d, px)
+    shade = 1.0 + 0.22 * (p["light_u"] * u + p["light_v"] * v)
+    shade = shade - 0.18 * np.clip(face_d + 0.25, 0, 0.25) / 0.25          # darker towards the outline
+    _paint(img, skin * shade[..., None], face)
+    # hair on top of the forehead
+    fringe = np.maximum(v - p["hairline"] - 0.08 * np.cos(3 * u), _ellipse(u, v, 0, -0.2, p["face_width"] + 0.12, 1.3))
+    _paint(img, hair, _coverage(fringe, px))
+
+    # cheeks (AU06 raises and brightens them)
+    cheek_v = 0.18 - 0.14 * k["AU06"]
+    for side in (-1, 1):
+        blush = _coverage(_ellipse(u, v, side * 0.55, cheek_v, 0.2, 0.13), px * 6)
+        _paint(img, skin * np.array([1.08, 0.86, 0.84], np.float32), blush * (0.25 + 0.45 * k["AU06"]))
+
+    # eyes: almond between two lid curves; AU05 / AU07 / AU06 / AU45 move the lids
+    upper = (0.075 + 0.075 * k["AU05"] - 0.045 * k["AU07"]) * (1 - 0.97 * k["AU45"])
+    lower = (0.06 - 0.03 * k["AU07"] - 0.035 * k["AU06"]) * (1 - 0.97 * k["AU45"])
+    ev = -0.24
+    for side in (-1, 1):
+        eu = u - side * p["eye_spacing"]
+        w = p["eye_size"]
+        t = np.clip(1 - (eu / w) ** 2, 0, 1)
+        lid_top, lid_bottom = ev - upper * t - 0.005, ev + lower * t + 0.005
+        eye_d = np.maximum(np.maximum(lid_top - v, v - lid_bottom), np.abs(eu) - w)
+        eye = _coverage(eye_d, px)
+        _paint(img, np.array([0.93, 0.93, 0.9], np.float32), eye)
+        iris = _coverage(_ellipse(eu, v, 0, ev, 0.075, 0.075), px) * eye
+        _paint(img, _rgb(p, "iris"), iris)
+        _paint(img, np.zeros(3, np.float32), _coverage(_ellipse(eu, v, 0, ev, 0.032, 0.032), px) * eye)
+        lash = _coverage(np.maximum(np.abs(v - lid_top) - 0.012, np.abs(eu) - w), px)
+        _paint(img, hair * 0.4, lash * 0.9)
+        # crow's feet (AU06)
+        for dv in (-0.04, 0.0, 0.04):
+            line = _segment(eu * side, v, w + 0.04, ev + dv, w + 0.13, ev + 1.8 * dv - 0.01, 0.008)
+            _paint(img, skin * 0.6, _coverage(line, px) * k["AU06"] * 0.8)
+        # brows: inner end (AU01 up, AU04 down and in), outer end (AU02 up)
+        inner_u = 0.12 + 0.06 * (1 - k["AU04"])
+        inner_v = -0.5 - 0.2 * k["AU01"] + 0.1 * k["AU04"]
+        outer_v = -0.48 - 0.2 * k["AU02"] + 0.03 * k["AU04"]
+        mid_v = (inner_v + outer_v) / 2 - 0.05
+        bu = u * side
+        brow = np.minimum(_segment(bu, v, inner_u, inner_v, 0.4, mid_v, p["brow_thickness"]),
+                          _segment(bu, v, 0.4, mid_v, 0.66, outer_v, p["brow_thickness"] * 0.8))
+        _paint(img, hair * 0.8, _coverage(brow, px))
+    # furrows between the brows (AU04)
+    for side in (-1, 1):
+        furrow = _segment(u, v, side * 0.05, -0.48, side * 0.06, -0.34, 0.01)
+        _paint(img, skin * 0.55, _coverage(furrow, px) * k["AU04"])
+
+    # nose: bridge shading, nostrils (AU09 lifts them), wrinkles (AU09)
+    tip = -0.12 + p["nose_length"]
+    bridge = _segment(u, v, 0.06, -0.15, 0.08, tip - 0.04, 0.012)
+    _paint(img, skin * 0.78, _coverage(bridge, px) * 0.7)
+    nostril_v = tip - 0.045 * k["AU09"]
+    for side in (-1, 1):
+        nostril = _ellipse(u, v, side * 0.075, nostril_v, 0.045, 0.022)
+        _paint(img, skin * 0.45, _coverage(nostril, px))
+    for i, dv in enumerate((-0.1, -0.05, 0.0)):
+        wrinkle = _segment(u, v, -0.09 + 0.01 * i, dv, 0.09 - 0.01 * i, dv - 0.01, 0.009)
+        _paint(img, skin * 0.6, _coverage(wrinkle, px) * k["AU09"])
+
+    # mouth: corners (AU12 up/out, AU15 down, AU20 wider, AU14 in), lips (AU23 thinner,
+    # AU10 upper up, AU17 lower up), opening (AU25, AU26)
+    mv = 0.55 + 0.05 * k["AU26"]
+    mw = p["mouth_width"] * (1 + 0.3 * k["AU20"] + 0.18 * k["AU12"] - 0.08 * k["AU14"])
+    corner = -0.13 * k["AU12"] + 0.12 * k["AU15"] + 0.02 * k["AU20"]
+    x = np.clip(u / mw, -1, 1)
+    t = 1 - x ** 2                                      # 1 at the middle, 0 at the corners
+    centre = mv + corner * x ** 2
+    gap = (0.07 * k["AU25"] + 0.22 * k["AU26"]) * t
+    thick = p["lip_thickness"] * (1 - 0.65 * k["AU23"])
+    up_open = centre - gap * 0.35 - 0.03 * k["AU10"] * t
+    lo_open = centre + gap * 0.65 - 0.04 * k["AU17"] * t
+    upper_lip = up_open - thick * (0.4 + 0.6 * t) - 0.05 * k["AU10"] * t
+    lower_lip = lo_open + thick * 1.2 * (0.4 + 0.6 * t)
+    inside = np.abs(u) - mw
+    lips = _coverage(np.maximum(np.maximum(upper_lip - v, v - lower_lip), inside), px)
+    lip_colour = skin * np.array([0.85, 0.55, 0.55], np.float32)
+    _paint(img, lip_colour, lips)
+    mouth = _coverage(np.maximum(np.maximum(up_open - v, v - lo_open), inside + 0.01), px)
+    _paint(img, np.array([0.25, 0.05, 0.06], np.float32), mouth)
+    teeth = _coverage(np.maximum(np.maximum(up_open - v, v - (up_open + 0.05)), inside + 0.04), px) * mouth
+    _paint(img, np.array([0.95, 0.93, 0.88], np.float32), teeth)
+    seam = _coverage(np.maximum(np.abs(v - centre) - 0.006, inside), px) * (1 - mouth)
+    _paint(img, lip_colour * 0.55, seam)
+    # dimples (AU14)
+    for side in (-1, 1):
+        dimple = _ellipse(u, v, side * (mw + 0.07), mv + corner - 0.01, 0.022, 0.035)
+        _paint(img, skin * 0.6, _coverage(dimple, px * 2) * k["AU14"])
+    # chin boss (AU17 raises it), jaw outline shadow moves with AU26 via the face shape
+    chin_v = lower_b * 0.82 - 0.1 * k["AU17"]
+    chin = _coverage(_ellipse(u, v, 0, chin_v, 0.2, 0.09), px * 4)
+    _paint(img, skin * np.clip(shade, 0.8, 1.3)[..., None] * 1.12, chin * (0.15 + 0.5 * k["AU17"]))
+
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+
+def identity_dict(identity: Identity) -> dict:
+    return {k: float(v) for k, v in asdict(identity).items()}
+
+
+# --- expressions to render, data sets -------------------------------------------------------------
+def sample_aus(rng: np.random.Generator, count: int) -> np.ndarray:
+    """AU vectors [count,17] as a face data set has them: mostly a few AUs at low to moderate
+    intensity, often a preset expression, never both AUs of a conflicting pair."""
+    from exprengine.aus import CONFLICTS, PRESETS
+    presets = [p for p in PRESETS.values() if p.aus]
+    out = np.zeros((count, NUM_AUS), np.float32)
+    for row in out:
+        if rng.random() < 0.35:
+            preset = presets[rng.integers(len(presets))]
+            for name in preset.aus:
+                row[AU_INDEX[name]] = rng.uniform(0.5, 3.0)
+        active = rng.random(NUM_AUS) < 0.15
+        row[active] = np.maximum(row[active], rng.uniform(0.2, 2.5, int(active.sum())))
+        for c in CONFLICTS:
+            i, j = AU_INDEX[c.a], AU_INDEX[c.b]
+            if row[i] > 0 and row[j] > 0:
+                row[i if rng.random() < 0.5 else j] = 0.0
+    return out
+
+
+class SyntheticFaces:
+    """A map-style data set over the synthetic world (a torch Dataset by duck typing).
+
+    Sample i shows identity `identities[0] + i % count` with AUs drawn from (seed, i): both
+    depend only on (seed, i), so any sample can be re-rendered, and rendered again with other
+    AUs (`render_target`) for a ground-truth edit. Train and test use disjoint identity
+    ranges (held-out identities).
+
+        ds = SyntheticFaces(10000, seed=0, identities=(0, 900))
+        image, aus, identity = ds[5]          # float32 [3,S,S] in [-1,1], [17] (0..5), int
+    """
+
+    def __init__(self, length: int, seed: int = 0, identities: tuple[int, int] = (0, 1000), size: int = SIZE):
+        assert length >= 1 and identities[1] > identities[0], (length, identities)
+        self.length, self.seed, self.identities, self.size = length, seed, identities, size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def identity_index(self, i: int) -> int:
+        first, stop = self.identities
+        return first + i % (stop - first)
+
+    def identity(self, i: int) -> Identity:
+        return Identity.sample(np.random.default_rng([self.seed, self.identity_index(i)]))
+
+    def aus(self, i: int) -> np.ndarray:
+        return sample_aus(np.random.default_rng([self.seed, 1_000_003, i]), 1)[0]
+
+    def render_target(self, i: int, aus: np.ndarray) -> np.ndarray:
+        """Sample i's face with other AUs: uint8 [S,S,3]."""
+        return resize_faces(render(self.identity(i), aus), self.size)[0]
+
+    def __getitem__(self, i: int):
+        import torch
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        aus = self.aus(i)
+        image = resize_faces(render(self.identity(i), aus), self.size)[0]
+        x = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0
+        return x, torch.from_numpy(aus), self.identity_index(i)
+
+
+def resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [N,128,128,3] -> [N,size,size,3] by area averaging (size must divide 128)."""
+    if size == SIZE:
+        return faces
+    assert SIZE % size == 0, f"size must divide {SIZE}, got {size}"
+    f = SIZE // size
+    n = faces.shape[0]
+    return np.rint(faces.reshape(n, size, f, size, f, 3).mean(axis=(2, 4))).astype(np.uint8)
