@@ -319,6 +319,82 @@ def models():
         click.echo(f"  {name:<12} {b.description}" + (f"\n               unavailable here: {reason}" if reason else ""))
 
 
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+def _training_data(spec: str, size: int):
+    """--data: `synthetic[:SEED[:IDENTITIES]]` (rendered on the fly, last 10 % of identities held
+    out) or a data set directory (its train split)."""
+    from exprengine.data.datasets import FaceFolder
+    from exprengine.data.synthetic import SyntheticFaces
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        parts = spec.split(":")[1:]
+        try:
+            seed = int(parts[0]) if parts else 0
+            identities = int(parts[1]) if len(parts) > 1 else 1000
+        except ValueError:
+            raise UserError(f"--data {spec}: expected synthetic[:SEED[:IDENTITIES]]") from None
+        train_ids = identities - max(1, identities // 10)
+        return SyntheticFaces(1_000_000, seed, (0, train_ids), size=size)
+    return FaceFolder(spec, "train", size)
+
+
+@cli.command()
+@click.option("--model", default="convnext6", show_default=True, metavar="NAME", help="Generator architecture.")
+@click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
+              help="synthetic[:SEED[:IDENTITIES]] (rendered on the fly) or a data set directory.")
+@click.option("--out", required=True, metavar="DIR", help="Run directory (checkpoints, samples, curves).")
+@click.option("--steps", type=click.IntRange(1), default=100_000, show_default=True, help="Critic steps.")
+@click.option("--batch", type=click.IntRange(1), default=25, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Initial weights and every step's draws.")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--sample-every", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its checkpoint stopped.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--image-size", type=click.IntRange(16, 512), default=None, help="Override the model's image size.")
+@click.option("--dims", default=None, metavar="A,B,C", help="Override the model's widths (small experiments).")
+@click.option("--depth", type=click.IntRange(1, 64), default=None, help="Override the number of residual blocks.")
+@click.option("--critic-width", type=click.IntRange(1, 1024), default=64, show_default=True)
+def train(model, data, out, steps, batch, lr, seed, checkpoint_every, sample_every, resume, device,
+          image_size, dims, depth, critic_width):
+    """Train a generator with GANimation's losses (WGAN-GP, AU regression, cycle, attention).
+
+    \b
+    Examples:
+      exprengine train --model convnext6 --data synthetic --out runs/cx6 --steps 20000
+      exprengine train --model ganimation --data data/celeba --out runs/g --device cuda
+      exprengine train --out runs/cx6 --resume --steps 40000        # continue, with a longer budget
+      exprengine build --model convnext6 --checkpoint runs/cx6/generator.safetensors --out engines/cx6
+    """
+    import torch
+
+    from exprengine.training.trainer import Trainer, TrainConfig
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda needs an NVIDIA GPU, and none is visible")
+    try:
+        dims_t = tuple(int(x) for x in dims.split(",")) if dims else None
+    except ValueError:
+        raise UserError(f"--dims {dims!r}: expected three comma-separated integers") from None
+    if dims_t is not None and len(dims_t) != 3:
+        raise UserError(f"--dims needs three widths (stem, down 1, down 2), got {len(dims_t)}")
+    if resume:
+        saved = Trainer.checkpoint_config(out)
+        trainer = Trainer.resume(out, _training_data(saved.data, saved.generator_config().image_size), device, steps)
+        _say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
+    else:
+        config = TrainConfig(model=model, data=data, steps=steps, batch=batch, lr=lr, seed=seed,
+                             checkpoint_every=checkpoint_every, sample_every=sample_every,
+                             image_size=image_size, dims=dims_t, depth=depth, critic_width=critic_width)
+        if (Path(out) / CHECKPOINT_NAME).exists():
+            raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+        trainer = Trainer(config, _training_data(data, config.generator_config().image_size), out, device)
+    trainer.train()
+    click.echo(f"trained {out} to step {trainer.step}: {Path(out) / 'generator.safetensors'}")
+
+
 @cli.command()
 @click.option("--n", "count", type=click.IntRange(1, 10_000_000), default=10000, show_default=True,
               help="Number of faces to render.")

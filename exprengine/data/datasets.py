@@ -90,3 +90,67 @@ def write_synthetic(out: str | os.PathLike, n: int, seed: int = 0, identities: i
                  "seconds": round(elapsed, 2), "images_per_second": round(n / elapsed, 1)}
         (tmp / "synth.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+class FaceFolder:
+    """A data set directory in our layout (`imgs/<id>.png|jpg`, `aus.csv` with OpenFace `AUxx_r`
+    columns, `train_ids.csv`, `test_ids.csv`), as a map-style data set for training.
+
+        ds = FaceFolder("data/synth", split="train")
+        image, aus, identity = ds[0]       # float32 [3,S,S] in [-1,1], [17] (0..5), int (-1 if unknown)
+    """
+
+    def __init__(self, directory: str | os.PathLike, split: str = "train", size: int = 128):
+        import csv
+        self.directory = Path(directory)
+        self.size = size
+        table = self.directory / "aus.csv"
+        if not table.is_file():
+            raise UserError(f"{self.directory} is not a data set: it has no aus.csv")
+        with open(table, newline="") as f:
+            rows = list(csv.DictReader(f))
+        missing = [c for c in OPENFACE_COLUMNS if rows and c not in rows[0]]
+        if not rows or missing:
+            raise UserError(f"{table} has no rows or lacks the columns {', '.join(missing) or OPENFACE_COLUMNS}")
+        labels = {r["id"]: r for r in rows}
+        if split == "all":
+            ids = list(labels)
+        else:
+            listing = self.directory / f"{split}_ids.csv"
+            if not listing.is_file():
+                raise UserError(f"{self.directory} has no {listing.name}")
+            ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        unknown = [i for i in ids if i not in labels]
+        if unknown:
+            raise UserError(f"{len(unknown)} ids in the {split} split have no AU labels (first: {unknown[0]})")
+        if not ids:
+            raise UserError(f"the {split} split of {self.directory} is empty")
+        self.ids = ids
+        self.labels = np.array([[float(labels[i][c]) for c in OPENFACE_COLUMNS] for i in ids], np.float32)
+        if not np.isfinite(self.labels).all():
+            raise UserError(f"{table} has NaN or infinite AU values")
+        self.identities = [int(labels[i].get("identity", -1) or -1) for i in ids]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def aus(self, i: int) -> np.ndarray:
+        return self.labels[i]
+
+    def image_path(self, i: int) -> Path:
+        for suffix in (".png", ".jpg", ".jpeg"):
+            p = self.directory / "imgs" / f"{self.ids[i]}{suffix}"
+            if p.is_file():
+                return p
+        raise UserError(f"image {self.ids[i]} is missing from {self.directory / 'imgs'}")
+
+    def __getitem__(self, i: int):
+        import torch
+
+        from exprengine.media import read_image
+        from exprengine.preprocess import resize_face
+        if not 0 <= i < len(self.ids):
+            raise IndexError(i)
+        image = resize_face(read_image(self.image_path(i)), self.size)
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+        return x, torch.from_numpy(self.labels[i]), self.identities[i]

@@ -1,0 +1,136 @@
+"""Training: losses maths, a tiny model learns, resume is exact, checkpoints are atomic."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from exprengine.data.synthetic import SyntheticFaces
+from exprengine.errors import UserError
+from exprengine.training import losses
+from exprengine.training.trainer import CHECKPOINT, GENERATOR, Trainer, TrainConfig
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(model="convnext2", steps=40, batch=4, lr=1e-3, image_size=32, dims=(8, 16, 32), depth=1,
+                critic_width=8, checkpoint_every=10, sample_every=1000, log_every=5, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def tiny_data() -> SyntheticFaces:
+    return SyntheticFaces(64, seed=1, identities=(0, 16), size=32)
+
+
+def test_total_variation_and_attention_mean_by_hand():
+    a = torch.zeros(2, 1, 3, 3)
+    a[:, :, 1, 1] = 1.0                        # one bright pixel: 4 neighbours differ by 1
+    assert losses.total_variation(a).item() == pytest.approx(4.0)
+    assert losses.attention_mean(a).item() == pytest.approx(1 / 9)
+    x = torch.rand(3, 17)
+    assert losses.au_regression(x, x + 0.5).item() == pytest.approx(17 * 0.25)
+    assert losses.cycle(torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)).item() == 1.0
+
+
+def test_gradient_penalty_is_zero_for_a_unit_gradient_critic():
+    class Linear(torch.nn.Module):                     # D(x) = w . x with ||w|| = 1: gradient norm 1
+        def __init__(self):
+            super().__init__()
+            w = torch.randn(3 * 8 * 8)
+            self.w = w / w.norm()
+
+        def forward(self, x):
+            return (x.flatten(1) @ self.w)[:, None, None, None], None
+    real, fake = torch.rand(5, 3, 8, 8), torch.rand(5, 3, 8, 8)
+    assert losses.gradient_penalty(Linear(), real, fake).item() == pytest.approx(0.0, abs=1e-10)
+
+    class Doubled(Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)[0], None
+    assert losses.gradient_penalty(Doubled(), real, fake).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_learning_rate_is_constant_then_decays_linearly_to_zero(tmp_path):
+    t = Trainer(tiny_config(steps=30, decay_fraction=1 / 3), tiny_data(), tmp_path)
+    assert t.learning_rate(0) == t.learning_rate(19) == 1e-3
+    assert t.learning_rate(25) == pytest.approx(0.5e-3) and t.learning_rate(30) == 0.0
+
+
+def test_a_few_steps_decrease_the_losses(tmp_path):
+    t = Trainer(tiny_config(steps=80, decay_fraction=0.0), tiny_data(), tmp_path)
+    t.train(progress=False)
+    first, last = t.log[0], t.log[-1]
+    assert last["d_au"] < 0.85 * first["d_au"], (first, last)        # the critic learns the AUs
+    assert last["d_gp"] < first["d_gp"], (first, last)               # and becomes 1-Lipschitz
+    g = [e for e in t.log if "g_cycle" in e]
+    assert g[-1]["g_au"] < g[0]["g_au"], (g[0], g[-1])                # the generator learns to hit them
+    assert all(np.isfinite(v) for e in t.log for v in e.values())
+    assert (tmp_path / "losses.png").is_file() and (tmp_path / "samples").is_dir()
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = Trainer(tiny_config(steps=20), tiny_data(), tmp_path / "a")
+    straight.train(progress=False)
+    halves = Trainer(tiny_config(steps=20), tiny_data(), tmp_path / "b")
+    halves.train(until=10, progress=False)
+    resumed = Trainer.resume(tmp_path / "b", tiny_data())
+    assert resumed.step == 10
+    resumed.train(progress=False)
+    a, b = straight.state_tensors(), resumed.state_tensors()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [e["step"] for e in straight.log] == [e["step"] for e in resumed.log]
+
+
+def test_a_killed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    t = Trainer(tiny_config(steps=20), tiny_data(), tmp_path)
+    t.train(until=10, progress=False)
+    before = (tmp_path / CHECKPOINT).read_bytes()
+    t.train_step()
+    import os
+
+    def killed(src, dst):
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        t.save()
+    monkeypatch.undo()
+    assert (tmp_path / CHECKPOINT).read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if ".part" in p.name]        # no temporary left behind
+    assert Trainer.resume(tmp_path, tiny_data()).step == 10
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
+    with pytest.raises(UserError, match="nothing to resume"):
+        Trainer.resume(tmp_path, tiny_data())
+    (tmp_path / CHECKPOINT).write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(UserError, match="not readable"):
+        Trainer.resume(tmp_path, tiny_data())
+
+
+def test_trained_generator_builds_into_an_engine(tmp_path):
+    from exprengine.checkpoints import load_weights
+    from exprengine.engine import Engine
+    from exprengine.engines.build import build_engine
+    t = Trainer(tiny_config(steps=5, checkpoint_every=5), tiny_data(), tmp_path / "run")
+    t.train(progress=False)
+    generator = load_weights(tmp_path / "run" / GENERATOR)
+    assert generator.config.image_size == 32
+    build_engine(generator, tmp_path / "engine", "onnxruntime", weights_source=GENERATOR, max_batch=4, opt_batch=2)
+    out = Engine.load(tmp_path / "engine").edit(np.zeros((32, 32, 3), np.uint8), "happiness")
+    assert out.shape == (1, 32, 32, 3)
+
+
+def test_train_command_and_resume(tmp_path, capsys):
+    from exprengine.cli import main
+    args = ["train", "--model", "convnext2", "--out", str(tmp_path / "r"), "--steps", "6", "--batch", "2",
+            "--image-size", "32", "--dims", "8,16,32", "--depth", "1", "--critic-width", "8",
+            "--checkpoint-every", "3", "--sample-every", "3", "--device", "cpu"]
+    assert main(args) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(args) == 2                                      # refuses to overwrite a run
+    err = capsys.readouterr().err
+    assert "--resume" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--steps", "9"]) == 0
+    assert Trainer.resume(tmp_path / "r", SyntheticFaces(8, size=32)).step == 9
