@@ -369,3 +369,14 @@ def resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
     f = SIZE // size
     n = faces.shape[0]
     return np.rint(faces.reshape(n, size, f, size, f, 3).mean(axis=(2, 4))).astype(np.uint8)
+
+
+def background_masks(identities: list[Identity]) -> np.ndarray:
+    """bool [N,128,128]: pixels outside the head (hair and face, the jaw fully dropped), in each pose.
+
+    No AU changes these pixels; an edit that does is changing the background."""
+    p = _params(identities)
+    u, v = _face_coordinates(p)
+    head = _ellipse(u, v, 0, -0.25, p["face_width"] + p["hair_volume"] + 0.08, 1.33) < 0
+    face = _ellipse(u, v, 0, 0, p["face_width"] + 0.08, p["face_height"] + 0.25) < 0
+    return ~(head | face)

@@ -1,0 +1,1 @@
+"""Evaluation: image metrics (PSNR, SSIM, FID, IS) and an AU estimator independent of any critic."""
