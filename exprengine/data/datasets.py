@@ -93,43 +93,59 @@ def write_synthetic(out: str | os.PathLike, n: int, seed: int = 0, identities: i
 
 
 class FaceFolder:
-    """A data set directory in our layout (`imgs/<id>.png|jpg`, `aus.csv` with OpenFace `AUxx_r`
-    columns, `train_ids.csv`, `test_ids.csv`), as a map-style data set for training.
+    """A face data set directory as a map-style data set for training. Two layouts:
+
+    - ours (`exprengine synth`): `imgs/<id>.png`, `aus.csv` (id, [identity,] AU01_r .. AU45_r);
+    - GANimation's: `imgs/<id>.jpg`, `aus_openface.pkl` (dict id -> 17 intensities, read
+      without running code: `exprengine.data.labels`);
+    both with `train_ids.csv` and `test_ids.csv`.
 
         ds = FaceFolder("data/synth", split="train")
         image, aus, identity = ds[0]       # float32 [3,S,S] in [-1,1], [17] (0..5), int (-1 if unknown)
     """
 
     def __init__(self, directory: str | os.PathLike, split: str = "train", size: int = 128):
-        import csv
         self.directory = Path(directory)
         self.size = size
-        table = self.directory / "aus.csv"
-        if not table.is_file():
-            raise UserError(f"{self.directory} is not a data set: it has no aus.csv")
-        with open(table, newline="") as f:
-            rows = list(csv.DictReader(f))
-        missing = [c for c in OPENFACE_COLUMNS if rows and c not in rows[0]]
-        if not rows or missing:
-            raise UserError(f"{table} has no rows or lacks the columns {', '.join(missing) or OPENFACE_COLUMNS}")
-        labels = {r["id"]: r for r in rows}
+        if not self.directory.is_dir():
+            raise UserError(f"data set {self.directory} does not exist or is not a directory")
+        labels, identity = self._read_labels()
         if split == "all":
             ids = list(labels)
         else:
-            listing = self.directory / f"{split}_ids.csv"
-            if not listing.is_file():
-                raise UserError(f"{self.directory} has no {listing.name}")
-            ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+            from exprengine.data.labels import read_id_list
+            ids = read_id_list(self.directory / f"{split}_ids.csv")
         unknown = [i for i in ids if i not in labels]
         if unknown:
-            raise UserError(f"{len(unknown)} ids in the {split} split have no AU labels (first: {unknown[0]})")
+            raise UserError(f"{len(unknown)} images of the {split} split have no AU labels (first: {unknown[0]})")
         if not ids:
             raise UserError(f"the {split} split of {self.directory} is empty")
         self.ids = ids
-        self.labels = np.array([[float(labels[i][c]) for c in OPENFACE_COLUMNS] for i in ids], np.float32)
-        if not np.isfinite(self.labels).all():
-            raise UserError(f"{table} has NaN or infinite AU values")
-        self.identities = [int(labels[i].get("identity", -1) or -1) for i in ids]
+        self.labels = np.stack([labels[i] for i in ids]).astype(np.float32)
+        self.identities = [identity.get(i, -1) for i in ids]
+
+    def _read_labels(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        import csv
+        table, pkl = self.directory / "aus.csv", self.directory / "aus_openface.pkl"
+        if table.is_file():
+            with open(table, newline="") as f:
+                rows = list(csv.DictReader(f))
+            missing = [c for c in OPENFACE_COLUMNS if not rows or c not in rows[0]]
+            if not rows or missing or "id" not in rows[0]:
+                raise UserError(f"{table} has no rows or lacks the columns id, {', '.join(missing) or '...'}")
+            try:
+                labels = {r["id"]: np.array([float(r[c]) for c in OPENFACE_COLUMNS], np.float32) for r in rows}
+            except (TypeError, ValueError):
+                raise UserError(f"{table} has a missing or non-numeric AU value") from None
+            bad = [i for i, v in labels.items() if not np.isfinite(v).all()]
+            if bad:
+                raise UserError(f"{table} has NaN or infinite AU values (id {bad[0]})")
+            identity = {r["id"]: int(r["identity"]) for r in rows if r.get("identity", "").strip().lstrip("-").isdigit()}
+            return labels, identity
+        if pkl.is_file():
+            from exprengine.data.labels import read_ganimation_pickle
+            return read_ganimation_pickle(pkl), {}
+        raise UserError(f"{self.directory} is not a data set: it has neither aus.csv nor aus_openface.pkl")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -152,5 +168,5 @@ class FaceFolder:
         if not 0 <= i < len(self.ids):
             raise IndexError(i)
         image = resize_face(read_image(self.image_path(i)), self.size)
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1.0
         return x, torch.from_numpy(self.labels[i]), self.identities[i]
