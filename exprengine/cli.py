@@ -451,6 +451,33 @@ def train_au_estimator_command(out, examples, steps):
 
 
 @cli.command()
+@click.argument("photos", metavar="PHOTOS_DIR")
+@click.option("--out", required=True, metavar="DATASET", help="Data set directory (created, or resumed).")
+@click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
+              help="face_recognition's detector model (cnn: more accurate, much slower on a CPU).")
+@click.option("--openface", default=None, metavar="CSV_DIR",
+              help="OpenFace FaceLandmarkImg -aus output for the crops or photos (matched by file stem).")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True)
+def prepare(photos, out, detector, openface, test_fraction):
+    """Crop the faces of a folder of photos into a training data set (resumable).
+
+    \b
+    Examples:
+      exprengine prepare celeba/img_align_celeba --out data/celeba
+      OpenFace/build/bin/FaceLandmarkImg -fdir data/celeba/imgs -aus -out_dir data/celeba-openface
+      exprengine prepare celeba/img_align_celeba --out data/celeba --openface data/celeba-openface
+    """
+    from exprengine.data.prepare import prepare_photos
+    report = prepare_photos(photos, out, detector, openface, test_fraction)
+    click.echo(f"{out}: kept {report['kept']} of {report['photos']} photos; no face {len(report['no_face'])}, "
+               f"several faces {len(report['several_faces'])}, unreadable {len(report['unreadable'])}"
+               + (f", without AU labels {len(report['unlabelled'])}" if "unlabelled" in report else
+                  "; no AU labels yet (run OpenFace on the crops, then again with --openface)")
+               + f" (details: {Path(out) / 'report.json'})")
+
+
+@cli.command()
 @click.option("--n", "count", type=click.IntRange(1, 10_000_000), default=10000, show_default=True,
               help="Number of faces to render.")
 @click.option("--out", required=True, metavar="DIR", help="Data set directory to write (atomically).")

@@ -1,0 +1,126 @@
+"""`exprengine prepare`: a folder of photos -> a face data set, as the thesis prepared CelebA.
+
+For every photo: detect faces (face_recognition's HOG or CNN model), keep photos with exactly
+one face, crop it square ("Ver 2.0": the detector's box made square, no stretching, face
+over 90 % of the crop), resize to 128x128 and write `imgs/<photo stem>.png`. Photos with no
+face, several faces, or that cannot be read are listed in `report.json`.
+
+Resumable: each processed photo is appended to `prepare.jsonl` (fsynced) after its crop is
+written atomically; a rerun skips the photos already in the journal. Nothing is ever
+written half: crops and the final files appear whole or not at all.
+
+AU labels: run OpenFace's FaceLandmarkImg with `-aus` on `DATASET/imgs` (or on the photos;
+files are matched by stem) and pass its output folder with `--openface`; prepare then writes
+`aus.csv` for the crops it has labels for and reports the rest. The split into
+`train_ids.csv` / `test_ids.csv` is a hash of each id, so it does not change when photos
+are added.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from exprengine.errors import UserError
+
+JOURNAL = "prepare.jsonl"
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def list_photos(photos_dir: Path) -> list[Path]:
+    if not photos_dir.is_dir():
+        raise UserError(f"{photos_dir} is not a directory of photos")
+    photos = sorted(p for p in photos_dir.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith("."))
+    if not photos:
+        raise UserError(f"{photos_dir} holds no photos ({', '.join(PHOTO_SUFFIXES)})")
+    seen: dict[str, Path] = {}
+    for p in photos:
+        if p.stem in seen:
+            raise UserError(f"two photos would get the same id {p.stem!r}: {seen[p.stem].name} and {p.name}")
+        seen[p.stem] = p
+    return photos
+
+
+def read_journal(path: Path) -> dict[str, dict]:
+    """Entries of a journal; a last line cut short by an interruption is ignored."""
+    entries = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            entries[entry["id"]] = entry
+    return entries
+
+
+def _append(journal, entry: dict) -> None:
+    journal.write(json.dumps(entry) + "\n")
+    journal.flush()
+    os.fsync(journal.fileno())
+
+
+def in_test_split(identifier: str, fraction: float) -> bool:
+    return int(hashlib.sha256(identifier.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detector: str = "hog",
+                   openface: str | os.PathLike | None = None, test_fraction: float = 0.1, size: int = 128,
+                   progress: bool = True) -> dict:
+    from exprengine.faces.detect import FaceDetector, square_box, square_crop
+    from exprengine.media import atomic_output, read_image, write_image
+    photos_dir, out = Path(photos_dir), Path(out)
+    photos = list_photos(photos_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / JOURNAL).is_file())):
+        raise UserError(f"{out} exists and is not a data set made by `exprengine prepare`; choose another --out")
+    if not 0 < test_fraction < 1:
+        raise UserError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    labels = None
+    if openface is not None:
+        from exprengine.data.labels import image_labels_from_openface
+        labels = image_labels_from_openface(openface)
+    (out / "imgs").mkdir(parents=True, exist_ok=True)
+    done = read_journal(out / JOURNAL)
+    todo = [p for p in photos if p.stem not in done]
+    finder = FaceDetector(detector) if todo else None
+    with open(out / JOURNAL, "a") as journal:
+        for photo in tqdm(todo, desc="preparing", unit="photo", disable=not progress,
+                          initial=len(photos) - len(todo), total=len(photos)):
+            entry = {"id": photo.stem, "photo": photo.name}
+            try:
+                image = read_image(photo)
+            except UserError as e:
+                entry.update(status="unreadable", reason=str(e))
+                _append(journal, entry)
+                continue
+            faces = finder.detect(image)
+            if len(faces) != 1:
+                entry.update(status="no_face" if not faces else "several_faces", faces=len(faces))
+            else:
+                top, left, side = square_box(faces[0], image.shape)
+                write_image(out / "imgs" / f"{photo.stem}.png", square_crop(image, faces[0], size))
+                entry.update(status="ok", crop=[top, left, side], score=round(faces[0].score, 3))
+            _append(journal, entry)
+    entries = read_journal(out / JOURNAL)
+    kept = sorted(i for i, e in entries.items() if e["status"] == "ok")
+    report = {"photos": len(photos), "kept": len(kept),
+              **{status: sorted(e["photo"] for e in entries.values() if e["status"] == status)
+                 for status in ("no_face", "several_faces", "unreadable")}}
+    if labels is not None:
+        from exprengine.data.datasets import OPENFACE_COLUMNS
+        unlabelled = [i for i in kept if i not in labels]
+        kept = [i for i in kept if i in labels]
+        report["unlabelled"] = unlabelled
+        with atomic_output(out / "aus.csv") as tmp:
+            Path(tmp).write_text("id," + ",".join(OPENFACE_COLUMNS) + "\n" + "".join(
+                f"{i}," + ",".join(f"{x:.4f}" for x in labels[i]) + "\n" for i in kept))
+    report["labelled"] = len(kept) if labels is not None else None
+    for split, test in (("train", False), ("test", True)):
+        with atomic_output(out / f"{split}_ids.csv") as tmp:
+            Path(tmp).write_text("".join(f"{i}\n" for i in kept if in_test_split(i, test_fraction) == test))
+    with atomic_output(out / "report.json") as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    return report
