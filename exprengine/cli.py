@@ -478,6 +478,45 @@ def prepare(photos, out, detector, openface, test_fraction):
 
 
 @cli.command()
+@click.option("--out", required=True, metavar="DIR", help="Directory for the runs and the table.")
+@click.option("--models", default="ganimation,convnext2,convnext4,convnext6,convnext2-ln", show_default=True,
+              help="Comma-separated registry models.")
+@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True, help="Critic steps per model.")
+@click.option("--batch", type=click.IntRange(1), default=25, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-n", type=click.IntRange(2), default=200, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--image-size", type=click.IntRange(16, 512), default=None, help="Smaller budgets: train at this size.")
+@click.option("--dims", default=None, metavar="A,B,C", help="Smaller budgets: override the widths.")
+@click.option("--critic-width", type=click.IntRange(1, 1024), default=64, show_default=True)
+def compare(out, models, steps, batch, seed, eval_n, device, image_size, dims, critic_width):
+    """Train every generator family under the same budget and tabulate their evaluation.
+
+    \b
+    Examples:
+      exprengine compare --out runs/compare --steps 20000 --device cuda
+      exprengine compare --out runs/compare-cpu --steps 600 --batch 8 --image-size 64 --dims 16,32,64 --critic-width 16
+    """
+    import torch
+
+    from exprengine.models import list_generators
+    from exprengine.training.compare import compare as run_compare
+    from exprengine.training.trainer import TrainConfig
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in list_generators()]
+    if unknown or not names:
+        raise UserError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(list_generators())}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dims_t = tuple(int(x) for x in dims.split(",")) if dims else None
+    config = TrainConfig(steps=steps, batch=batch, seed=seed, image_size=image_size, dims=dims_t,
+                         critic_width=critic_width, checkpoint_every=max(1, steps // 10), sample_every=max(1, steps // 4))
+    results = run_compare(out, config, names, eval_n, device)
+    from exprengine.training.compare import markdown
+    click.echo(markdown(results))
+
+
+@cli.command()
 @click.option("--n", "count", type=click.IntRange(1, 10_000_000), default=10000, show_default=True,
               help="Number of faces to render.")
 @click.option("--out", required=True, metavar="DIR", help="Data set directory to write (atomically).")

@@ -134,3 +134,17 @@ def test_train_command_and_resume(tmp_path, capsys):
     assert "--resume" in err and len(err.strip().splitlines()) == 1
     assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--steps", "9"]) == 0
     assert Trainer.resume(tmp_path / "r", SyntheticFaces(8, size=32)).step == 9
+
+
+def test_compare_trains_every_model_under_one_budget_and_tabulates(tmp_path):
+    from exprengine.training.compare import compare
+    config = tiny_config(steps=4, batch=2, checkpoint_every=2, sample_every=4)
+    results = compare(tmp_path, config, ("convnext2", "convnext2-ln"), eval_n=4, progress=False)
+    assert set(results["models"]) == {"convnext2", "convnext2-ln"}
+    for name, r in results["models"].items():
+        assert r["steps"] == 4 and np.isfinite(r["ssim"]) and r["parameters"] > 0
+        assert (tmp_path / name / "eval.png").is_file()
+    table = (tmp_path / "comparison.md").read_text()
+    assert "| convnext2-ln |" in table and "No edit" in table
+    again = compare(tmp_path, config, ("convnext2",), eval_n=4, progress=False)      # done runs are not retrained
+    assert again["models"]["convnext2"]["steps"] == 4

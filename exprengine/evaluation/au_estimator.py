@@ -50,10 +50,14 @@ class AUEstimator(nn.Module):
 
     @torch.no_grad()
     def estimate(self, faces: np.ndarray, batch: int = 256) -> np.ndarray:
-        """uint8 [N,128,128,3] (or [N,64,64,3]) -> AU intensities float32 [N,17]."""
-        from exprengine.data.synthetic import resize_faces
+        """uint8 [N,S,S,3] faces -> AU intensities float32 [N,17] (resampled to 64x64 as in training)."""
+        from exprengine.data.synthetic import SIZE, resize_faces
+        from exprengine.preprocess import resize_face
         self.eval()
-        faces = resize_faces(faces, INPUT_SIZE) if faces.shape[1] != INPUT_SIZE else faces
+        if faces.shape[1] == SIZE:
+            faces = resize_faces(faces, INPUT_SIZE)          # exactly the training resampling
+        elif faces.shape[1] != INPUT_SIZE:
+            faces = np.stack([resize_face(f, INPUT_SIZE) for f in faces])
         out = []
         for s in range(0, len(faces), batch):
             x = torch.from_numpy(faces[s:s + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
