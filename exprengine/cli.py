@@ -403,17 +403,25 @@ def train(model, data, out, steps, batch, lr, seed, checkpoint_every, sample_eve
 @click.option("--seed", type=int, default=0, show_default=True, help="Synthetic world seed (as trained on).")
 @click.option("--json", "json_out", default=None, metavar="PATH", help="Write the report as JSON.")
 @click.option("--sheet", default=None, metavar="PATH", help="PNG of examples: input | edit | ground truth.")
-def evaluate(engine_dir, device, count, seed, json_out, sheet):
-    """Evaluate an engine on synthetic faces against exact ground truth (PSNR, SSIM, AU error).
+@click.option("--real", "real_dir", default=None, metavar="DATASET",
+              help="Also FID/IS on the test split of a real data set (needs --inception).")
+@click.option("--inception", default=None, metavar="PATH",
+              help="FID Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth; not downloadable here).")
+def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, inception):
+    """Evaluate an engine: synthetic faces against exact ground truth (PSNR, SSIM, AU error),
+    and optionally FID / Inception Score on real photos.
 
     AU error is measured by an AU estimator trained separately on the renderer (not the GAN
-    critic). FID and Inception Score on real photos need the standard Inception weights,
-    which cannot be downloaded here; they are not part of this command yet.
+    critic). FID and IS need the standard FID Inception weights, which cannot be downloaded
+    on these machines: give their path.
 
     \b
     Examples:
       exprengine eval engines/cx6 --n 500 --json eval.json --sheet eval.png
+      exprengine eval engines/cx6 --real data/celeba --inception pt_inception-2015-12-05-6726825d.pth
     """
+    if real_dir and not inception:
+        raise UserError("--real needs --inception PATH (the FID Inception-v3 weights cannot be downloaded here)")
     from exprengine.evaluation.synthetic_eval import evaluate_synthetic
     from exprengine.media import check_output_path, write_image
     if sheet:
@@ -421,6 +429,11 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet):
     engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
     report, image = evaluate_synthetic(engine, count, seed, sheet_rows=8 if sheet else 0)
     report["engine"] = str(engine_dir)
+    if real_dir:
+        from exprengine.evaluation.real_eval import evaluate_real
+        report["real"] = evaluate_real(engine, real_dir, inception)
+        click.echo(f"{'real: FID':22s} {report['real']['fid']:.3f} (n={report['real']['n']}), IS edits "
+                   f"{report['real']['inception_score_edits'][0]:.3f}, IS real {report['real']['inception_score_real'][0]:.3f}")
     for key in ("psnr", "ssim", "au_mae", "au_mae_ground_truth", "preserved_psnr", "background_change"):
         click.echo(f"{key:22s} {report[key]:.4f}")
     click.echo(f"{'no edit (baseline)':22s} psnr {report['no_edit']['psnr']:.4f}, ssim {report['no_edit']['ssim']:.4f}, "
