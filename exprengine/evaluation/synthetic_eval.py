@@ -28,8 +28,12 @@ def synthetic_pairs(n: int, seed: int = 0, identities: tuple[int, int] = (900, 1
         rng = np.random.default_rng([seed, 77, i])
         index = int(rng.integers(*identities))
         ids.append(sample_identities(seed, 1, start=index)[0])
-        src.append(sample_aus(rng, 1)[0])
-        tgt.append(sample_aus(rng, 1)[0])
+        a = sample_aus(rng, 1)[0]
+        b = sample_aus(rng, 1)[0]
+        while np.abs(a - b).max() < 0.5:          # an edit that changes something visible
+            b = sample_aus(rng, 1)[0]
+        src.append(a)
+        tgt.append(b)
     return ids, np.stack(src), np.stack(tgt)
 
 
