@@ -33,10 +33,26 @@ def test_a_perfect_edit_scores_perfectly_and_no_edit_is_the_baseline():
     assert perfect["psnr"] == float("inf") and perfect["ssim"] == pytest.approx(1.0)
     assert perfect["au_mae"] == pytest.approx(perfect["au_mae_ground_truth"])
     assert perfect["background_change"] == 0.0 and perfect["preserved_psnr"] == float("inf")
+    assert perfect["on_target"] == 1.0
     none, sheet = evaluate_synthetic(Oracle(6, 3, False), 6, 3, estimator=estimator, sheet_rows=2)
     assert none["psnr"] == pytest.approx(none["no_edit"]["psnr"]) and none["au_mae"] == pytest.approx(none["no_edit"]["au_mae"])
     assert none["psnr"] < 40 and none["background_change"] == 0.0
     assert sheet.dtype == np.uint8 and sheet.shape[1] > 6 * 128
+
+
+class WrongPlace(Oracle):
+    """Changes only pixels the true edit leaves alone (brightens the unchanged corner)."""
+
+    def edit(self, inputs, tgt):
+        out = inputs.copy()
+        out[:, :8, :8] = np.minimum(out[:, :8, :8].astype(int) + 40, 255).astype(np.uint8)
+        return out
+
+
+def test_on_target_tells_edits_in_the_wrong_place():
+    estimator = AUEstimator()
+    wrong, _ = evaluate_synthetic(WrongPlace(6, 3, False), 6, 3, estimator=estimator)
+    assert wrong["on_target"] == 0.0 and wrong["background_change"] > 0
 
 
 def test_evaluation_pairs_use_held_out_identities_only():
@@ -65,5 +81,5 @@ def test_eval_command_on_an_engine(tmp_path, capsys, engine_factory):
     assert code == 0, capsys.readouterr().err
     import json
     report = json.loads((tmp_path / "r.json").read_text())
-    assert {"psnr", "ssim", "au_mae", "preserved_psnr", "background_change", "no_edit"} <= set(report)
+    assert {"psnr", "ssim", "au_mae", "preserved_psnr", "background_change", "on_target", "no_edit"} <= set(report)
     assert (tmp_path / "s.png").is_file()

@@ -68,6 +68,61 @@ def test_a_few_steps_decrease_the_losses(tmp_path):
     assert (tmp_path / "losses.png").is_file() and (tmp_path / "samples").is_dir()
 
 
+def test_paired_loss_weights_the_changed_pixels():
+    source = torch.zeros(1, 3, 4, 4)
+    truth = source.clone()
+    truth[:, :, 0, 0] = 1.0                                      # the edit changes one pixel of 16
+    assert losses.paired(source, truth, source).item() == pytest.approx(1 / 16 + 1.0)   # copying misses it
+    assert losses.paired(truth, truth, source).item() == 0.0
+    assert losses.paired(source + 0.5, source, source).item() == pytest.approx(0.5)    # no change: plain L1
+
+
+def test_paired_objective_learns_the_true_edit_and_resumes_exactly(tmp_path):
+    config = tiny_config(objective="paired", steps=60, decay_fraction=0.0, checkpoint_every=30)
+    t = Trainer(config, tiny_data(), tmp_path / "a")
+    t.train(progress=False)
+    assert t.log[-1]["g_paired"] < 0.6 * t.log[0]["g_paired"], (t.log[0], t.log[-1])
+    assert {"g_paired", "g_attention", "g_tv"} == set(t.log[-1]) - {"step", "lr"}
+    halves = Trainer(config, tiny_data(), tmp_path / "b")
+    halves.train(until=30, progress=False)
+    resumed = Trainer.resume(tmp_path / "b", tiny_data())
+    resumed.train(progress=False)
+    for k, v in t.state_tensors().items():
+        assert torch.equal(v, resumed.state_tensors()[k]), k
+
+
+def test_paired_objective_needs_ground_truth(tmp_path):
+    class Photos:                                                # a data set without a renderer
+        size = 32
+
+        def __len__(self):
+            return 4
+    with pytest.raises(UserError, match="synthetic"):
+        Trainer(tiny_config(objective="paired"), Photos(), tmp_path)
+    with pytest.raises(UserError, match="unknown objective"):
+        Trainer(tiny_config(objective="wgan"), tiny_data(), tmp_path)
+
+
+def test_init_starts_from_given_weights_and_refuses_another_shape(tmp_path):
+    from exprengine.checkpoints import load_weights
+    first = Trainer(tiny_config(objective="paired", steps=5), tiny_data(), tmp_path / "first")
+    first.train(progress=False)
+    weights = tmp_path / "first" / GENERATOR
+    tuned = Trainer(tiny_config(objective="paired", steps=5, init=str(weights)), tiny_data(), tmp_path / "tuned")
+    for k, v in load_weights(weights).state_dict().items():
+        assert torch.equal(tuned.generator.state_dict()[k], v), k
+    fresh = Trainer(tiny_config(objective="paired", steps=5), tiny_data(), tmp_path / "fresh")
+    assert not all(torch.equal(fresh.generator.state_dict()[k], v)
+                   for k, v in tuned.generator.state_dict().items())
+    tuned.train(until=3, progress=False)
+    resumed = Trainer.resume(tmp_path / "tuned", tiny_data())     # the checkpoint, not --init, wins
+    assert resumed.config.init == str(weights)
+    for k, v in tuned.generator.state_dict().items():
+        assert torch.equal(resumed.generator.state_dict()[k], v), k
+    with pytest.raises(UserError, match="another shape"):
+        Trainer(tiny_config(dims=(8, 16, 24), init=str(weights)), tiny_data(), tmp_path / "other")
+
+
 def test_resume_continues_exactly(tmp_path):
     straight = Trainer(tiny_config(steps=20), tiny_data(), tmp_path / "a")
     straight.train(progress=False)
@@ -148,3 +203,21 @@ def test_compare_trains_every_model_under_one_budget_and_tabulates(tmp_path):
     assert "| convnext2-ln |" in table and "No edit" in table
     again = compare(tmp_path, config, ("convnext2",), eval_n=4, progress=False)      # done runs are not retrained
     assert again["models"]["convnext2"]["steps"] == 4
+
+
+def test_compare_adds_fid_against_the_ground_truth_when_given_inception_weights(tmp_path):
+    """Random Inception weights stand in for the real ones (not downloadable): the column and its
+    plumbing are tested, the FD maths is tested on known answers in test_evaluation.py."""
+    from exprengine.evaluation.inception import FIDInception
+    from exprengine.training.compare import compare
+    torch.manual_seed(0)
+    torch.save(FIDInception().state_dict(), tmp_path / "inception.pth")
+    config = tiny_config(steps=2, batch=2, checkpoint_every=2, sample_every=2)
+    results = compare(tmp_path / "c", config, ("convnext2",), eval_n=4, progress=False,
+                      inception_path=str(tmp_path / "inception.pth"))
+    r = results["models"]["convnext2"]
+    assert np.isfinite(r["fid"]) and r["fid"] >= 0 and np.isfinite(r["no_edit"]["fid"])
+    assert "FID vs truth" in (tmp_path / "c" / "comparison.md").read_text()
+    with pytest.raises(UserError, match="do not exist"):             # checked before any training
+        compare(tmp_path / "d", config, ("convnext2",), inception_path=str(tmp_path / "missing.pth"))
+    assert not (tmp_path / "d").exists()

@@ -11,6 +11,12 @@ compared with the renderer's image of the same face with the target AUs:
     preserved_psnr       edit vs input over the pixels the ground truth says do not change
                          (the rest of the face and the identity)
     background_change    mean |edit - input| outside the head, in uint8 levels
+    on_target            share of the edit's change sum|edit - input| that lies on the pixels
+                         the ground truth changes (1: it moves only the right regions; an
+                         edit that changes the wrong pixels scores near the changed area's
+                         share of the image)
+    fid                  with `inception` (the FID Inception-v3, weights the user gives):
+                         Frechet distance between the edits and their ground-truth images
 The same numbers for "no edit" (the input itself) are the baseline an edit must beat.
 """
 from __future__ import annotations
@@ -38,7 +44,7 @@ def synthetic_pairs(n: int, seed: int = 0, identities: tuple[int, int] = (900, 1
 
 
 def evaluate_synthetic(engine, n: int = 200, seed: int = 0, identities: tuple[int, int] = (900, 1000),
-                       estimator=None, sheet_rows: int = 0):
+                       estimator=None, sheet_rows: int = 0, inception=None):
     """Metrics dict (and, with sheet_rows, a uint8 contact sheet: input | edit | ground truth)."""
     from exprengine.evaluation.au_estimator import load_estimator
     estimator = estimator or load_estimator()
@@ -54,6 +60,7 @@ def evaluate_synthetic(engine, n: int = 200, seed: int = 0, identities: tuple[in
         f = background.shape[1] // size
         background = background.reshape(n, size, f, size, f).all(axis=(2, 4))
     unchanged = (inputs == truth).all(-1)
+    change = np.abs(edits.astype(np.int64) - inputs.astype(np.int64)).sum(-1)
 
     def au_error(images):
         return float(np.abs(estimator.estimate(images) - tgt).mean())
@@ -64,9 +71,16 @@ def evaluate_synthetic(engine, n: int = 200, seed: int = 0, identities: tuple[in
               "au_mae": au_error(edits), "au_mae_ground_truth": au_error(truth),
               "preserved_psnr": float(np.mean([psnr(e, i, m) for e, i, m in zip(edits, inputs, unchanged)])),
               "background_change": float(np.abs(edits.astype(int) - inputs.astype(int))[background].mean()),
+              "on_target": float(change[~unchanged].sum() / max(1, change.sum())),
               "no_edit": {"psnr": float(np.mean([psnr(i, t) for i, t in zip(inputs, truth)])),
                           "ssim": float(np.mean([ssim(i, t) for i, t in zip(inputs, truth)])),
                           "au_mae": au_error(inputs)}}
+    if inception is not None:
+        from exprengine.evaluation.inception import inception_outputs
+        from exprengine.evaluation.metrics import fid_from_features
+        truth_f, _ = inception_outputs(inception, truth)
+        report["fid"] = fid_from_features(inception_outputs(inception, edits)[0], truth_f)
+        report["no_edit"]["fid"] = fid_from_features(inception_outputs(inception, inputs)[0], truth_f)
     sheet = None
     if sheet_rows:
         from exprengine.media import contact_sheet
@@ -74,3 +88,48 @@ def evaluate_synthetic(engine, n: int = 200, seed: int = 0, identities: tuple[in
         tiles = np.stack([t for r in range(rows) for t in (inputs[r], edits[r], truth[r])])
         sheet = contact_sheet(tiles, columns=6, labels=["input", "edit", "truth"] * rows)
     return report, sheet
+
+
+#: The demo's synthetic face: a held-out identity of the default world, with a neutral expression.
+DEMO_IDENTITY = 950
+DEMO_INTENSITY = 2.0
+
+
+def demo_face(seed: int = 0) -> tuple[object, np.ndarray]:
+    """(identity, uint8 [128,128,3]) of the demo's synthetic face (never seen in training)."""
+    identity = sample_identities(seed, 1, start=DEMO_IDENTITY)[0]
+    return identity, render(identity, np.zeros(17, np.float32))[0]
+
+
+def preset_region_report(engine, intensity: float = DEMO_INTENSITY, seed: int = 0, faces: int = 1
+                         ) -> dict[str, dict]:
+    """Per preset, on `faces` held-out neutral faces from the demo's (identities DEMO_IDENTITY
+    onwards) edited to the preset at `intensity`, averaged over the faces:
+
+        in_region      share of sum|edit - input| inside the preset's AU regions (region_masks)
+        region_change  mean |edit - input| inside those regions, uint8 levels (is it visible?)
+        true_change    the same for the renderer's true preset face (what a perfect edit moves)
+        psnr, psnr_no_edit   edit and input against the renderer's true preset face
+    """
+    from exprengine.aus import PRESETS, AUs
+    from exprengine.data.synthetic import region_masks
+    names = [n for n, p in PRESETS.items() if p.aus]
+    targets = np.stack([AUs.preset(n, intensity).values for n in names])
+    rows: dict[str, list[dict]] = {name: [] for name in names}
+    for k in range(faces):
+        identity = sample_identities(seed, 1, start=DEMO_IDENTITY + k)[0]
+        face = render(identity, np.zeros(17, np.float32))[0]
+        edits = engine.edit(face, targets)
+        truth = render([identity] * len(names), targets)
+        for name, edit, true in zip(names, edits, truth):
+            region = np.zeros(face.shape[:2], bool)
+            for au in PRESETS[name].aus:
+                region |= region_masks([identity], au)[0]
+            change = np.abs(edit.astype(np.int64) - face.astype(np.int64)).sum(-1)
+            true_change = np.abs(true.astype(np.int64) - face.astype(np.int64)).sum(-1)
+            rows[name].append({"in_region": float(change[region].sum() / max(1, change.sum())),
+                               "region_change": float(change[region].mean() / 3),
+                               "true_change": float(true_change[region].mean() / 3),
+                               "psnr": psnr(edit, true), "psnr_no_edit": psnr(face, true)})
+    return {name: {key: float(np.mean([r[key] for r in values])) for key in values[0]}
+            for name, values in rows.items()}

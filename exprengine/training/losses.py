@@ -41,3 +41,16 @@ def total_variation(attention: torch.Tensor) -> torch.Tensor:
 def cycle(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """L1 between the image edited to the target and back to its own AUs, and the original."""
     return F.l1_loss(reconstruction, original)
+
+
+def paired(edited: torch.Tensor, truth: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """L1 to the true edit (synthetic world: the renderer's face with the target AUs), over all
+    pixels plus over the pixels the expression changes (M: truth != source in any channel):
+
+        mean|x' - x*| + sum(M |x' - x*|) / (3 sum(M))
+
+    The second term keeps small edits (a blink, a dimple) from drowning in the unchanged pixels,
+    where copying the input is already right."""
+    error = (edited - truth).abs()
+    changed = ((truth - source).abs().amax(dim=1, keepdim=True) > 1e-6).to(error.dtype)
+    return error.mean() + (error * changed).sum() / (3 * changed.sum()).clamp_min(1.0)

@@ -7,6 +7,16 @@ One *step* is one critic update; the generator is updated after every `critic_st
                      + l_att (mean(A) + mean(A')) + l_tv (TV(A) + TV(A'))
                with x' = G(x, y'), y = the image's AUs, y' = another image's AUs + U(-0.1, 0.1)
 
+With `objective="paired"` (the synthetic world only, where the renderer gives the true edit
+x*_{y'} = render(identity of x, y')) there is no critic; every step is a generator step:
+
+    paired     L_G = l_paired (|x' - x*_{y'}|_1 + the same over the pixels the edit changes)
+                     + l_att mean(A) + l_tv TV(A)
+
+It learns the edit by supervision instead of by adversarial and AU-regression feedback, so a
+small CPU budget gets a model whose edits move the right regions (the shipped default model);
+the thesis's comparison uses the GAN objective.
+
 Adam (lr 1e-4, betas 0.5/0.999), constant learning rate, then linearly decaying to zero over
 the last `decay_fraction` of the steps. Mixed precision (bfloat16 autocast) on CUDA.
 
@@ -40,11 +50,13 @@ CHECKPOINT = "checkpoint.safetensors"
 GENERATOR = "generator.safetensors"
 CHECKPOINT_FORMAT = "exprengine-train-checkpoint"
 CHECKPOINT_VERSION = 1
+OBJECTIVES = ("gan", "paired")
 
 
 @dataclass
 class TrainConfig:
     model: str = "convnext6"
+    objective: str = "gan"                # "gan" (GANimation, SPEC section 4) | "paired" (synthetic ground truth)
     data: str = "synthetic"               # what `exprengine train --data` was given (for --resume)
     steps: int = 100_000                  # critic steps
     batch: int = 25
@@ -58,7 +70,9 @@ class TrainConfig:
     lambda_cycle: float = 10.0
     lambda_attention: float = 0.1
     lambda_tv: float = 1e-5
+    lambda_paired: float = 10.0           # objective="paired": L1 to the renderer's true edit
     target_noise: float = 0.1             # on the network's AU scale (intensity / 5)
+    init: str | None = None               # start the generator from these weights (fine-tuning)
     seed: int = 0
     checkpoint_every: int = 1000
     sample_every: int = 1000
@@ -84,6 +98,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
+        d.setdefault("objective", "gan")   # checkpoints written before objectives existed
         if d.get("dims") is not None:
             d["dims"] = tuple(d["dims"])
         return cls(**d)
@@ -106,6 +121,8 @@ class Trainer:
         self.device = torch.device(device)
         torch.manual_seed(config.seed)           # initial weights only; steps use their own generators
         self.generator: AttentionGenerator = build_generator(config.generator_config()).to(self.device).train()
+        if config.init is not None:
+            self._load_init(config.init)
         self.critic = make_critic(self.generator.config.image_size, config.critic_width).to(self.device).train()
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
@@ -115,8 +132,24 @@ class Trainer:
         self._pending: list[dict] = []
         self.amp = self.device.type == "cuda"
         size = self.generator.config.image_size
+        if config.objective not in OBJECTIVES:
+            raise UserError(f"unknown objective {config.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        if config.objective == "paired" and not hasattr(data, "render_target"):
+            raise UserError("the paired objective needs the synthetic data set (it renders the true edit); "
+                            "train real photos with the gan objective")
         if getattr(data, "size", size) != size:
             raise UserError(f"the data set's images are {data.size}x{data.size}, the model takes {size}x{size}")
+
+    def _load_init(self, path: str) -> None:
+        """Fine-tuning: start from a generator's weights (exprengine .safetensors, or a public
+        GANimation checkpoint for `ganimation`, read as `exprengine build --checkpoint` reads
+        them); the architectures must match exactly."""
+        from exprengine.checkpoints import import_checkpoint
+        source = import_checkpoint(path, self.config.model)
+        if source.config != self.generator.config:
+            raise UserError(f"--init {path} holds a {source.config.name} generator with another shape than "
+                            f"the one being trained ({self.generator.config.name}); pass the same --model/--dims")
+        self.generator.load_state_dict(source.state_dict())
 
     # --- schedule and per-step randomness -------------------------------------------------------
     def learning_rate(self, step: int) -> float:
@@ -138,7 +171,13 @@ class Trainer:
         target = np.stack([self.data.aus(int(j)) for j in other]).astype(np.float32) / AU_SCALE
         target += rng.uniform(-c.target_noise, c.target_noise, target.shape).astype(np.float32)
         target = torch.from_numpy(np.clip(target, 0, 1))
-        return images.to(self.device), aus.to(self.device), target.to(self.device)
+        return images.to(self.device), aus.to(self.device), target.to(self.device), idx
+
+    def true_edits(self, idx, target: torch.Tensor) -> torch.Tensor:
+        """The renderer's image of each sample's identity with the target AUs, [B,3,S,S] in [-1, 1]."""
+        aus = target.cpu().numpy().astype(np.float64) * AU_SCALE
+        faces = np.stack([self.data.render_target(int(i), a) for i, a in zip(idx, aus)])
+        return (torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(self.device)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
@@ -149,7 +188,9 @@ class Trainer:
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = self.learning_rate(step)
-        real, aus, target = self.batch(step)
+        if c.objective == "paired":
+            return self._paired_step()
+        real, aus, target, _ = self.batch(step)
         gp_rng = torch.Generator(device=self.device).manual_seed(int(np.random.default_rng([c.seed, step, 2])
                                                                      .integers(2 ** 62)))
         # critic
@@ -190,6 +231,23 @@ class Trainer:
         self.step += 1
         return out
 
+    def _paired_step(self) -> dict[str, float]:
+        c = self.config
+        real, _, target, idx = self.batch(self.step)
+        truth = self.true_edits(idx, target)
+        with self._autocast():
+            color, attention = self.generator(real, target)
+            fake = attention * real + (1 - attention) * color
+            g_paired = losses.paired(fake.float(), truth, real)
+            g_att = losses.attention_mean(attention.float())
+            g_tv = losses.total_variation(attention.float())
+        loss_g = c.lambda_paired * g_paired + c.lambda_attention * g_att + c.lambda_tv * g_tv
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.step += 1
+        return {"g_paired": g_paired.item(), "g_attention": g_att.item(), "g_tv": g_tv.item()}
+
     def train(self, until: int | None = None, progress: bool = True) -> None:
         """Advance to step `until` (default: the config's steps), checkpointing and sampling as configured."""
         from tqdm import tqdm
@@ -204,7 +262,7 @@ class Trainer:
                 if self.step % c.log_every == 0 or self.step == until:
                     self._flush_log()
                     bar.set_postfix({k: f"{v:.3g}" for k, v in self.log[-1].items()
-                                     if k in ("d_wasserstein", "d_au", "g_au", "g_cycle")})
+                                     if k in ("d_wasserstein", "d_au", "g_au", "g_cycle", "g_paired")})
                 if self.step % c.checkpoint_every == 0 or self.step == until:
                     self.save()
                 if self.step % c.sample_every == 0 or self.step == until:
@@ -280,7 +338,9 @@ class Trainer:
         config = TrainConfig.from_dict(json.loads(meta["config"]))
         if steps is not None:
             config.steps = steps
+        init, config.init = config.init, None     # the checkpoint's weights replace the initial ones
         trainer = cls(config, data, out, device)
+        trainer.config.init = init
         trainer.generator.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("generator.")})
         trainer.critic.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("critic.")})
         groups = json.loads(meta["optimizer_groups"])
