@@ -96,11 +96,12 @@ def cli():
 
 # --- build / info ------------------------------------------------------------------------
 @cli.command()
-@click.option("--model", default="convnext6", show_default=True, metavar="NAME",
-              help="Generator architecture (see `exprengine models`).")
+@click.option("--model", default=None, metavar="NAME",
+              help="Generator architecture (see `exprengine models`). With neither --model nor "
+                   "--checkpoint: the shipped default model (trained on synthetic faces).")
 @click.option("--checkpoint", type=str, default=None, metavar="PATH",
               help="Weights: our .safetensors, or a GANimation .pth in either public layout. "
-                   "Without it the generator is randomly initialised (for testing the toolchain only).")
+                   "--model without it: random weights (for testing the toolchain only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random initialisation.")
 @click.option("--backend", default="onnxruntime", show_default=True,
               type=click.Choice(["onnxruntime", "aoti", "torch", "torch-compile", "tensorrt"]), help="Engine backend.")
@@ -119,6 +120,7 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
 
     \b
     Examples:
+      exprengine build --out engines/default                # the shipped default model
       exprengine build --model convnext6 --backend onnxruntime --out engines/cx6
       exprengine build --model ganimation --checkpoint 30_net_gen.pth --backend aoti --out engines/g
       exprengine build --model convnext6 --checkpoint cx6.safetensors --backend torch --out engines/ref
@@ -126,15 +128,19 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
       exprengine build --model convnext6 --backend aoti --device cuda --precision fp16 --out engines/cx6-gpu
     """
     from exprengine.engines.build import build_engine, check_build_request
-    from exprengine.models import create_generator
+    from exprengine.models import DEFAULT_MODEL, create_generator
 
     precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
     device = device or ("cuda" if backend in ("tensorrt", "torch-compile") else "cpu")
     check_build_request(out, backend, precision, device, max_batch, opt_batch)
     if checkpoint:
         from exprengine.checkpoints import import_checkpoint
-        generator = import_checkpoint(checkpoint, model)
+        generator = import_checkpoint(checkpoint, model or DEFAULT_MODEL)
         source = Path(checkpoint).name
+    elif model is None:
+        from exprengine.models.pretrained import default_model_card, default_weights_path, load_default_generator
+        generator = load_default_generator()
+        source = f"{default_weights_path().name} ({default_model_card().get('name', 'default')})"
     else:
         generator = create_generator(model, seed=seed)
         source = f"random-init seed={seed}"
@@ -344,7 +350,10 @@ def _training_data(spec: str, size: int):
 @click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
               help="synthetic[:SEED[:IDENTITIES]] (rendered on the fly) or a data set directory.")
 @click.option("--out", required=True, metavar="DIR", help="Run directory (checkpoints, samples, curves).")
-@click.option("--steps", type=click.IntRange(1), default=100_000, show_default=True, help="Critic steps.")
+@click.option("--objective", type=click.Choice(["gan", "paired"]), default="gan", show_default=True,
+              help="gan: GANimation's losses (any data); paired: L1 to the renderer's true edit (synthetic only).")
+@click.option("--steps", type=click.IntRange(1), default=100_000, show_default=True,
+              help="Critic steps (gan) or generator steps (paired).")
 @click.option("--batch", type=click.IntRange(1), default=25, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Initial weights and every step's draws.")
@@ -356,15 +365,19 @@ def _training_data(spec: str, size: int):
 @click.option("--dims", default=None, metavar="A,B,C", help="Override the model's widths (small experiments).")
 @click.option("--depth", type=click.IntRange(1, 64), default=None, help="Override the number of residual blocks.")
 @click.option("--critic-width", type=click.IntRange(1, 1024), default=64, show_default=True)
-def train(model, data, out, steps, batch, lr, seed, checkpoint_every, sample_every, resume, device,
-          image_size, dims, depth, critic_width):
+@click.option("--init", default=None, metavar="WEIGHTS",
+              help="Start the generator from these weights (fine-tune): our .safetensors or a GANimation .pth.")
+def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every, sample_every, resume, device,
+          image_size, dims, depth, critic_width, init):
     """Train a generator with GANimation's losses (WGAN-GP, AU regression, cycle, attention).
 
     \b
     Examples:
       exprengine train --model convnext6 --data synthetic --out runs/cx6 --steps 20000
       exprengine train --model ganimation --data data/celeba --out runs/g --device cuda
+      exprengine train --objective paired --dims 24,48,96 --batch 8 --out runs/small   # synthetic ground truth
       exprengine train --out runs/cx6 --resume --steps 40000        # continue, with a longer budget
+      exprengine train --model ganimation --init 30_net_gen.pth --data data/mine --out runs/finetune
       exprengine build --model convnext6 --checkpoint runs/cx6/generator.safetensors --out engines/cx6
     """
     import torch
@@ -385,9 +398,10 @@ def train(model, data, out, steps, batch, lr, seed, checkpoint_every, sample_eve
         trainer = Trainer.resume(out, _training_data(saved.data, saved.generator_config().image_size), device, steps)
         _say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
     else:
-        config = TrainConfig(model=model, data=data, steps=steps, batch=batch, lr=lr, seed=seed,
+        config = TrainConfig(model=model, data=data, objective=objective, steps=steps, batch=batch, lr=lr, seed=seed,
                              checkpoint_every=checkpoint_every, sample_every=sample_every,
-                             image_size=image_size, dims=dims_t, depth=depth, critic_width=critic_width)
+                             image_size=image_size, dims=dims_t, depth=depth, critic_width=critic_width,
+                             init=init)
         if (Path(out) / CHECKPOINT_NAME).exists():
             raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
         trainer = Trainer(config, _training_data(data, config.generator_config().image_size), out, device)
@@ -494,21 +508,28 @@ def prepare(photos, out, detector, openface, test_fraction):
 @click.option("--out", required=True, metavar="DIR", help="Directory for the runs and the table.")
 @click.option("--models", default="ganimation,convnext2,convnext4,convnext6,convnext2-ln", show_default=True,
               help="Comma-separated registry models.")
-@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True, help="Critic steps per model.")
+@click.option("--objective", type=click.Choice(["gan", "paired"]), default="gan", show_default=True,
+              help="gan: the thesis's GANimation losses; paired: L1 to the renderer's true edit.")
+@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True,
+              help="Critic steps (gan) or generator steps (paired) per model.")
 @click.option("--batch", type=click.IntRange(1), default=25, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-n", type=click.IntRange(2), default=200, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--image-size", type=click.IntRange(16, 512), default=None, help="Smaller budgets: train at this size.")
 @click.option("--dims", default=None, metavar="A,B,C", help="Smaller budgets: override the widths.")
 @click.option("--critic-width", type=click.IntRange(1, 1024), default=64, show_default=True)
-def compare(out, models, steps, batch, seed, eval_n, device, image_size, dims, critic_width):
+@click.option("--inception", default=None, metavar="PATH",
+              help="FID Inception-v3 weights: adds FID between edits and ground truth (not downloadable here).")
+def compare(out, models, objective, steps, batch, lr, seed, eval_n, device, image_size, dims, critic_width, inception):
     """Train every generator family under the same budget and tabulate their evaluation.
 
     \b
     Examples:
       exprengine compare --out runs/compare --steps 20000 --device cuda
       exprengine compare --out runs/compare-cpu --steps 600 --batch 8 --image-size 64 --dims 16,32,64 --critic-width 16
+      exprengine compare --out runs/compare-paired --objective paired --steps 600 --batch 8 --lr 3e-4 --image-size 64 --dims 16,32,64
     """
     import torch
 
@@ -522,9 +543,9 @@ def compare(out, models, steps, batch, seed, eval_n, device, image_size, dims, c
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dims_t = tuple(int(x) for x in dims.split(",")) if dims else None
-    config = TrainConfig(steps=steps, batch=batch, seed=seed, image_size=image_size, dims=dims_t,
+    config = TrainConfig(objective=objective, steps=steps, batch=batch, lr=lr, seed=seed, image_size=image_size, dims=dims_t,
                          critic_width=critic_width, checkpoint_every=max(1, steps // 10), sample_every=max(1, steps // 4))
-    results = run_compare(out, config, names, eval_n, device)
+    results = run_compare(out, config, names, eval_n, device, inception_path=inception)
     from exprengine.training.compare import markdown
     click.echo(markdown(results))
 
@@ -556,22 +577,27 @@ def synth(count, out, seed, identities, test_fraction, workers):
 @cli.command()
 @click.option("--out", default="exprengine-demo", show_default=True, metavar="DIR",
               help="Output folder (replaced if it is an earlier demo's).")
-@click.option("--model", default="convnext6", show_default=True, metavar="NAME", help="Generator architecture.")
+@click.option("--model", default="default", show_default=True, metavar="NAME",
+              help="'default' (the shipped trained model) or a registry architecture (random weights).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "aoti"]), default="onnxruntime", show_default=True,
               help="Compiled backend to build and time against eager PyTorch.")
 @click.option("--frames", type=click.IntRange(2, 64), default=16, show_default=True, help="Morph length.")
 @click.option("--repeats", type=click.IntRange(1, 100), default=5, show_default=True,
               help="Timing repetitions (the median is reported).")
 def demo(out, model, backend, frames, repeats):
-    """Build an engine from the default model and edit the bundled face with every preset.
+    """Build an engine from the shipped default model and edit bundled faces with every preset.
 
     \b
-    Writes to DIR: engine/, presets.png and edits/<preset>.png, morph.gif and
-    morph_sheet.png, timing.md (eager PyTorch vs the engine, measured now), README.txt.
+    Writes to DIR: engine/; presets.png and edits/ (a held-out synthetic face, every preset,
+    above the renderer's true faces); regions.md (where the edits land, measured); the
+    bundled photo's edits (presets_photo.png, edits_photo/); morph.gif and morph_sheet.png;
+    timing.md (eager PyTorch vs the engine, measured now); README.txt; demo.json.
 
     \b
-    Example:
+    Examples:
+      exprengine demo
       exprengine demo --out /tmp/demo --backend aoti
+      exprengine demo --model ganimation        # the architecture with random weights
     """
     from exprengine.demo import run_demo
     run_demo(Path(out), model=model, backend=backend, frames=frames, repeats=repeats, echo=click.echo)
