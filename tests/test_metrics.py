@@ -44,6 +44,20 @@ def test_frechet_distance_known_answers(rng):
     assert frechet_distance(q @ mu1, q @ np.diag(a) @ q.T, q @ mu2, q @ np.diag(b) @ q.T) == pytest.approx(expected, rel=1e-6)
 
 
+def test_frechet_distance_stays_exact_with_singular_covariances(rng):
+    """Fewer samples than dimensions (an FID on a few images): covariances of rank N-1."""
+    a = rng.normal(size=(6, 64))
+    assert fid_from_features(a, a) == pytest.approx(0, abs=1e-8)
+    shifted = a + 0.5                                   # same covariance, means apart by 0.5 per dimension
+    assert fid_from_features(a, shifted) == pytest.approx(64 * 0.25, rel=1e-8)
+    b = rng.normal(size=(6, 64)) * 2
+    assert fid_from_features(a, b) > 0
+    # closed form for commuting low-rank covariances: diag(s1), diag(s2) with zeros
+    s1, s2 = np.diag([4.0, 0.0, 1.0, 0.0]), np.diag([1.0, 9.0, 0.0, 0.0])
+    expected = 5 + 10 - 2 * 2.0                         # tr s1 + tr s2 - 2 tr sqrt(s1 s2), sqrt(diag(4,0,0,0))
+    assert frechet_distance(np.zeros(4), s1, np.zeros(4), s2) == pytest.approx(expected, rel=1e-9)
+
+
 def test_fid_from_samples_converges_to_the_closed_form(rng):
     x = rng.normal(0, 1, (20000, 2))
     y = rng.normal(1, 2, (20000, 2))

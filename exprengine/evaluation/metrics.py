@@ -42,17 +42,32 @@ def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2)."""
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2):
+    |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2)).
+
+    The trace term is computed as the sum of square roots of the eigenvalues of the symmetric
+    matrix sigma1^(1/2) sigma2 sigma1^(1/2) (same spectrum as sigma1 sigma2), which stays exact
+    when the covariances are singular (fewer samples than feature dimensions), where a general
+    matrix square root returns round-off garbage.
+    """
     from scipy import linalg
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():                   # singular product: regularise (as pytorch-fid does)
-        offset = np.eye(sigma1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = covmean.real
+    assert sigma1.shape == sigma2.shape == (mu1.size, mu1.size), "means and covariances disagree in size"
+    w, v = linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(_numerical_rank_cut(w))) @ v.T
+    inner = root1 @ sigma2 @ root1
+    trace_covmean = np.sqrt(_numerical_rank_cut(linalg.eigvalsh((inner + inner.T) / 2))).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean)
+
+
+def _numerical_rank_cut(eigenvalues: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a PSD matrix with round-off below its numerical rank set to 0 (a square root
+    would turn 1e-16 noise into 1e-8 per null direction)."""
+    w = np.asarray(eigenvalues, np.float64)
+    tolerance = w.size * np.finfo(np.float64).eps * max(float(np.abs(w).max(initial=0.0)), 1e-300)
+    return np.where(w > tolerance, w, 0.0)
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
