@@ -328,23 +328,6 @@ def models():
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
-def _training_data(spec: str, size: int):
-    """--data: `synthetic[:SEED[:IDENTITIES]]` (rendered on the fly, last 10 % of identities held
-    out) or a data set directory (its train split)."""
-    from exprengine.data.datasets import FaceFolder
-    from exprengine.data.synthetic import SyntheticFaces
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        parts = spec.split(":")[1:]
-        try:
-            seed = int(parts[0]) if parts else 0
-            identities = int(parts[1]) if len(parts) > 1 else 1000
-        except ValueError:
-            raise UserError(f"--data {spec}: expected synthetic[:SEED[:IDENTITIES]]") from None
-        train_ids = identities - max(1, identities // 10)
-        return SyntheticFaces(1_000_000, seed, (0, train_ids), size=size)
-    return FaceFolder(spec, "train", size)
-
-
 @cli.command()
 @click.option("--model", default="convnext6", show_default=True, metavar="NAME", help="Generator architecture.")
 @click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
@@ -382,6 +365,7 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
     """
     import torch
 
+    from exprengine.data.datasets import training_data
     from exprengine.training.trainer import Trainer, TrainConfig
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -395,7 +379,7 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
         raise UserError(f"--dims needs three widths (stem, down 1, down 2), got {len(dims_t)}")
     if resume:
         saved = Trainer.checkpoint_config(out)
-        trainer = Trainer.resume(out, _training_data(saved.data, saved.generator_config().image_size), device, steps)
+        trainer = Trainer.resume(out, training_data(saved.data, saved.generator_config().image_size), device, steps)
         _say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
     else:
         config = TrainConfig(model=model, data=data, objective=objective, steps=steps, batch=batch, lr=lr, seed=seed,
@@ -404,7 +388,7 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
                              init=init)
         if (Path(out) / CHECKPOINT_NAME).exists():
             raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-        trainer = Trainer(config, _training_data(data, config.generator_config().image_size), out, device)
+        trainer = Trainer(config, training_data(data, config.generator_config().image_size), out, device)
     trainer.train()
     click.echo(f"trained {out} to step {trainer.step}: {Path(out) / 'generator.safetensors'}")
 
@@ -510,6 +494,9 @@ def prepare(photos, out, detector, openface, test_fraction):
               help="Comma-separated registry models.")
 @click.option("--objective", type=click.Choice(["gan", "paired"]), default="gan", show_default=True,
               help="gan: the thesis's GANimation losses; paired: L1 to the renderer's true edit.")
+@click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
+              help="synthetic[:SEED[:IDENTITIES]] rendered on the fly, or a synthetic set from `exprengine synth` "
+                   "(gan objective; faster where rendering would starve a GPU).")
 @click.option("--steps", type=click.IntRange(1), default=20000, show_default=True,
               help="Critic steps (gan) or generator steps (paired) per model.")
 @click.option("--batch", type=click.IntRange(1), default=25, show_default=True)
@@ -522,7 +509,7 @@ def prepare(photos, out, detector, openface, test_fraction):
 @click.option("--critic-width", type=click.IntRange(1, 1024), default=64, show_default=True)
 @click.option("--inception", default=None, metavar="PATH",
               help="FID Inception-v3 weights: adds FID between edits and ground truth (not downloadable here).")
-def compare(out, models, objective, steps, batch, lr, seed, eval_n, device, image_size, dims, critic_width, inception):
+def compare(out, models, objective, data, steps, batch, lr, seed, eval_n, device, image_size, dims, critic_width, inception):
     """Train every generator family under the same budget and tabulate their evaluation.
 
     \b
@@ -530,6 +517,7 @@ def compare(out, models, objective, steps, batch, lr, seed, eval_n, device, imag
       exprengine compare --out runs/compare --steps 20000 --device cuda
       exprengine compare --out runs/compare-cpu --steps 600 --batch 8 --image-size 64 --dims 16,32,64 --critic-width 16
       exprengine compare --out runs/compare-paired --objective paired --steps 600 --batch 8 --lr 3e-4 --image-size 64 --dims 16,32,64
+      exprengine synth --n 30000 --out data/synth && exprengine compare --out runs/compare --data data/synth --device cuda
     """
     import torch
 
@@ -543,7 +531,7 @@ def compare(out, models, objective, steps, batch, lr, seed, eval_n, device, imag
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dims_t = tuple(int(x) for x in dims.split(",")) if dims else None
-    config = TrainConfig(objective=objective, steps=steps, batch=batch, lr=lr, seed=seed, image_size=image_size, dims=dims_t,
+    config = TrainConfig(objective=objective, data=data, steps=steps, batch=batch, lr=lr, seed=seed, image_size=image_size, dims=dims_t,
                          critic_width=critic_width, checkpoint_every=max(1, steps // 10), sample_every=max(1, steps // 4))
     results = run_compare(out, config, names, eval_n, device, inception_path=inception)
     from exprengine.training.compare import markdown

@@ -1,6 +1,8 @@
 """Training: losses maths, a tiny model learns, resume is exact, checkpoints are atomic."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -202,7 +204,11 @@ def test_compare_trains_every_model_under_one_budget_and_tabulates(tmp_path):
     table = (tmp_path / "comparison.md").read_text()
     assert "| convnext2-ln |" in table and "No edit" in table
     again = compare(tmp_path, config, ("convnext2",), eval_n=4, progress=False)      # done runs are not retrained
-    assert again["models"]["convnext2"]["steps"] == 4
+    assert again["models"]["convnext2"] == results["models"]["convnext2"]           # nor re-timed
+    (tmp_path / "convnext2" / "eval.png").unlink()
+    longer = compare(tmp_path, dataclasses.replace(config, steps=6), ("convnext2",), eval_n=4, progress=False)
+    assert longer["models"]["convnext2"]["steps"] == 6                               # a new budget trains on
+    assert (tmp_path / "convnext2" / "eval.png").is_file()
 
 
 def test_compare_adds_fid_against_the_ground_truth_when_given_inception_weights(tmp_path):
@@ -221,3 +227,57 @@ def test_compare_adds_fid_against_the_ground_truth_when_given_inception_weights(
     with pytest.raises(UserError, match="do not exist"):             # checked before any training
         compare(tmp_path / "d", config, ("convnext2",), inception_path=str(tmp_path / "missing.pth"))
     assert not (tmp_path / "d").exists()
+
+
+def test_compare_trains_on_a_pre_rendered_set_that_holds_the_evaluation_out(tmp_path):
+    from exprengine.data.datasets import write_synthetic
+    from exprengine.training.compare import compare
+    write_synthetic(tmp_path / "synth", 40, seed=3, identities=1000, workers=1, progress=False)
+    config = tiny_config(steps=4, batch=2, checkpoint_every=2, data=str(tmp_path / "synth"))
+    results = compare(tmp_path / "c", config, ("convnext2",), eval_n=4, progress=False)
+    assert results["models"]["convnext2"]["steps"] == 4
+    assert "pre-rendered set synth" in (tmp_path / "c" / "comparison.md").read_text()
+    write_synthetic(tmp_path / "other", 8, seed=4, identities=1000, workers=1, progress=False)
+    write_synthetic(tmp_path / "leaky", 8, seed=3, identities=2000, workers=1, progress=False)
+    for bad, message in ((tmp_path / "other", "seed 4"), (tmp_path / "leaky", "held out"),
+                         (tmp_path / "c", "no synth.json")):
+        with pytest.raises(UserError, match=message):
+            compare(tmp_path / "x", dataclasses.replace(config, data=str(bad)), ("convnext2",), eval_n=4)
+    with pytest.raises(UserError, match="same --seed"):
+        compare(tmp_path / "x", dataclasses.replace(config, data="synthetic:5"), ("convnext2",), eval_n=4)
+    assert not (tmp_path / "x").exists()
+
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (none visible)")
+
+
+@pytest.fixture
+def deterministic_cuda():
+    """cuDNN picks the fastest, possibly atomics-based, kernels by default: for bit-exact
+    resume on CUDA the user asks for deterministic ones, as these tests do."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+@cuda_only
+@pytest.mark.parametrize("objective", ["gan", "paired"])
+def test_cuda_training_in_mixed_precision_learns_and_resumes_exactly(tmp_path, objective, deterministic_cuda):
+    config = tiny_config(objective=objective, steps=80, decay_fraction=0.0, checkpoint_every=40)
+    t = Trainer(config, tiny_data(), tmp_path / "a", device="cuda")
+    assert t.amp and next(t.generator.parameters()).is_cuda
+    t.train(progress=False)
+    assert all(np.isfinite(v) for e in t.log for v in e.values())
+    if objective == "paired":
+        assert t.log[-1]["g_paired"] < 0.6 * t.log[0]["g_paired"], (t.log[0], t.log[-1])
+    else:
+        assert t.log[-1]["d_au"] < 0.85 * t.log[0]["d_au"], (t.log[0], t.log[-1])
+    halves = Trainer(config, tiny_data(), tmp_path / "b", device="cuda")
+    halves.train(until=40, progress=False)
+    resumed = Trainer.resume(tmp_path / "b", tiny_data(), device="cuda")
+    resumed.train(progress=False)
+    for k, v in t.state_tensors().items():
+        assert torch.equal(v, resumed.state_tensors()[k]), k
+    cpu = Trainer.resume(tmp_path / "b", tiny_data(), device="cpu")     # a CUDA checkpoint resumes on the CPU
+    assert cpu.step == 80 and not next(cpu.generator.parameters()).is_cuda

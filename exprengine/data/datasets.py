@@ -92,6 +92,22 @@ def write_synthetic(out: str | os.PathLike, n: int, seed: int = 0, identities: i
     return stats
 
 
+def training_data(spec: str, size: int):
+    """A training set from its spec: `synthetic[:SEED[:IDENTITIES]]` (rendered on the fly, the
+    last 10 % of identities held out) or a data set directory (its train split)."""
+    from exprengine.data.synthetic import SyntheticFaces
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        parts = spec.split(":")[1:]
+        try:
+            seed = int(parts[0]) if parts else 0
+            identities = int(parts[1]) if len(parts) > 1 else 1000
+        except ValueError:
+            raise UserError(f"--data {spec}: expected synthetic[:SEED[:IDENTITIES]]") from None
+        train_ids = identities - max(1, identities // 10)
+        return SyntheticFaces(1_000_000, seed, (0, train_ids), size=size)
+    return FaceFolder(spec, "train", size)
+
+
 class FaceFolder:
     """A face data set directory as a map-style data set for training. Two layouts:
 

@@ -2,7 +2,8 @@
 under the same budget, then evaluated the same way (`exprengine compare`).
 
 For each model: `exprengine train` on the synthetic world (same seed, data, steps, batch,
-size) into OUT/<model>/, then `exprengine eval`'s synthetic evaluation (held-out identities,
+size; rendered on the fly, or a set pre-rendered by `exprengine synth` so that a GPU is
+not kept waiting by the renderer) into OUT/<model>/, then `exprengine eval`'s synthetic evaluation (held-out identities,
 PSNR, SSIM, AU error by the independent estimator, preservation, and with the FID
 Inception weights, FID between the edits and their ground truth). The table goes to
 OUT/comparison.md and .json, an example sheet per model to OUT/<model>/eval.png. Runs that
@@ -15,16 +16,18 @@ import json
 import time
 from pathlib import Path
 
+from exprengine.errors import UserError
 from exprengine.training.trainer import CHECKPOINT, GENERATOR, Trainer, TrainConfig
 
 THESIS_MODELS = ("ganimation", "convnext2", "convnext4", "convnext6", "convnext2-ln")
+EVAL_IDENTITIES = (900, 1000)      # held out of every training set the comparison accepts
 COLUMNS = ("psnr", "ssim", "au_mae", "on_target", "preserved_psnr", "background_change")
 
 
 def compare(out: str | Path, base: TrainConfig, models=THESIS_MODELS, eval_n: int = 200, device: str = "cpu",
             progress: bool = True, inception_path: str | None = None) -> dict:
     from exprengine.checkpoints import load_weights
-    from exprengine.data.synthetic import SyntheticFaces
+    from exprengine.data.datasets import training_data
     from exprengine.engine import Engine
     from exprengine.evaluation.synthetic_eval import evaluate_synthetic
     from exprengine.media import atomic_output, write_image
@@ -33,12 +36,17 @@ def compare(out: str | Path, base: TrainConfig, models=THESIS_MODELS, eval_n: in
     if inception_path is not None:              # load (and check) the weights before hours of training
         from exprengine.evaluation.inception import load_fid_inception
         inception = load_fid_inception(inception_path)
+    _check_held_out(base)
     out.mkdir(parents=True, exist_ok=True)
     results = {"config": base.to_dict(), "eval_n": eval_n, "device": device, "models": {}}
+    done = _finished(out / "comparison.json", results, inception is not None)
     for model in models:
+        if model in done:                       # trained and evaluated by an earlier, stopped run of this command
+            results["models"][model] = done[model]
+            continue
         config = dataclasses.replace(base, model=model)
         size = config.generator_config().image_size
-        data = SyntheticFaces(1_000_000, config.seed, (0, 900), size=size)
+        data = training_data(config.data if config.data != "synthetic" else f"synthetic:{config.seed}", size)
         run = out / model
         start = time.time()
         if (run / CHECKPOINT).is_file():
@@ -49,7 +57,8 @@ def compare(out: str | Path, base: TrainConfig, models=THESIS_MODELS, eval_n: in
         train_seconds = time.time() - start
         engine = Engine.from_generator(load_weights(run / GENERATOR), max_batch=64)
         engine.policy = dataclasses.replace(engine.policy, max_intensity=5.0)
-        report, sheet = evaluate_synthetic(engine, eval_n, config.seed, sheet_rows=6, inception=inception)
+        report, sheet = evaluate_synthetic(engine, eval_n, config.seed, EVAL_IDENTITIES, sheet_rows=6,
+                                           inception=inception)
         write_image(run / "eval.png", sheet)
         report.update(train_seconds=round(train_seconds), steps=trainer.step,
                       parameters=sum(p.numel() for p in trainer.generator.parameters()))
@@ -62,13 +71,57 @@ def compare(out: str | Path, base: TrainConfig, models=THESIS_MODELS, eval_n: in
     return results
 
 
+def _check_held_out(config: TrainConfig) -> None:
+    """The evaluation edits identities EVAL_IDENTITIES of world `config.seed`: a synthetic set
+    trained on must come from that world and hold those identities out."""
+    if config.data.startswith("synthetic"):
+        try:
+            parts = [int(p) for p in config.data.split(":")[1:]]
+        except ValueError:
+            return                              # training_data() says what the spec should be
+        if parts and (parts[0] != config.seed or (len(parts) > 1 and parts[1] != EVAL_IDENTITIES[1])):
+            raise UserError(f"--data {config.data}: the comparison evaluates identities {EVAL_IDENTITIES[0]}-"
+                            f"{EVAL_IDENTITIES[1] - 1} of world {config.seed}; use --data synthetic or the same --seed")
+        return
+    info = Path(config.data) / "synth.json"
+    if not info.is_file():
+        raise UserError(f"--data {config.data}: the comparison evaluates on the synthetic world, so it trains on a set "
+                        "from `exprengine synth` (no synth.json there)")
+    stats = json.loads(info.read_text())
+    if stats.get("seed") != config.seed or stats.get("test_identities", [0])[0] > EVAL_IDENTITIES[0] \
+            or stats.get("identities", 0) < EVAL_IDENTITIES[1]:
+        raise UserError(f"--data {config.data}: rendered with seed {stats.get('seed')} and identities "
+                        f"{stats.get('identities')}; the comparison needs --seed {config.seed} and the evaluation's "
+                        f"identities {EVAL_IDENTITIES[0]}-{EVAL_IDENTITIES[1] - 1} held out "
+                        f"(`exprengine synth --seed {config.seed} --identities {EVAL_IDENTITIES[1]}`)")
+
+
+def _finished(path: Path, results: dict, with_fid: bool) -> dict:
+    """Models an earlier run of the same comparison (same config, evaluation and device)
+    already trained to the budget and evaluated: their measured results, training time
+    included, are kept rather than re-timed."""
+    if not path.is_file():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if any(earlier.get(k) != results[k] for k in ("config", "eval_n", "device")):
+        return {}
+    steps = results["config"]["steps"]
+    return {name: r for name, r in earlier.get("models", {}).items()
+            if r.get("steps") == steps and ("fid" in r) == with_fid}
+
+
 def markdown(results: dict) -> str:
     c = results["config"]
     size = c.get("image_size") or 128
     objective = c.get("objective", "gan")
     unit = "critic steps" if objective == "gan" else "generator steps"
     fid = all("fid" in r for r in results["models"].values()) and bool(results["models"])
-    lines = [f"Synthetic faces, {size}x{size}, {objective} objective, {c['steps']} {unit} of batch {c['batch']} per model "
+    data = c.get("data", "synthetic")
+    source = "rendered on the fly" if data.startswith("synthetic") else f"pre-rendered set {Path(data).name}"
+    lines = [f"Synthetic faces ({source}), {size}x{size}, {objective} objective, {c['steps']} {unit} of batch {c['batch']} per model "
              f"(seed {c['seed']}, lr {c['lr']}), evaluated on {results['eval_n']} edits of held-out identities "
              f"({results['device']}).", "",
              "| model | parameters | PSNR | SSIM | AU error | on target | preserved PSNR | background change | "
