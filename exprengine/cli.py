@@ -83,7 +83,7 @@ class _Group(click.Group):
              epilog="Examples:\n"
                     "  exprengine demo\n"
                     "  exprengine build --model convnext6 --backend onnxruntime --out engines/cx6\n"
-                    "  exprengine edit face.png --engine engines/cx6 --preset happiness@1.5 --out happy.png\n"
+                    "  exprengine edit photo.jpg --preset happiness@1.5 --out happy.jpg\n"
                     "  exprengine morph face.png --engine engines/cx6 --to surprise --frames 24 --out surprise.gif")
 @click.version_option(__version__, prog_name="exprengine")
 def cli():
@@ -199,42 +199,203 @@ def _aus_from_options(presets, aus) -> AUs:
     return AUs.parse(*presets, *aus)
 
 
+def face_options(f):
+    """Detection and paste-back options shared by edit and video."""
+    f = click.option("--mask", type=click.Choice(["attention", "shape"]), default="attention", show_default=True,
+                     help="Paste-back mask: the face's shape, or the shape times where the model changed it.")(f)
+    f = click.option("--align", is_flag=True, help="Turn each face level (eyes from dlib's 5-point landmarks).")(f)
+    f = click.option("--min-face", type=click.IntRange(8, 100000), default=40, show_default=True,
+                     help="Smallest face edited, in pixels.")(f)
+    f = click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
+                     help="face_recognition's HOG detector, or its CNN detector (slower, finds more).")(f)
+    f = click.option("--face", "select", default="all", show_default=True, metavar="all|largest|N",
+                     help="Which faces to edit: all, the largest, or number N (0 = most confident).")(f)
+    return f
+
+
+def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy):
+    """The engine at `engine_dir`, or the shipped default model (eager PyTorch) when none is given."""
+    if engine_dir:
+        return _load_engine(engine_dir, device, policy)
+    import torch
+
+    from exprengine.engine import Engine
+    from exprengine.models.pretrained import load_default_generator
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Engine.from_generator(load_default_generator().to(device), policy=policy, device=device)
+
+
+def _detector(detector: str, min_face: int):
+    from exprengine.faces.detect import FaceDetector
+    return FaceDetector(detector, min_size=min_face)
+
+
 @cli.command()
 @click.argument("image", metavar="IMAGE")
-@engine_options
+@click.option("--engine", "engine_dir", default=None, metavar="DIR",
+              help="Engine directory made by `exprengine build` [default: the shipped model, eager PyTorch].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to run the engine.")
 @click.option("--preset", "presets", multiple=True, metavar="NAME[@X]",
               help="Expression preset, optionally with intensity (happiness@1.5). Repeatable.")
 @click.option("--au", "aus", multiple=True, metavar="AUxx=V",
               help="Set one AU (AU12=1.8 or 12=1.8); applied after presets. Repeatable.")
 @click.option("--out", required=True, metavar="PATH", help="Output image (.png, .jpg, .webp, .bmp).")
+@face_options
+@click.option("--require-face", is_flag=True, help="Exit with status 1 (after a warning) when no face is found.")
+@click.option("--crop", is_flag=True, help="IMAGE is already a face crop: edit all of it, no detection.")
 @click.option("--attention", "attention_out", default=None, metavar="PATH",
-              help="Also write the attention map (white = pixel kept from the input).")
+              help="With --crop: also write the attention map (white = pixel kept from the input).")
 @au_policy_options
-def edit(image, engine_dir, device, presets, aus, out, attention_out, strict, max_intensity, above_max):
-    """Edit the expression of a face crop (any size; resized to the model's input).
+def edit(image, engine_dir, device, presets, aus, out, select, detector, min_face, align, mask, require_face,
+         crop, attention_out, strict, max_intensity, above_max):
+    """Edit the expression of every face in a photo (or of a face crop, with --crop).
+
+    Faces are found with face_recognition's models, cropped as the thesis does, edited in one
+    engine call and pasted back: pixels outside the faces keep their values (write PNG to keep
+    them bit for bit; JPEG re-encodes). A photo with no face is written unchanged.
 
     \b
     Examples:
-      exprengine edit face.png --engine engines/cx6 --preset happiness@1.5 --out happy.png
-      exprengine edit face.png --engine engines/cx6 --au AU12=1.8 --au AU25=0.6 --out smile.png
-      exprengine edit face.png --engine engines/cx6 --preset sadness --au AU45=1 --out sad.png
+      exprengine edit photo.jpg --preset happiness --out happy.jpg
+      exprengine edit group.png --engine engines/cx6 --preset surprise@1.5 --face largest --out out.png
+      exprengine edit photo.jpg --au AU12=1.8 --au AU25=0.6 --align --require-face --out smile.png
+      exprengine edit face.png --crop --engine engines/cx6 --preset sadness --attention att.png --out sad.png
     """
     import numpy as np
 
-    from exprengine.media import check_output_path, read_image, write_image
+    from exprengine.media import check_output_path, read_image, read_photo, write_image
     out_path = check_output_path(out, "image")
+    if attention_out and not crop:
+        raise UserError("--attention is for --crop edits (a whole photo has one attention map per face)")
     att_path = check_output_path(attention_out, "image") if attention_out else None
     with _reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
         target = _aus_from_options(presets, aus)
         policy.check(target.values)
-        face = read_image(image)
-        engine = _load_engine(engine_dir, device, policy)
-        result = engine.edit_detailed(face, target)
-    write_image(out_path, result.images[0])
-    if att_path:
-        write_image(att_path, np.repeat(np.rint(result.attention[0] * 255).astype(np.uint8)[:, :, None], 3, 2))
-    click.echo(f"wrote {out_path} ({target})")
+        if crop:
+            face = read_image(image)
+            engine = _engine_or_default(engine_dir, device, policy)
+            result = engine.edit_detailed(face, target)
+            write_image(out_path, result.images[0])
+            if att_path:
+                write_image(att_path, np.repeat(np.rint(result.attention[0] * 255).astype(np.uint8)[:, :, None], 3, 2))
+            click.echo(f"wrote {out_path} ({target})")
+            return
+        from exprengine.faces.editor import FaceEditor, as_rgb, select_faces
+        photo = read_photo(image)
+        faces = _detector(detector, min_face)
+        found = faces.detect(np.ascontiguousarray(as_rgb(photo)))
+        chosen = select_faces(found, select)
+        if not found:
+            _pass_through(image, photo, out_path)
+            message = f"no face found in {image}: wrote it unchanged to {out_path}"
+            if require_face:
+                _say(f"exprengine: warning: {message}")
+                sys.exit(1)
+            click.echo(message)
+            return
+        editor = FaceEditor(_engine_or_default(engine_dir, device, policy), faces, align=align, mask=mask)
+        edited = editor.edit_crops(photo, editor.crops_for(np.ascontiguousarray(as_rgb(photo)),
+                                                           [found[i] for i in chosen]), target)
+    write_image(out_path, edited)
+    click.echo(f"found {len(found)} face(s), edited {len(chosen)} "
+               f"({', '.join(f'#{i} {found[i].width}x{found[i].height} at ({found[i].left},{found[i].top})' for i in chosen)}): "
+               f"wrote {out_path} ({target})")
+
+
+def _pass_through(source: str, photo, out_path: Path) -> None:
+    """The photo unchanged: the file's own bytes when the format stays the same, else re-encoded."""
+    import shutil
+
+    from exprengine.media import atomic_output, write_image
+    same = Path(source).suffix.lower().replace(".jpeg", ".jpg") == out_path.suffix.lower().replace(".jpeg", ".jpg")
+    if same:
+        with atomic_output(out_path) as tmp:
+            shutil.copyfile(source, tmp)
+    else:
+        write_image(out_path, photo)
+
+
+@cli.command()
+@click.argument("video_path", metavar="VIDEO")
+@click.option("--engine", "engine_dir", default=None, metavar="DIR",
+              help="Engine directory made by `exprengine build` [default: the shipped model, eager PyTorch].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to run the engine.")
+@click.option("--preset", "presets", multiple=True, metavar="NAME[@X]",
+              help="Expression preset, optionally with intensity (happiness@1.5). Repeatable.")
+@click.option("--au", "aus", multiple=True, metavar="AUxx=V", help="Set one AU (AU12=1.8). Repeatable.")
+@click.option("--from", "src", default=None, metavar="SPEC",
+              help="Morph across the clip: from this expression on the first frame to --preset/--au on the last.")
+@click.option("--schedule", type=click.Choice(["linear", "ease-in-out", "ease-in", "ease-out", "cosine"]),
+              default="linear", show_default=True, help="Schedule of --from's morph.")
+@click.option("--timeline", default=None, metavar="FILE",
+              help="AU keyframes over time (.json or .csv; see the README), instead of --preset/--au.")
+@click.option("--out", required=True, metavar="PATH", help="Output video (.mp4, .mov or .mkv).")
+@face_options
+@click.option("--detect-every", type=click.IntRange(1, 10000), default=5, show_default=True,
+              help="Run the detector every N frames (and on every frame while a face is lost).")
+@click.option("--detect-scale", type=click.FloatRange(0.05, 1.0), default=0.5, show_default=True,
+              help="Detect on the frame scaled by this factor (faster; faces must stay ~40 px there).")
+@click.option("--reproducible", is_flag=True,
+              help="Detect inline on the frames due instead of in the background (slower; same output every run).")
+@click.option("--no-audio", is_flag=True, help="Do not carry the input's audio over.")
+@au_policy_options
+def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline, out, select, detector, min_face,
+          align, mask, detect_every, detect_scale, reproducible, no_audio, strict, max_intensity, above_max):
+    """Edit every face of every frame of a video; frame count, rate, size and audio are kept.
+
+    The expression is held (--preset/--au), morphed across the clip (--from), or follows AU
+    keyframes (--timeline). Faces are detected on a downscaled frame every few frames in the
+    background, tracked with One-Euro smoothing, edited in one engine call per frame and
+    pasted back. The output file appears only when complete (Ctrl-C leaves none).
+
+    \b
+    Examples:
+      exprengine video in.mp4 --preset happiness --out out.mp4
+      exprengine video in.mp4 --from natural --preset surprise@1.5 --schedule ease-in-out --out out.mp4
+      exprengine video in.mp4 --timeline keys.json --engine engines/cx6 --device cuda --out out.mp4
+    """
+    from tqdm import tqdm
+
+    from exprengine.aus import AUs
+    from exprengine.video import timeline as tl
+    from exprengine.video.io import VideoReader, VideoWriter, probe_video
+    from exprengine.video.stream import StreamEditor
+    with _reported_warnings():
+        policy = _policy(strict, max_intensity, above_max)
+        if timeline:
+            if presets or aus or src:
+                raise UserError("--timeline gives the expression itself: drop --preset/--au/--from")
+            keys = tl.Keyframes.read(timeline)
+            policy.check(keys.values)
+            plan = keys
+        else:
+            target = _aus_from_options(presets, aus)
+            policy.check(target.values)
+            plan = tl.hold(target)
+        info = probe_video(video_path)
+        if src and not timeline:
+            start = AUs.parse(src)
+            policy.check(start.values)
+            plan = tl.morph(start, target, info.frames, schedule)
+        engine = _engine_or_default(engine_dir, device, policy)
+        editor = StreamEditor(engine, plan, _detector(detector, min_face), select, detect_every=detect_every,
+                              detect_scale=detect_scale, detect_async=not reproducible, fps=info.fps, align=align,
+                              mask=mask)
+        with editor, VideoReader(video_path) as reader, \
+                VideoWriter(out, info.width, info.height, fps_rational=info.fps_rational,
+                            audio_from=None if no_audio else video_path) as writer, \
+                tqdm(total=info.frames, desc="editing", unit="frame", disable=None) as bar:
+            for frame in editor.process(reader):
+                writer.write(frame)
+                bar.update()
+    st = editor.stats.summary()
+    click.echo(f"wrote {out}: {st['frames']} frames at {info.fps:g} fps, {info.width}x{info.height}"
+               f"{', audio kept' if info.has_audio and not no_audio else ''}; {st['fps']} frames/s, "
+               f"{st['detections']} detector runs")
 
 
 @cli.command()

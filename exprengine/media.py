@@ -61,6 +61,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     transparent palettes) is simply dropped, not composited. Animated files give their first
     frame. The file is only read, never changed.
     """
+    return _read(path, _to_rgb)
+
+
+def read_photo(path: str | os.PathLike) -> np.ndarray:
+    """Read a photo keeping what matters for writing it back the same way: uint8 HxW for
+    grayscale, HxWx4 for images with transparency (RGBA), HxWx3 RGB otherwise; EXIF
+    orientation applied. Same checks and errors as `read_image`."""
+    return _read(path, _to_photo_array)
+
+
+def _read(path: str | os.PathLike, convert) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise UserError(f"image {p} does not exist")
@@ -78,7 +89,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                     raise Image.DecompressionBombError(f"{w}x{h}")
                 img.load()                        # decode fully: catches truncated files
                 img = _exif_transposed(img)
-                rgb = _to_rgb(img)
+                rgb = convert(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"image {p} is larger than the limit of {MAX_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
@@ -125,6 +136,15 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
             img = img.getchannel(0)
         return np.array(img.convert("RGB"), dtype=np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _to_photo_array(img: Image.Image) -> np.ndarray:
+    has_alpha = img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        return np.array(img.convert("RGBA"), dtype=np.uint8)
+    if img.mode in ("L", "1") or img.mode.startswith("I") or img.mode == "F":
+        return np.ascontiguousarray(_to_rgb(img)[:, :, 0])
+    return _to_rgb(img)
 
 
 def _scale_to_uint8(a: np.ndarray, top: float) -> np.ndarray:
@@ -323,9 +343,18 @@ def _check_frames(frames: np.ndarray, what: str) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write uint8 HxWx3 RGB as PNG, JPEG (quality 95), WebP or BMP by suffix, atomically."""
+    """Write uint8 HxWx3 RGB (or HxW grayscale, or HxWx4 RGBA) as PNG, JPEG (quality 95), WebP
+    or BMP by suffix, atomically. RGBA keeps its alpha in PNG and WebP; JPEG and BMP, which
+    cannot hold it, get the RGB channels."""
     p = check_output_path(path, "image")
-    img = Image.fromarray(_check_frames(image, "image"), "RGB")
+    a = np.asarray(image)
+    if a.dtype == np.uint8 and a.ndim == 2 and 0 not in a.shape:
+        img = Image.fromarray(np.ascontiguousarray(a), "L")
+    elif a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 4 and 0 not in a.shape:
+        fmt_alpha = _PIL_FORMATS[p.suffix.lower()] in ("PNG", "WEBP")
+        img = Image.fromarray(np.ascontiguousarray(a if fmt_alpha else a[:, :, :3]), "RGBA" if fmt_alpha else "RGB")
+    else:
+        img = Image.fromarray(_check_frames(image, "image"), "RGB")
     fmt = _PIL_FORMATS[p.suffix.lower()]
     options = {"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     with atomic_output(p) as tmp:

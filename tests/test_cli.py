@@ -42,12 +42,12 @@ def face_png(tmp_path, face):
 def test_edit_preset_and_aus(cli_engine, face_png, tmp_path, capsys):
     before = face_png.read_bytes()
     out = tmp_path / "happy.png"
-    code, stdout, err = run_cli(["edit", face_png, "--engine", cli_engine, "--preset", "happiness@1.5",
+    code, stdout, err = run_cli(["edit", face_png, "--crop", "--engine", cli_engine, "--preset", "happiness@1.5",
                                  "--out", out], capsys)
     assert code == 0, err
     assert np.asarray(Image.open(out)).shape == (128, 128, 3)
     out2, att = tmp_path / "smile.jpg", tmp_path / "att.png"
-    code, _, err = run_cli(["edit", face_png, "--engine", cli_engine, "--au", "AU12=1.8", "--au", "25=0.6",
+    code, _, err = run_cli(["edit", face_png, "--crop", "--engine", cli_engine, "--au", "AU12=1.8", "--au", "25=0.6",
                             "--out", out2, "--attention", att], capsys)
     assert code == 0, err and out2.exists() and att.exists()
     assert face_png.read_bytes() == before                 # input untouched

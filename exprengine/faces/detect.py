@@ -40,6 +40,26 @@ class Box:
     def height(self) -> int:
         return self.bottom - self.top
 
+    @property
+    def area(self) -> int:
+        return self.width * self.height
+
+    def scaled(self, factor: float, image_shape: tuple[int, ...] | None = None) -> "Box":
+        """This box in an image `factor` times larger (clipped to `image_shape` if given)."""
+        left, top = int(round(self.left * factor)), int(round(self.top * factor))
+        right, bottom = int(round(self.right * factor)), int(round(self.bottom * factor))
+        if image_shape is not None:
+            h, w = image_shape[:2]
+            left, top, right, bottom = max(0, left), max(0, top), min(w, right), min(h, bottom)
+        return Box(left, top, right, bottom, self.score)
+
+    def iou(self, other: "Box") -> float:
+        w = min(self.right, other.right) - max(self.left, other.left)
+        h = min(self.bottom, other.bottom) - max(self.top, other.top)
+        inter = max(0, w) * max(0, h)
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
 
 def _dlib():
     try:
@@ -66,24 +86,52 @@ class FaceDetector:
             raise UserError(f"face detector model must be hog or cnn, not {model!r}")
         dlib = _dlib()
         self.model, self.upsample, self.min_score, self.min_size = model, upsample, min_score, min_size
+        self._landmarks = None
         if model == "hog":
             self._detector = dlib.get_frontal_face_detector()
         else:
             self._detector = dlib.cnn_face_detection_model_v1(_models().cnn_face_detector_model_location())
 
-    def detect(self, image: np.ndarray) -> list[Box]:
-        """uint8 HxWx3 RGB -> faces, most confident first (after the false-positive filters)."""
+    def detect(self, image: np.ndarray, scale: float = 1.0) -> list[Box]:
+        """uint8 HxWx3 RGB -> faces, most confident first (after the false-positive filters).
+
+        `scale` < 1 detects on a downscaled copy (faster: HOG time grows with the pixel count)
+        and returns boxes in the full image's coordinates; `min_size` applies at full size.
+        """
         assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, image.shape
+        if not 0 < scale <= 1:
+            raise UserError(f"detection scale must be in (0, 1], got {scale}")
+        if scale < 1:
+            from PIL import Image
+            small = Image.fromarray(image).resize((max(1, round(image.shape[1] * scale)),
+                                                   max(1, round(image.shape[0] * scale))), Image.Resampling.BILINEAR)
+            found = self._detect(np.asarray(small))
+            boxes = [b.scaled(image.shape[1] / small.width, image.shape) for b in found]
+        else:
+            boxes = self._detect(image)
+        boxes = [b for b in boxes if b.score >= self.min_score and min(b.width, b.height) >= self.min_size]
+        return sorted(boxes, key=lambda b: -b.score)
+
+    def _detect(self, image: np.ndarray) -> list[Box]:
         h, w = image.shape[:2]
         if self.model == "hog":
             rects, scores, _ = self._detector.run(image, self.upsample, 0.0)
             found = [(r, s) for r, s in zip(rects, scores)]
         else:
             found = [(d.rect, d.confidence) for d in self._detector(image, self.upsample)]
-        boxes = [Box(max(0, r.left()), max(0, r.top()), min(w, r.right()), min(h, r.bottom()), float(s))
-                 for r, s in found]
-        boxes = [b for b in boxes if b.score >= self.min_score and min(b.width, b.height) >= self.min_size]
-        return sorted(boxes, key=lambda b: -b.score)
+        return [Box(max(0, r.left()), max(0, r.top()), min(w, r.right()), min(h, r.bottom()), float(s))
+                for r, s in found]
+
+    def eye_centres(self, image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        """(left eye, right eye) centres in image (x, y) from dlib's 5-point landmark model
+        (the one face_recognition uses for alignment); "left" is the image's left."""
+        if self._landmarks is None:
+            self._landmarks = _dlib().shape_predictor(_models().pose_predictor_five_point_model_location())
+        dlib = _dlib()
+        shape = self._landmarks(image, dlib.rectangle(box.left, box.top, box.right, box.bottom))
+        pts = np.array([(shape.part(i).x, shape.part(i).y) for i in range(5)], np.float64)
+        a, b = pts[0:2].mean(0), pts[2:4].mean(0)          # the two eyes' corner pairs
+        return (a, b) if a[0] <= b[0] else (b, a)
 
 
 def square_box(box: Box, image_shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -1,0 +1,120 @@
+"""Paste edited faces back into the frame so that a viewer cannot see the seam.
+
+The frame keeps its own resolution: what is pasted is the *change* the model made to the
+crop, delta = edit - crop (at the model's size), scaled up to the face's size in the frame
+and added under a feathered mask:
+
+    out = frame + mask * delta        (rounded; only inside the face's region)
+
+so a 400-pixel face keeps its own detail where the expression did not move it, instead of
+being replaced by a blurred 128-pixel copy. The mask is the face's shape (an ellipse that
+fades to zero before the crop's border), optionally multiplied by where the model's
+attention map says it changed something (1 - A, blurred). Colour matching removes the mean
+change along the mask's fading ring, so a colour cast of the generator does not show as a
+seam. Every pixel where mask * delta is zero, all pixels outside the face regions included,
+is left bit-identical.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from exprengine.faces.crop import FaceCrop
+
+MASKS = ("attention", "shape")
+
+
+def shape_mask(size: int, feather: float = 0.18) -> np.ndarray:
+    """float32 [size,size] in [0,1]: 1 on the face's ellipse (96 % of the crop wide, all of it
+    high), falling smoothly to 0 over the outer `feather` of its radius, 0 at the corners."""
+    y, x = (np.mgrid[0:size, 0:size] + 0.5) / size - 0.5
+    r = np.sqrt((x / 0.48) ** 2 + (y / 0.5) ** 2)
+    t = np.clip((1.0 - r) / feather, 0.0, 1.0)
+    return (t * t * (3 - 2 * t)).astype(np.float32)          # smoothstep
+
+
+def attention_mask(attention: np.ndarray, blur: float = 2.0, gain: float = 4.0) -> np.ndarray:
+    """float32 [S,S] in [0,1] from an attention map (1 keeps the input): where the model changed
+    the face, widened by a blur so the edit's own edges fade."""
+    change = np.clip(1.0 - attention.astype(np.float32), 0.0, 1.0)
+    from scipy.ndimage import gaussian_filter
+    blurred = gaussian_filter(change, blur, mode="nearest")
+    return np.clip(blurred * gain, 0.0, 1.0)
+
+
+def face_mask(size: int, attention: np.ndarray | None, mode: str = "attention") -> np.ndarray:
+    if mode not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, not {mode!r}")
+    mask = shape_mask(size)
+    if mode == "attention" and attention is not None:
+        mask = mask * attention_mask(attention)
+    return mask
+
+
+def colour_matched(delta: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """delta minus its mean along the mask's fading ring (weight mask * (1 - mask)), per channel."""
+    ring = mask * (1.0 - mask)
+    total = float(ring.sum())
+    if total < 1e-6:
+        return delta
+    shift = (delta * ring[..., None]).sum((0, 1)) / total
+    return delta - shift.astype(np.float32)
+
+
+def pasted_change(crop: FaceCrop, original: np.ndarray, edited: np.ndarray, attention: np.ndarray | None,
+                  mask: str = "attention", colour_match: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+    """The change one face makes to the frame: float32 [E,E,3] (mask * delta at frame scale)
+    and the (top, left) of that square in the frame. Zero wherever the mask is zero."""
+    size = original.shape[0]
+    assert original.shape == edited.shape == (size, size, 3), (original.shape, edited.shape)
+    delta = edited.astype(np.float32) - original.astype(np.float32)
+    m = face_mask(size, attention, mask)
+    if colour_match:
+        delta = colour_matched(delta, m)
+    change = delta * m[..., None]
+    side = crop.side
+    scaled = np.stack([_resize_float(change[..., c], side) for c in range(3)], axis=-1)
+    top, left, extent = crop.region
+    if crop.angle != 0.0:
+        canvas = np.zeros((extent, extent, 3), np.float32)
+        k = (extent - side) // 2
+        canvas[k:k + side, k:k + side] = scaled
+        scaled = np.stack([_rotate_float(canvas[..., c], math.degrees(crop.angle)) for c in range(3)], axis=-1)
+    return scaled, (top, left)
+
+
+def apply_changes(frame: np.ndarray, changes: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
+    """frame (uint8 HxW, HxWx3 or HxWx4) plus each face's change, rounded; a new array. Colour
+    images take the change per channel, grayscale its luma (BT.601), alpha is never touched."""
+    out = frame.copy()
+    h, w = frame.shape[:2]
+    for change, (top, left) in changes:
+        e = change.shape[0]
+        t, l, b, r = max(top, 0), max(left, 0), min(top + e, h), min(left + e, w)
+        if t >= b or l >= r:
+            continue
+        c = change[t - top:b - top, l - left:r - left]
+        if frame.ndim == 2:
+            c = c @ np.array([0.299, 0.587, 0.114], np.float32)
+            region = out[t:b, l:r]
+        else:
+            region = out[t:b, l:r, :3]
+        changed = np.abs(c) >= 0.5 if frame.ndim == 2 else (np.abs(c) >= 0.5)
+        if not changed.any():
+            continue
+        new = np.clip(np.rint(region.astype(np.float32) + c), 0, 255).astype(np.uint8)
+        region[changed] = new[changed]          # elsewhere the frame's own bytes stay
+    return out
+
+
+def _resize_float(a: np.ndarray, side: int) -> np.ndarray:
+    if a.shape[0] == side:
+        return a
+    resample = Image.Resampling.BILINEAR if side > a.shape[0] else Image.Resampling.BOX
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a, np.float32)).resize((side, side), resample))
+
+
+def _rotate_float(a: np.ndarray, degrees: float) -> np.ndarray:
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a, np.float32)).rotate(degrees, Image.Resampling.BILINEAR))

@@ -1,0 +1,305 @@
+"""Frames in, edited frames out, for videos, cameras and streams, with low latency.
+
+    editor = StreamEditor(engine, "happiness@1.5")
+    for edited in editor.process(frames):        # any iterable of uint8 HxWx3 frames
+        show_or_encode(edited)
+    print(editor.stats.summary())                # per-stage and end-to-end milliseconds
+
+`process` runs as a pipeline of threads joined by short queues, so the stages overlap:
+
+    read + crop  ->  edit (one engine call per frame, every face)  ->  paste (the caller's thread)
+         \\-> detect (its own thread, on a downscaled copy)
+
+The engine never waits on the detector: detection runs every `detect_every` frames (and on
+every frame while a face is lost) in the background on the newest frame, and the crops use
+the tracker's smoothed boxes (One-Euro filter), so faces neither jitter nor wait. Only the
+first frame waits for its detection. `edit_frame(frame)` is the same work for one frame,
+inline: a frame in, its edit out. Frames with no face are passed through unchanged.
+
+With `detect_async=False` detection runs inline every `detect_every` frames instead: slower,
+but the output depends only on the input (tests, reproducible renders).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from exprengine.aus import as_intensity_array
+from exprengine.errors import UserError
+from exprengine.faces.detect import Box, FaceDetector
+from exprengine.faces.editor import FaceEditor, as_rgb, select_faces
+from exprengine.faces.tracking import FaceTracker
+
+STAGES = ("read", "detect", "crop", "edit", "paste")
+_DONE = object()
+
+
+@dataclass
+class StreamStats:
+    """Per-frame seconds of each stage, end-to-end latency (frame read to edited frame out),
+    and the wall time of the whole stream."""
+    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    latency: list[float] = field(default_factory=list)
+    frames: int = 0
+    wall: float = 0.0
+    detections: int = 0
+
+    def summary(self) -> dict:
+        def ms(v):
+            return round(1000 * float(np.median(v)), 3) if v else None
+        return {"frames": self.frames, "fps": round(self.frames / self.wall, 2) if self.wall else None,
+                "latency_ms_median": ms(self.latency),
+                "latency_ms_p95": round(1000 * float(np.percentile(self.latency, 95)), 3) if self.latency else None,
+                "detections": self.detections, **{f"{s}_ms_median": ms(v) for s, v in self.stages.items()}}
+
+
+AUSource = Callable[[int, float], np.ndarray]
+
+
+class StreamEditor:
+    def __init__(self, engine, aus, detector: FaceDetector | None = None, select: str | int = "all",
+                 detect_every: int = 5, detect_scale: float = 0.5, detect_async: bool = True, fps: float = 30.0,
+                 align: bool = False, mask: str = "attention", colour_match: bool = True,
+                 min_cutoff: float = 1.0, beta: float = 0.05, queue_size: int = 3):
+        if detect_every < 1:
+            raise UserError(f"detect_every must be at least 1, got {detect_every}")
+        if fps <= 0:
+            raise UserError(f"fps must be positive, got {fps}")
+        self.faces = FaceEditor(engine, detector, align=align, mask=mask, colour_match=colour_match,
+                                detect_scale=detect_scale)
+        self.aus_at: AUSource = aus if callable(aus) else _constant(engine, aus)
+        self.select, self.detect_every, self.detect_scale = select, detect_every, detect_scale
+        self.detect_async, self.fps, self.queue_size = detect_async, fps, queue_size
+        self.tracker = FaceTracker(min_cutoff, beta)
+        self.stats = StreamStats()
+        self._lock = threading.Lock()
+        self._size: tuple[int, ...] | None = None
+        self._last_detect = -10 ** 9
+        self._detector: _BackgroundDetector | None = None
+
+    # --- one frame ----------------------------------------------------------------------------
+    def _check(self, frame: np.ndarray, index: int) -> np.ndarray:
+        frame = np.asarray(frame)
+        rgb = as_rgb(frame)
+        if self._size is None:
+            self._size = frame.shape
+        elif frame.shape != self._size:
+            raise UserError(f"frame {index} is {list(frame.shape)}, but the stream started with {list(self._size)}: "
+                            "a stream's frames must all have one size")
+        return rgb
+
+    def _boxes(self, rgb: np.ndarray, index: int, t: float) -> list[Box]:
+        """The boxes to crop for frame `index`: the tracker's, refreshed by the detector."""
+        with self._lock:
+            have_tracks = bool(self.tracker.tracks)
+            lost = self.tracker.lost
+        due = index - self._last_detect >= self.detect_every or lost
+        if due and (not self.detect_async or not have_tracks and self._last_detect < 0):
+            start = time.perf_counter()
+            found = self.faces.detector.detect(np.ascontiguousarray(rgb), self.detect_scale)
+            self.stats.stages["detect"].append(time.perf_counter() - start)
+            self.stats.detections += 1
+            with self._lock:
+                self.tracker.update(found)
+            self._last_detect = index
+        elif due and self._detector is not None and self._detector.submit(rgb):
+            self._last_detect = index
+        with self._lock:
+            self.tracker.step(t)
+        with self._lock:
+            boxes = self.tracker.boxes()
+        return [boxes[i] for i in select_faces(boxes, self.select)] if boxes else []
+
+    def _prepare(self, frame: np.ndarray, index: int):
+        t = index / self.fps
+        rgb = self._check(frame, index)
+        boxes = self._boxes(rgb, index, t)
+        start = time.perf_counter()
+        crops = self.faces.crops_for(rgb, boxes)
+        size = self.faces.engine.image_size
+        originals = np.stack([c.extract(rgb, size) for c in crops]) if crops else None
+        self.stats.stages["crop"].append(time.perf_counter() - start)
+        return frame, crops, originals, t
+
+    def _edit(self, originals: np.ndarray | None, index: int, t: float):
+        if originals is None:
+            return None
+        start = time.perf_counter()
+        aus = as_intensity_array(self.aus_at(index, t))
+        result = self.faces.engine.edit_detailed(originals, aus, attention=self.faces.mask == "attention")
+        self.stats.stages["edit"].append(time.perf_counter() - start)
+        return result
+
+    def _paste(self, frame, crops, originals, result) -> np.ndarray:
+        if result is None:
+            return frame
+        from exprengine.faces.paste import apply_changes, pasted_change
+        start = time.perf_counter()
+        changes = [pasted_change(c, originals[i], result.images[i],
+                                 None if result.attention is None else result.attention[i],
+                                 self.faces.mask, self.faces.colour_match) for i, c in enumerate(crops)]
+        out = apply_changes(frame, changes)
+        self.stats.stages["paste"].append(time.perf_counter() - start)
+        return out
+
+    def edit_frame(self, frame: np.ndarray, index: int | None = None) -> np.ndarray:
+        """One frame in, its edit out (inline; detection in the background after the first frame)."""
+        start = time.perf_counter()
+        index = self.stats.frames if index is None else index
+        if self.detect_async and self._detector is None:
+            self._detector = _BackgroundDetector(self)
+        frame, crops, originals, t = self._prepare(frame, index)
+        out = self._paste(frame, crops, originals, self._edit(originals, index, t))
+        self.stats.latency.append(time.perf_counter() - start)
+        self.stats.frames += 1
+        return out
+
+    # --- a stream -----------------------------------------------------------------------------
+    def process(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Edited frames in order, one per input frame, with read, crop, edit and paste overlapped."""
+        stop = threading.Event()
+        prepared: queue.Queue = queue.Queue(self.queue_size)
+        edited: queue.Queue = queue.Queue(self.queue_size)
+        if self.detect_async and self._detector is None:
+            self._detector = _BackgroundDetector(self)
+        wall = time.perf_counter()
+
+        def put(q: queue.Queue, item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read_and_crop():
+            try:
+                it = iter(frames)
+                index = 0
+                while not stop.is_set():
+                    start = time.perf_counter()
+                    try:
+                        frame = next(it)
+                    except StopIteration:
+                        break
+                    self.stats.stages["read"].append(time.perf_counter() - start)
+                    if not put(prepared, (index, start, *self._prepare(frame, index))):
+                        return
+                    index += 1
+                put(prepared, _DONE)
+            except BaseException as e:      # noqa: BLE001 -- handed to the caller's thread
+                put(prepared, e)
+
+        def edit():
+            try:
+                while not stop.is_set():
+                    item = prepared.get()
+                    if item is _DONE or isinstance(item, BaseException):
+                        put(edited, item)
+                        return
+                    index, start, frame, crops, originals, t = item
+                    if not put(edited, (index, start, frame, crops, originals, self._edit(originals, index, t))):
+                        return
+            except BaseException as e:      # noqa: BLE001
+                put(edited, e)
+
+        workers = [threading.Thread(target=read_and_crop, name="exprengine-read", daemon=True),
+                   threading.Thread(target=edit, name="exprengine-edit", daemon=True)]
+        for w in workers:
+            w.start()
+        try:
+            while True:
+                item = edited.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                index, start, frame, crops, originals, result = item
+                out = self._paste(frame, crops, originals, result)
+                self.stats.latency.append(time.perf_counter() - start)
+                self.stats.frames += 1
+                self.stats.wall = time.perf_counter() - wall
+                yield out
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(timeout=5)
+            self.stats.wall = time.perf_counter() - wall
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+
+    def __enter__(self) -> "StreamEditor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _BackgroundDetector:
+    """Runs the detector on the newest submitted frame in its own thread and feeds the tracker.
+    `submit` never blocks: while a detection runs, a newer frame replaces a waiting one."""
+
+    def __init__(self, editor: StreamEditor):
+        self.editor = editor
+        self._job: np.ndarray | None = None
+        self._busy = False
+        self._cv = threading.Condition()
+        self._closed = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="exprengine-detect", daemon=True)
+        self._thread.start()
+
+    def submit(self, rgb: np.ndarray) -> bool:
+        with self._cv:
+            if self.error is not None:
+                raise self.error
+            if self._busy and self._job is not None:
+                return False
+            self._job = np.ascontiguousarray(rgb)
+            self._cv.notify()
+            return True
+
+    def _run(self) -> None:
+        ed = self.editor
+        while True:
+            with self._cv:
+                while self._job is None and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                rgb = self._job
+                self._job, self._busy = None, True
+            try:
+                start = time.perf_counter()
+                found = ed.faces.detector.detect(rgb, ed.detect_scale)
+                ed.stats.stages["detect"].append(time.perf_counter() - start)
+                ed.stats.detections += 1
+                with ed._lock:
+                    ed.tracker.update(found)
+            except BaseException as e:      # noqa: BLE001 -- raised on the next submit
+                self.error = e
+            finally:
+                with self._cv:
+                    self._busy = False
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout=5)
+
+
+def _constant(engine, aus) -> AUSource:
+    values = engine.policy.check(as_intensity_array(aus))
+    if values.ndim != 1:
+        raise UserError("a stream's expression is one AU vector of 17 values (or a function of the frame)")
+    return lambda index, t: values
