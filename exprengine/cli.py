@@ -293,7 +293,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
             message = f"no face found in {image}: wrote it unchanged to {out_path}"
             if require_face:
                 _say(f"exprengine: warning: {message}")
-                sys.exit(1)
+                raise click.exceptions.Exit(1)
             click.echo(message)
             return
         editor = FaceEditor(_engine_or_default(engine_dir, device, policy), faces, align=align, mask=mask)
@@ -756,7 +756,9 @@ def demo(out, model, backend, frames, repeats):
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line and exit status 2."""
     try:
-        cli.main(args=argv, prog_name="exprengine", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="exprengine", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool):     # a command's `raise Exit(n)`
+            return code
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort:
