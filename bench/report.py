@@ -28,8 +28,9 @@ def tables(data: dict, benchmarks: list[dict]) -> tuple[str, list[str]]:
     lines = [f"Machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
              f"{machine.get('cpu', {}).get('count', '?')} logical CPUs; date {data.get('datetime', '?')[:10]}; "
              f"FP32 matmul rate measured in the same run: {peak:.0f} GFLOP/s" if peak else "", ""]
-    lines += ["| model | batch | backend | median ms/call | ms/frame | speed-up vs eager | GFLOP/s | % of matmul rate |",
-              "|---|---|---|---|---|---|---|---|"]
+    if by_kind["latency"]:
+        lines += ["| model | batch | backend | median ms/call | ms/frame | speed-up vs eager | GFLOP/s | % of matmul rate |",
+                  "|---|---|---|---|---|---|---|---|"]
     failures = []
     lat = defaultdict(dict)
     for b in by_kind["latency"]:
@@ -63,6 +64,34 @@ def tables(data: dict, benchmarks: list[dict]) -> tuple[str, list[str]]:
             if one >= loop:
                 failures.append(f"the one-call morph on {backend} is not faster than the per-frame loop "
                                 f"({loop / one:.2f}x)")
+    video = defaultdict(dict)
+    for b in by_kind["video"]:
+        e = b["extra_info"]
+        video[e["device"], e["width"], e["height"], e["backend"]][e["stage"]] = b
+    if video:
+        lines += ["", "| video, one face | engine | generator ms/frame | end-to-end ms/frame | end-to-end frames/s | "
+                      "end-to-end vs generator | one frame in, out (ms) | stage medians (ms) |",
+                  "|---|---|---|---|---|---|---|---|"]
+    for (device, w, h, backend), v in sorted(video.items()):
+        gen, e2e, single = v.get("generator"), v.get("end-to-end"), v.get("single-frame")
+        if not (gen and e2e):
+            continue
+        g = gen["stats"]["median"]
+        per = e2e["stats"]["median"] / e2e["extra_info"]["frames"]
+        st = e2e["extra_info"].get("pipeline", {})
+        stages = ", ".join(f"{k[:-10]} {v:.1f}" for k, v in st.items() if k.endswith("_ms_median") and v is not None)
+        lines.append(f"| {w}x{h} {device} | {backend} | {1e3 * g:.2f} | {1e3 * per:.2f} | {1 / per:.0f} | "
+                     f"{per / g:.2f}x | {1e3 * single['stats']['median']:.2f} | {stages} |" if single else
+                     f"| {w}x{h} {device} | {backend} | {1e3 * g:.2f} | {1e3 * per:.2f} | {1 / per:.0f} | {per / g:.2f}x | - | {stages} |")
+        if device == "cpu" and per > 1.5 * g:
+            failures.append(f"video {w}x{h}: end-to-end {1e3 * per:.1f} ms/frame is more than 1.5x the generator's "
+                            f"{1e3 * g:.1f} ms")
+        if device == "cuda" and h >= 1080:
+            if 1 / per < 120:
+                failures.append(f"video {w}x{h} on the GPU: {1 / per:.0f} frames/s end to end, target 120")
+            if single and single["stats"]["median"] > 0.010:
+                failures.append(f"video {w}x{h} on the GPU: one frame in to out {1e3 * single['stats']['median']:.1f} ms, "
+                                "target 10 ms")
     for b in by_kind["render"]:
         rate = b["extra_info"]["batch"] / b["stats"]["median"]
         lines += ["", f"Synthetic face renderer: {rate:.0f} images/s in one process "
