@@ -384,7 +384,7 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
         engine = _engine_or_default(engine_dir, device, policy)
         editor = StreamEditor(engine, plan, _detector(detector, min_face), select, detect_every=detect_every,
                               detect_scale=detect_scale, detect_async=not reproducible, fps=info.fps, align=align,
-                              mask=mask)
+                              mask=mask, in_place=True)
         with editor, VideoReader(video_path) as reader, \
                 VideoWriter(out, info.width, info.height, fps_rational=info.fps_rational,
                             audio_from=None if no_audio else video_path) as writer, \

@@ -16,6 +16,7 @@ is left bit-identical.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -26,13 +27,16 @@ from exprengine.faces.crop import FaceCrop
 MASKS = ("attention", "shape")
 
 
+@functools.lru_cache(maxsize=8)
 def shape_mask(size: int, feather: float = 0.18) -> np.ndarray:
     """float32 [size,size] in [0,1]: 1 on the face's ellipse (96 % of the crop wide, all of it
     high), falling smoothly to 0 over the outer `feather` of its radius, 0 at the corners."""
     y, x = (np.mgrid[0:size, 0:size] + 0.5) / size - 0.5
     r = np.sqrt((x / 0.48) ** 2 + (y / 0.5) ** 2)
     t = np.clip((1.0 - r) / feather, 0.0, 1.0)
-    return (t * t * (3 - 2 * t)).astype(np.float32)          # smoothstep
+    mask = (t * t * (3 - 2 * t)).astype(np.float32)          # smoothstep
+    mask.flags.writeable = False                              # cached: shared by every call
+    return mask
 
 
 def attention_mask(attention: np.ndarray, blur: float = 2.0, gain: float = 4.0) -> np.ndarray:
@@ -85,10 +89,12 @@ def pasted_change(crop: FaceCrop, original: np.ndarray, edited: np.ndarray, atte
     return scaled, (top, left)
 
 
-def apply_changes(frame: np.ndarray, changes: list[tuple[np.ndarray, tuple[int, int]]]) -> np.ndarray:
-    """frame (uint8 HxW, HxWx3 or HxWx4) plus each face's change, rounded; a new array. Colour
-    images take the change per channel, grayscale its luma (BT.601), alpha is never touched."""
-    out = frame.copy()
+def apply_changes(frame: np.ndarray, changes: list[tuple[np.ndarray, tuple[int, int]]],
+                  in_place: bool = False) -> np.ndarray:
+    """frame (uint8 HxW, HxWx3 or HxWx4) plus each face's change, rounded: a new array, or
+    `frame` itself changed with `in_place` (a frame the caller owns: saves a copy per frame).
+    Colour images take the change per channel, grayscale its luma (BT.601), alpha is never touched."""
+    out = frame if in_place else frame.copy()
     h, w = frame.shape[:2]
     for change, (top, left) in changes:
         e = change.shape[0]

@@ -16,6 +16,9 @@ the tracker's smoothed boxes (One-Euro filter), so faces neither jitter nor wait
 first frame waits for its detection. `edit_frame(frame)` is the same work for one frame,
 inline: a frame in, its edit out. Frames with no face are passed through unchanged.
 
+`in_place=True` pastes into the given frames instead of copies (for frames the caller
+owns, such as a decoder's: one copy of the frame less per frame).
+
 With `detect_async=False` detection runs inline every `detect_every` frames instead: slower,
 but the output depends only on the input (tests, reproducible renders).
 """
@@ -65,7 +68,7 @@ class StreamEditor:
     def __init__(self, engine, aus, detector: FaceDetector | None = None, select: str | int = "all",
                  detect_every: int = 5, detect_scale: float = 0.5, detect_async: bool = True, fps: float = 30.0,
                  align: bool = False, mask: str = "attention", colour_match: bool = True,
-                 min_cutoff: float = 1.0, beta: float = 0.05, queue_size: int = 3):
+                 min_cutoff: float = 1.0, beta: float = 0.05, queue_size: int = 3, in_place: bool = False):
         if detect_every < 1:
             raise UserError(f"detect_every must be at least 1, got {detect_every}")
         if fps <= 0:
@@ -75,6 +78,7 @@ class StreamEditor:
         self.aus_at: AUSource = aus if callable(aus) else _constant(engine, aus)
         self.select, self.detect_every, self.detect_scale = select, detect_every, detect_scale
         self.detect_async, self.fps, self.queue_size = detect_async, fps, queue_size
+        self.in_place = in_place                # paste into the given frames (writable, the caller's to lose)
         self.tracker = FaceTracker(min_cutoff, beta)
         self.stats = StreamStats()
         self._lock = threading.Lock()
@@ -143,7 +147,7 @@ class StreamEditor:
         changes = [pasted_change(c, originals[i], result.images[i],
                                  None if result.attention is None else result.attention[i],
                                  self.faces.mask, self.faces.colour_match) for i, c in enumerate(crops)]
-        out = apply_changes(frame, changes)
+        out = apply_changes(frame, changes, in_place=self.in_place and frame.flags.writeable)
         self.stats.stages["paste"].append(time.perf_counter() - start)
         return out
 

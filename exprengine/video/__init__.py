@@ -1,0 +1,1 @@
+"""Video: reading, writing, and the frame-by-frame editing pipeline."""

@@ -1,0 +1,661 @@
+"""Video files: probe them, read their frames, write new ones atomically.
+
+Reading: `probe_video` decodes the video stream once with imageio-ffmpeg's ffmpeg, to count
+its frames exactly and to find truncated or corrupt files before any work is done on them;
+every bad file becomes one `UserError` sentence that names the path. `VideoReader` then yields
+the frames as uint8 HxWx3 RGB, and raises rather than stopping early if the file turns out to
+hold fewer frames than probed, so a caller never writes a partial result.
+
+Writing: `VideoWriter` encodes H.264 (libx264) into .mp4, .mov or .mkv at exactly the size and
+frame rate given, optionally with the audio of another file. Like the writers in
+`exprengine.media` it never leaves a partial file: the video is written beside the target,
+checked by decoding it, and renamed into place only when complete.
+
+Only local files (ffmpeg's -protocol_whitelist) in video containers (-format_whitelist) are
+opened: ffmpeg's playlist and concat demuxers would otherwise follow references in an
+untrusted file to other files or to the network, and images are not videos.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import imageio_ffmpeg
+import numpy as np
+
+from exprengine.errors import UserError
+from exprengine.media import atomic_output
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+#: Largest frame accepted, in pixels (width * height): 8K UHD. Larger videos are refused from
+#: their header, before a frame is decoded; larger frames are refused by `VideoWriter`.
+MAX_VIDEO_PIXELS: int = 8192 * 4320
+
+# ffmpeg demuxers that may open an input: video containers only ("mov" is also mp4, m4v and 3gp;
+# "matroska" is also webm). An audio source for VideoWriter may also be an audio file.
+_VIDEO_DEMUXERS = "mov,matroska,avi,mpegts,mpeg,flv,asf,ogg"
+_AUDIO_DEMUXERS = _VIDEO_DEMUXERS + ",wav,mp3,flac,aac"
+_READ_HINT = "use MP4, MOV, MKV, WebM or AVI"
+# How much shorter than its header says a video may decode before it counts as truncated:
+# rounding, and a frame and a half, or with other streams an audio packet (AAC at 8 kHz: 0.13 s)
+# and the codec delay.
+_END_TOLERANCE = 0.05
+_END_TOLERANCE_WITH_AUDIO = 0.2
+
+# Output suffix -> ffmpeg muxer.
+_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                 "veryslow", "placebo")
+_AUDIO_CODEC = ["-c:a", "aac", "-b:a", "192k"]
+# The frames are sRGB; the encoder converts them with the BT.709 matrix and the file says so,
+# so players (and VideoReader) convert back with the same matrix.
+_COLOR_TAGS = ["-vf", "setparams=color_primaries=bt709:color_trc=bt709", "-colorspace", "bt709"]
+
+_LOG_LINE = re.compile(r"^((?:\[[^\]]* @ [^\]]*\] )*)\[(\w+)\] ?(.*)$")
+_CONTEXT = re.compile(r"\[(?:[^\]/]*/)?(?:dec:)?([^\]/ ]+) @ [^\]]*\]")
+_STREAM = re.compile(r"^\s*Stream #0:\d+\S*: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
+_SIZE = re.compile(r", (\d+)x(\d+)(?=[\s,\[]|$)")
+_GRAPH_INPUT = re.compile(r"\bw:(\d+) h:(\d+) pixfmt:\S+ tb:\d+/\d+ fr:(\d+)/(\d+)")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe_video` found out about a video file by decoding it once."""
+
+    path: Path
+    width: int             # as displayed: after the container's rotation, which decoding applies
+    height: int
+    fps: float             # e.g. 29.97
+    fps_rational: str      # exact, e.g. "30000/1001" or "25/1": write the output at the same rate
+    frames: int            # decodable frames, counted
+    duration: float        # seconds: frames / fps
+    has_audio: bool
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Check a video file by decoding its video stream, and describe it.
+
+    Decoding it all costs one pass of ffmpeg's decoder, but it counts the frames exactly and
+    refuses a truncated or corrupt file up front, before any editing work. The file is only
+    read. Missing, unreadable, empty, non-video, audio-only, frameless, corrupt and oversized
+    (more than MAX_VIDEO_PIXELS per frame) files each raise one UserError sentence.
+    """
+    p = Path(path)
+    _check_input_file(p, "video")
+    scan = _scan(p, _VIDEO_DEMUXERS, decode=True)
+    if not scan.opened:
+        specific = [e for e in scan.open_errors if not e.startswith("Error opening input")]
+        if specific and not scan.guessed and not any("whitelist" in e for e in specific):
+            # The container was recognised but its header is broken (e.g. "moov atom not found").
+            raise UserError(f"video {p} is truncated or corrupt ({_short(specific[0])})")
+        raise UserError(f"{p} is not a video this program can read ({_READ_HINT})")
+    if not scan.video:
+        raise UserError(f"{p} has no video stream")
+    if scan.oversized:
+        w, h = scan.coded_size
+        raise UserError(f"video {p} has {w}x{h} frames, larger than the limit of {MAX_VIDEO_PIXELS:,} pixels")
+    frames = scan.frames or 0
+    if scan.decode_errors and (frames > 0 or (scan.packets or 0) > 0 or _says_truncated(scan.decode_errors)):
+        raise UserError(f"video {p} is truncated or corrupt ({_short(scan.decode_errors[0])})")
+    if frames == 0:
+        raise UserError(f"video {p} contains no video frames")
+    rate = _choose_rate(scan.rate, scan.avg_rate, scan.tbr)
+    if rate is None:
+        raise UserError(f"video {p} does not state its frame rate")
+    _check_length(p, scan, float(frames / rate), float(1 / rate))
+    if scan.returncode != 0:
+        raise UserError(f"video {p} is truncated or corrupt (ffmpeg exit status {scan.returncode})")
+    width, height = scan.size or scan.coded_size
+    return VideoInfo(path=p, width=width, height=height, fps=float(rate),
+                     fps_rational=f"{rate.numerator}/{rate.denominator}", frames=frames,
+                     duration=float(frames / rate), has_audio=scan.has_audio)
+
+
+def _check_length(p: Path, scan: _Scan, video_seconds: float, frame_seconds: float) -> None:
+    """Refuse a video that ends before its header says it does.
+
+    Cut exactly between two packets (or inside an index at the end) a file reads to its end
+    without an error, but its header still gives the length it had. The header's length is
+    that of the longest stream, which `scan.reached` follows (video decoded, others copied);
+    with no other stream it is the video's own, so the frame count is checked against it too, which
+    catches frames lost from the middle of the decoding order (B-frames).
+    """
+    if scan.declared is None or scan.estimated:     # no length, or a guess from the bitrate
+        return
+    slack = max(_END_TOLERANCE_WITH_AUDIO if scan.timed_streams else _END_TOLERANCE, 1.5 * frame_seconds)
+    ends = [t for t in (scan.reached, None if scan.timed_streams else video_seconds) if t is not None]
+    if ends and min(ends) < scan.declared - slack:
+        raise UserError(f"video {p} is truncated or corrupt (it ends at {min(ends):.2f} s of "
+                        f"the {scan.declared:.2f} s its header gives)")
+
+
+class VideoReader:
+    """Iterate uint8 HxWx3 RGB frames of a video: `with VideoReader(path) as r: for frame in r: ...`
+
+    `r.info` is the VideoInfo (the file is probed, and so checked, on construction); `len(r)` is
+    its frame count. Each iteration decodes from the start and yields writable arrays. If the
+    stream ends early or fails mid-way, the iteration raises UserError ("... is truncated or
+    corrupt ...") instead of silently yielding fewer frames. The ffmpeg process is stopped when
+    the caller stops early, on exceptions, and on `close()`. The file is never modified.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.info = probe_video(path)
+        self.path = self.info.path
+        # Weak: an iteration the caller drops is closed (and its ffmpeg stopped) at once.
+        self._iterations: weakref.WeakSet = weakref.WeakSet()
+        self._closed = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.info.frames
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._closed:
+            raise ValueError(f"VideoReader for {self.path} is closed")
+        frames = self._frames()
+        self._iterations.add(frames)
+        return frames
+
+    def close(self) -> None:
+        """Stop any iteration in progress (and its ffmpeg process)."""
+        self._closed = True
+        for frames in list(self._iterations):
+            frames.close()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        info, p = self.info, self.path
+        gen = imageio_ffmpeg.read_frames(
+            _ffmpeg_path(p),
+            input_params=["-nostdin", "-xerror", *_whitelists(_VIDEO_DEMUXERS)],
+            output_params=["-map", "0:V:0", "-fps_mode", "passthrough"])
+        try:
+            try:
+                with _quiet_imageio_ffmpeg():       # it warns when rotation changes the frame size
+                    meta = next(gen)
+            except Exception as e:  # noqa: BLE001 -- IOError, or a header imageio-ffmpeg cannot parse
+                # It was probed fine, so it has changed since, or ffmpeg stopped on an error.
+                raise UserError(f"video {p} is truncated or corrupt ({_short(str(e))})") from None
+            if tuple(meta["size"]) != (info.width, info.height):
+                raise UserError(f"video {p} changed while it was being read")
+            shape = (info.height, info.width, 3)
+            count = 0
+            while True:
+                try:
+                    data = next(gen)
+                except StopIteration:
+                    break
+                except RuntimeError:                # ffmpeg stopped in the middle of a frame
+                    break
+                count += 1
+                if count > info.frames:
+                    raise UserError(f"video {p} changed while it was being read")
+                yield np.frombuffer(data, np.uint8).reshape(shape).copy()
+            if count < info.frames:
+                raise UserError(f"video {p} is truncated or corrupt: only {count} of its "
+                                f"{info.frames} frames could be decoded")
+        finally:
+            gen.close()                             # stops ffmpeg if it is still running
+
+
+class VideoWriter:
+    """Write uint8 HxWx3 RGB frames to a video file atomically:
+
+        with VideoWriter(out_path, width, height, fps_rational="30000/1001", audio_from=input_path) as w:
+            w.write(frame)
+
+    The file appears at out_path only if the `with` block completes and the new file decodes to
+    every frame written; on any exception (KeyboardInterrupt included) the temporary files are
+    removed and an existing out_path is left untouched.
+
+    Video: H.264 (libx264) at constant quality `crf` (17: near-lossless for these purposes; lower
+    is better and bigger) and speed `preset`, at exactly `fps_rational` ("30000/1001", a Fraction
+    or a number) and exactly width x height: 4:2:0 chroma (yuv420p, what every player takes) when
+    both are even, else 4:4:4 (yuv444p: the exact odd size, but some players, browsers and
+    QuickTime among them, cannot play it). Colours use the BT.709 matrix and are tagged so.
+
+    audio_from: a file whose first audio stream, if it has one, is carried over, re-encoded to
+    AAC and padded with silence or cut to the video's length; no audio stream, no audio.
+    The output must not be audio_from or any of `inputs` (files it must never overwrite).
+    """
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int,
+                 fps_rational: str | Fraction | float,
+                 audio_from: str | os.PathLike | None = None, *, crf: int = 17, preset: str = "veryfast",
+                 inputs: Iterable[str | os.PathLike] = ()) -> None:
+        for name, value in (("width", width), ("height", height)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
+            raise ValueError(f"crf must be an integer from 0 to 51, got {crf!r}")
+        self.width, self.height = int(width), int(height)
+        self.fps = _parse_rate(fps_rational)
+        if preset not in _X264_PRESETS:
+            raise UserError(f"unknown x264 preset {preset!r}; use one of {', '.join(_X264_PRESETS)}")
+        self.crf, self.preset = int(crf), preset
+        sources = [Path(s) for s in inputs if s is not None]
+        self.audio_from = Path(audio_from) if audio_from is not None else None
+        if self.audio_from is not None:
+            sources.append(self.audio_from)
+        self.path = _check_output(path, sources)
+        if self.width * self.height > MAX_VIDEO_PIXELS:
+            raise UserError(f"cannot write {self.path}: {self.width}x{self.height} frames are larger "
+                            f"than the limit of {MAX_VIDEO_PIXELS:,} pixels")
+        self._audio = False
+        if self.audio_from is not None:
+            _check_input_file(self.audio_from, "audio source")
+            scan = _scan(self.audio_from, _AUDIO_DEMUXERS, decode=False)
+            if not scan.opened:
+                raise UserError(f"audio source {self.audio_from} is not a file this program can read "
+                                f"({_READ_HINT}, or WAV, MP3 or FLAC)")
+            self._audio = scan.has_audio
+        self._stack: ExitStack | None = None
+        self._gen = None
+        self._video_tmp: Path | None = None
+        self._final_tmp: Path | None = None
+        self._count = 0
+        self._state = "new"
+
+    @property
+    def frames_written(self) -> int:
+        """Frames passed to `write` so far."""
+        return self._count
+
+    def __enter__(self) -> Self:
+        if self._state != "new":
+            raise ValueError(f"VideoWriter for {self.path} can be opened only once")
+        self._state = "open"
+        stack = ExitStack()
+        try:
+            self._final_tmp = stack.enter_context(atomic_output(self.path))
+            # With audio the frames go to a second temporary first; the audio is added once
+            # their number, and so the video's length, is known.
+            self._video_tmp = stack.enter_context(_temp_beside(self.path)) if self._audio else self._final_tmp
+            even = self.width % 2 == 0 and self.height % 2 == 0
+            muxer = _MUXERS[self.path.suffix.lower()]
+            out = ["-preset", self.preset, "-crf", str(self.crf), *_COLOR_TAGS, "-f", muxer]
+            if muxer in ("mp4", "mov") and not self._audio:
+                out += ["-movflags", "+faststart"]
+            self._gen = imageio_ffmpeg.write_frames(
+                _ffmpeg_path(self._video_tmp), (self.width, self.height), pix_fmt_in="rgb24",
+                pix_fmt_out="yuv420p" if even else "yuv444p", fps=self.fps, quality=None,
+                codec="libx264", macro_block_size=1, ffmpeg_log_level="error",
+                input_params=["-nostdin"], output_params=out)
+            self._gen.send(None)                    # starts ffmpeg
+        except BaseException as e:
+            self._state = "closed"
+            _kill(self._gen)
+            stack.__exit__(type(e), e, e.__traceback__)     # removes the temporaries
+            raise
+        self._stack = stack
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 HxWx3 RGB frame of the writer's size."""
+        if self._state != "open":
+            raise ValueError(f"VideoWriter for {self.path} is not open; write inside its `with` block")
+        a = frame if isinstance(frame, np.ndarray) else None
+        want = (self.height, self.width, 3)
+        if a is None or a.dtype != np.uint8 or a.shape != want:
+            got = f"{a.dtype} array of shape {a.shape}" if a is not None else type(frame).__name__
+            raise UserError(f"frame {self._count} for {self.path} is a {got}, not a uint8 array "
+                            f"of shape {want}")
+        try:
+            self._gen.send(np.ascontiguousarray(a))
+        except (OSError, StopIteration) as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot write {self.path}: ffmpeg stopped while encoding ({detail})") from None
+        self._count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._state != "open":
+            return False
+        self._state = "closed"
+        gen, self._gen = self._gen, None
+        stack, self._stack = self._stack, None
+        if exc_type is not None:
+            _kill(gen)                                      # at once, not after encoding the rest
+            return bool(stack.__exit__(exc_type, exc, tb))
+        try:
+            self._finish(gen)
+        except BaseException as e:
+            _kill(gen)
+            stack.__exit__(type(e), e, e.__traceback__)     # removes the temporaries
+            raise
+        stack.close()                               # the temporary takes out_path's place
+        return False
+
+    def _finish(self, gen) -> None:
+        if self._count == 0:
+            raise UserError(f"cannot write {self.path}: no frames were given")
+        gen.close()                                 # waits for ffmpeg to finish the file
+        if self._audio:
+            self._add_audio()
+        try:
+            scan = _scan(self._final_tmp, _VIDEO_DEMUXERS, decode=True)
+        except UserError:
+            scan = None
+        ok = (scan is not None and scan.opened and not scan.decode_errors and scan.returncode == 0
+              and scan.frames == self._count and (scan.size or scan.coded_size) == (self.width, self.height)
+              and scan.has_audio == self._audio)
+        if not ok:
+            raise UserError(f"cannot write {self.path}: ffmpeg did not produce a complete video "
+                            f"(is the disk full?)")
+
+    def _add_audio(self) -> None:
+        seconds = f"{float(self._count / self.fps):.6f}"
+        muxer = _MUXERS[self.path.suffix.lower()]
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+               "-y", *_whitelists(_VIDEO_DEMUXERS), "-i", _ffmpeg_path(self._video_tmp),
+               *_whitelists(_AUDIO_DEMUXERS), "-i", _ffmpeg_path(self.audio_from),
+               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *_AUDIO_CODEC,
+               "-af", f"apad=whole_dur={seconds},atrim=duration={seconds}", "-f", muxer]
+        if muxer in ("mp4", "mov"):
+            cmd += ["-movflags", "+faststart"]
+        cmd.append(_ffmpeg_path(self._final_tmp))
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, check=False)
+        if done.returncode != 0:
+            lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            detail = _short(lines[-1]) if lines else f"ffmpeg exit status {done.returncode}"
+            raise UserError(f"cannot write {self.path}: adding the audio of {self.audio_from} failed ({detail})")
+
+
+# --- checks ----------------------------------------------------------------------------------
+def _check_input_file(p: Path, what: str) -> None:
+    if not p.exists():
+        raise UserError(f"{what} {p} does not exist")
+    if p.is_dir():
+        raise UserError(f"{what} {p} is a directory, not a file")
+    if not p.is_file():
+        raise UserError(f"{what} {p} is not a regular file")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"{what} {p} is not readable (permission denied)")
+    if p.stat().st_size == 0:
+        raise UserError(f"{what} {p} is empty (0 bytes)")
+
+
+def _check_output(path: str | os.PathLike, sources: list[Path]) -> Path:
+    raw = os.fspath(path)
+    if not raw.strip():
+        raise UserError("the output path is empty")
+    p = Path(raw)
+    if p.is_dir() or raw.endswith(("/", os.sep)):
+        raise UserError(f"output {raw} is a directory; give a video file name such as {p / 'out.mp4'}")
+    if p.suffix.lower() not in _MUXERS:
+        raise UserError(f"output {p} must end in .mp4, .mov or .mkv")
+    if p.exists() and not p.is_file():
+        raise UserError(f"output {p} exists and is not a regular file")
+    parent = Path(os.path.abspath(p)).parent
+    if not parent.exists():
+        raise UserError(f"cannot write {p}: the directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {p}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {p}: the directory {parent} is not writable")
+    for source in sources:
+        if p.exists() and source.exists() and os.path.samefile(p, source):
+            raise UserError(f"output {p} is the input file {source}; give another output name")
+    return p
+
+
+def _parse_rate(value: str | Fraction | float) -> Fraction:
+    try:
+        if isinstance(value, float):
+            rate = Fraction(value).limit_denominator(1_000_000)
+        else:
+            rate = Fraction(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        rate = None
+    if rate is None or not rate > 0:
+        raise UserError(f"the frame rate must be a positive number such as 25 or 30000/1001, not {value!r}")
+    return rate
+
+
+# --- ffmpeg ----------------------------------------------------------------------------------
+def _ffmpeg_path(p: Path) -> str:
+    # "file:" so that ffmpeg never reads a name as another protocol ("concat:...") or an option.
+    return "file:" + os.path.abspath(p)
+
+
+def _whitelists(demuxers: str) -> list[str]:
+    return ["-format_whitelist", demuxers, "-protocol_whitelist", "file"]
+
+
+@dataclass
+class _Scan:
+    """What ffmpeg's log said about one input."""
+
+    opened: bool = False                    # the container was recognised and its header read
+    video: bool = False                     # it has a video stream (cover pictures do not count)
+    has_audio: bool = False
+    coded_size: tuple[int, int] | None = None   # as stored
+    size: tuple[int, int] | None = None         # as decoded: rotation applied
+    oversized: bool = False
+    rate: Fraction | None = None            # the decoder's frame rate, exact
+    avg_rate: Fraction | None = None        # the header's average frame rate, to 2 decimals
+    tbr: Fraction | None = None
+    frames: int | None = None
+    packets: int | None = None
+    declared: float | None = None           # the container's duration, seconds
+    estimated: bool = False                 # ... guessed from the bitrate (no index)
+    guessed: bool = False                   # the container was only guessed (from the suffix)
+    reached: float | None = None            # where decoding (video) and copying (audio) ended
+    # (logged before the header?, the log line's contexts such as "h264", message)
+    errors: list[tuple[bool, tuple[str, ...], str]] = field(default_factory=list)
+    other_codecs: set[str] = field(default_factory=set)   # decoders of the streams not decoded
+    timed_streams: int = 0                  # audio, subtitle and data streams: they have a length
+    returncode: int = 0
+
+    @property
+    def open_errors(self) -> list[str]:
+        """Why ffmpeg could not open the file."""
+        return [msg for early, _, msg in self.errors if early]
+
+    @property
+    def decode_errors(self) -> list[str]:
+        """Errors about an opened file's container or video stream, from the whole run.
+
+        Reading the header already demuxes and decodes a little (all of a small file), so
+        errors logged before it count too, except those of other streams' decoders (a broken
+        audio track does not make the video unreadable)."""
+        if not self.opened:
+            return []
+        return [msg for _, contexts, msg in self.errors if not self.other_codecs.intersection(contexts)]
+
+
+def _scan(p: Path, demuxers: str, decode: bool) -> _Scan:
+    """Run ffmpeg on `p` and read its log: the header only, or (decode) every video frame.
+
+    Decoding goes to ffmpeg's null output, each decoded frame passed through once (as
+    VideoReader gets them); log lines carry their level, so that any error while decoding,
+    which ffmpeg logs but often survives (exit status 0), is seen.
+    """
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats",
+           "-loglevel", "repeat+level+verbose", *_whitelists(demuxers), "-i", _ffmpeg_path(p)]
+    if decode:
+        # The other streams' packets are copied along (not decoded) so that `reached` covers
+        # every stream, as the header's duration does.
+        cmd += ["-map", "0:V:0", "-map", "0:a?", "-map", "0:s?", "-map", "0:d?", "-c:a", "copy", "-c:s", "copy",
+                "-c:d", "copy", "-fps_mode", "passthrough", "-f", "null", "-"]
+    scan = _Scan()
+    state = {"section": None}
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for raw in proc.stderr:
+            for line in raw.decode("utf-8", "replace").replace("\r", "\n").split("\n"):
+                _read_log_line(scan, state, line)
+            if scan.oversized:                      # refuse from the header, before decoding
+                proc.kill()
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+        scan.returncode = proc.wait()
+    if not decode:
+        scan.returncode = 0                         # without an output ffmpeg always "fails"
+    return scan
+
+
+def _read_log_line(scan: _Scan, state: dict, line: str) -> None:
+    m = _LOG_LINE.match(line)
+    if not m:
+        return
+    level, msg = m.group(2), m.group(3)
+    if level in ("panic", "fatal", "error") or (level == "warning" and "corrupt" in msg.lower()):
+        # Corrupt packets are only warned about, then decoded anyway or dropped.
+        contexts = tuple(_CONTEXT.findall(m.group(1)))
+        scan.errors.append((state["section"] is None, contexts, msg))
+        return
+    text = msg.strip()
+    if level == "warning":
+        scan.estimated = scan.estimated or "duration from bitrate" in text
+        scan.guessed = scan.guessed or "misdetection possible" in text
+    elif text.startswith("Input #0,"):
+        state["section"] = "input"
+        scan.opened = True
+    elif text.startswith("Stream mapping:"):
+        state["section"] = "mapping"
+    elif text.startswith("Output #0,"):
+        state["section"] = "output"
+    elif (s := _STREAM.match(msg)) is not None:
+        kind, rest = s.groups()
+        main_video = kind == "Video" and "(attached pic)" not in rest and not scan.video
+        if state["section"] == "input" and not main_video:
+            scan.has_audio = scan.has_audio or kind == "Audio"
+            scan.timed_streams += kind in ("Audio", "Subtitle", "Data")
+            scan.other_codecs.add(rest.split(" ", 1)[0].rstrip(","))
+        elif state["section"] == "input":
+            scan.video = True
+            scan.other_codecs.discard(rest.split(" ", 1)[0].rstrip(","))
+            scan.coded_size = _size(rest)
+            scan.avg_rate = _header_rate(rest, "fps")
+            scan.tbr = _header_rate(rest, "tbr")
+            if scan.coded_size and scan.coded_size[0] * scan.coded_size[1] > MAX_VIDEO_PIXELS:
+                scan.oversized = True
+        elif state["section"] == "output" and kind == "Video" and scan.size is None:
+            scan.size = _size(rest)
+    elif scan.rate is None and (g := _GRAPH_INPUT.search(msg)) is not None:
+        num, den = int(g.group(3)), int(g.group(4))
+        scan.rate = Fraction(num, den) if num > 0 and den > 0 else None
+    elif (f := re.search(r"Output stream #0:0 \(video\): (\d+) frames encoded", msg)) is not None:
+        scan.frames = int(f.group(1))
+    elif (f := re.match(r"frame=\s*(\d+)", text)) is not None:
+        scan.frames = int(f.group(1)) if scan.frames is None else scan.frames
+        scan.reached = _seconds(text, "time=")
+    elif text.startswith("Duration:") and state["section"] == "input" and scan.declared is None:
+        scan.declared = _seconds(text, "Duration: ")
+    elif (f := re.search(r"Input stream #0:\d+ \(video\): (\d+) packets read", msg)) is not None:
+        scan.packets = int(f.group(1))
+
+
+def _seconds(text: str, key: str) -> float | None:
+    m = re.search(re.escape(key) + r"\s*(\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else None
+
+
+def _size(stream_line: str) -> tuple[int, int] | None:
+    m = _SIZE.search(stream_line)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _header_rate(stream_line: str, unit: str) -> Fraction | None:
+    m = re.search(rf"(?:^|, )(\d+(?:\.\d+)?)(k?) {unit}\b", stream_line)
+    if not m:
+        return None
+    rate = Fraction(m.group(1)) * (1000 if m.group(2) else 1)
+    return rate if rate > 0 else None
+
+
+def _choose_rate(exact: Fraction | None, avg: Fraction | None, tbr: Fraction | None) -> Fraction | None:
+    """The frame rate to report and to write back at.
+
+    The decoder's rate is exact ("30000/1001") but is the nominal rate; the header's average
+    (printed to 2 decimals) differs from it for variable-frame-rate video, such as phones
+    record, and writing those frames at the nominal rate would shift the audio. So: the exact
+    rate when the two agree, else the average, read as an NTSC rate (N*1000/1001) when it is one.
+    """
+    if exact is not None and (avg is None or abs(avg - exact) <= Fraction(6, 1000)):
+        return exact
+    for rate in (avg, tbr):
+        if rate is not None:
+            ntsc = rate * Fraction(1001, 1000)             # 29.97 -> 30.00
+            n = round(ntsc)
+            return Fraction(n * 1000, 1001) if n > 0 and abs(ntsc - n) <= Fraction(6, 1000) else rate
+    return None
+
+
+def _says_truncated(errors: list[str]) -> bool:
+    return any(w in e.lower() for e in errors for w in ("partial file", "ended prematurely", "truncat"))
+
+
+def _short(text: str, limit: int = 120) -> str:
+    lines = [s.strip() for s in text.strip().splitlines() if s.strip()]
+    first = lines[0].rstrip(".") if lines else "unknown error"
+    return first if len(first) <= limit else first[:limit - 3] + "..."
+
+
+class _Abort(BaseException):
+    """Thrown into imageio-ffmpeg's writer: as a BaseException it kills ffmpeg at once."""
+
+
+def _kill(gen) -> None:
+    """Stop the ffmpeg of an imageio_ffmpeg.write_frames generator now, and reap it."""
+    if gen is None:
+        return
+    # The generator kills its process but does not wait for it; wait here, so that no zombie
+    # is left (its local "p" in imageio-ffmpeg 0.5 to 0.8; skipped if that ever changes).
+    proc = gen.gi_frame.f_locals.get("p") if gen.gi_frame is not None else None
+    # Exception: the writer had already failed, and its ffmpeg is gone.
+    with suppress(_Abort, StopIteration, Exception):
+        gen.throw(_Abort())
+    if isinstance(proc, subprocess.Popen):
+        proc.wait()
+
+
+@contextmanager
+def _temp_beside(target: Path) -> Iterator[Path]:
+    parent = Path(os.path.abspath(target)).parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:48]}.", suffix=".video" + target.suffix, dir=parent)
+    except OSError as e:
+        raise UserError(f"cannot write {target}: {e.strerror or e}") from None
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class _DropWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+
+@contextmanager
+def _quiet_imageio_ffmpeg() -> Iterator[None]:
+    logger = logging.getLogger("imageio_ffmpeg")
+    drop = _DropWarnings()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
