@@ -79,7 +79,8 @@ def test_video_generator_per_frame(benchmark, video_engine):
     benchmark.pedantic(video_engine.edit_detailed, args=(crop[None], aus), rounds=30, warmup_rounds=3)
 
 
-def test_video_end_to_end(benchmark, video_engine, clip, tmp_path):
+@pytest.mark.parametrize("encoder", ["veryfast", "ultrafast"])
+def test_video_end_to_end(benchmark, video_engine, clip, tmp_path, encoder):
     from exprengine.faces.detect import FaceDetector
     from exprengine.video.io import VideoReader, VideoWriter
     from exprengine.video.stream import StreamEditor
@@ -89,13 +90,13 @@ def test_video_end_to_end(benchmark, video_engine, clip, tmp_path):
     def run():
         with StreamEditor(video_engine, "happiness@1.5", detector, detect_every=5, detect_scale=DETECT_SCALE,
                           fps=30.0, in_place=True) as editor, VideoReader(clip) as reader, \
-                VideoWriter(tmp_path / "out.mp4", SIZE[1], SIZE[0], FPS) as writer:
+                VideoWriter(tmp_path / "out.mp4", SIZE[1], SIZE[0], FPS, preset=encoder) as writer:
             for frame in editor.process(reader):
                 writer.write(frame)
         summaries.append(editor.stats.summary())
         assert editor.stats.frames == FRAMES and editor.stats.detections >= 1
 
-    _extra(benchmark, stage="end-to-end", frames=FRAMES, backend=video_engine.manifest.backend)
+    _extra(benchmark, stage=f"end-to-end x264 {encoder}", frames=FRAMES, backend=video_engine.manifest.backend)
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
     benchmark.extra_info["pipeline"] = summaries[-1]
 

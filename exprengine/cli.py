@@ -342,9 +342,12 @@ def _pass_through(source: str, photo, out_path: Path) -> None:
 @click.option("--reproducible", is_flag=True,
               help="Detect inline on the frames due instead of in the background (slower; same output every run).")
 @click.option("--no-audio", is_flag=True, help="Do not carry the input's audio over.")
+@click.option("--encoder-preset", default="veryfast", show_default=True, metavar="NAME",
+              help="x264 speed preset (ultrafast ... veryslow); ultrafast for real-time 1080p.")
 @au_policy_options
 def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline, out, select, detector, min_face,
-          align, mask, detect_every, detect_scale, reproducible, no_audio, strict, max_intensity, above_max):
+          align, mask, detect_every, detect_scale, reproducible, no_audio, encoder_preset, strict, max_intensity,
+          above_max):
     """Edit every face of every frame of a video; frame count, rate, size and audio are kept.
 
     The expression is held (--preset/--au), morphed across the clip (--from), or follows AU
@@ -387,7 +390,7 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
                               mask=mask, in_place=True)
         with editor, VideoReader(video_path) as reader, \
                 VideoWriter(out, info.width, info.height, fps_rational=info.fps_rational,
-                            audio_from=None if no_audio else video_path) as writer, \
+                            audio_from=None if no_audio else video_path, preset=encoder_preset) as writer, \
                 tqdm(total=info.frames, desc="editing", unit="frame", disable=None) as bar:
             for frame in editor.process(reader):
                 writer.write(frame)

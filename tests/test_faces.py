@@ -88,6 +88,16 @@ def test_several_faces_are_edited_in_one_engine_call_and_nothing_else_changes(de
     assert np.array_equal(result.image[..., 1:], photo[..., 1:])  # green and blue untouched by a red shift
 
 
+def test_detection_near_tracked_faces_finds_them_again(detector):
+    photo = astronaut()
+    full = detector.detect(photo)
+    shifted = np.roll(photo, (6, -9), axis=(0, 1))                  # the face moved a little
+    near = detector.detect_near(shifted, full)
+    assert len(near) == 1 and near[0].iou(Box(full[0].left - 9, full[0].top + 6, full[0].right - 9,
+                                             full[0].bottom + 6, 1.0)) > 0.6
+    assert detector.detect_near(np.full_like(photo, 128), full) == []          # gone: nothing found
+
+
 def test_face_selection(detector):
     boxes = [Box(0, 0, 50, 50, 2.0), Box(100, 0, 200, 100, 1.0)]
     assert select_faces(boxes, "all") == [0, 1]

@@ -112,6 +112,35 @@ class FaceDetector:
         boxes = [b for b in boxes if b.score >= self.min_score and min(b.width, b.height) >= self.min_size]
         return sorted(boxes, key=lambda b: -b.score)
 
+    def detect_near(self, image: np.ndarray, around: list[Box], margin: float = 0.75, face_px: int = 80) -> list[Box]:
+        """Faces near known ones (tracking): each box grown by `margin` of its size on every side,
+        that window scaled so the face is about `face_px` pixels (what HOG needs), detected, and
+        mapped back; much cheaper than a whole-frame scan. Duplicates are merged by overlap."""
+        from PIL import Image
+        h, w = image.shape[:2]
+        found: list[Box] = []
+        for b in around:
+            side = max(b.width, b.height)
+            m = int(round(margin * side))
+            left, top, right, bottom = max(0, b.left - m), max(0, b.top - m), min(w, b.right + m), min(h, b.bottom + m)
+            if right - left < 8 or bottom - top < 8:
+                continue
+            window = np.ascontiguousarray(image[top:bottom, left:right])
+            scale = min(1.0, face_px / max(side, 1))
+            if scale < 1:
+                window = np.asarray(Image.fromarray(window).resize(
+                    (max(1, round(window.shape[1] * scale)), max(1, round(window.shape[0] * scale))),
+                    Image.Resampling.BILINEAR))
+            for d in self._detect(window):
+                d = d.scaled(1 / scale)
+                found.append(Box(d.left + left, d.top + top, min(w, d.right + left), min(h, d.bottom + top), d.score))
+        found = [b for b in found if b.score >= self.min_score and min(b.width, b.height) >= self.min_size]
+        merged: list[Box] = []
+        for b in sorted(found, key=lambda b: -b.score):
+            if all(b.iou(k) < 0.3 for k in merged):
+                merged.append(b)
+        return merged
+
     def _detect(self, image: np.ndarray) -> list[Box]:
         h, w = image.shape[:2]
         if self.model == "hog":

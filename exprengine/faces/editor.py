@@ -65,6 +65,11 @@ class FaceEditor:
         self.detector = detector or FaceDetector()
         self.align, self.mask, self.colour_match, self.detect_scale = align, mask, colour_match, detect_scale
 
+    def find(self, rgb: np.ndarray, around: list[Box] | None = None) -> list[Box]:
+        """Faces in the frame: a whole-frame scan at `detect_scale`, or only near `around`."""
+        rgb = np.ascontiguousarray(rgb)
+        return self.detector.detect_near(rgb, around) if around else self.detector.detect(rgb, self.detect_scale)
+
     def crops_for(self, rgb: np.ndarray, boxes: list[Box]) -> list[FaceCrop]:
         eyes = [self.detector.eye_centres(rgb, b) if self.align else None for b in boxes]
         return [FaceCrop.from_box(b, rgb.shape, e) for b, e in zip(boxes, eyes)]

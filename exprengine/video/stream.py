@@ -11,7 +11,9 @@
          \\-> detect (its own thread, on a downscaled copy)
 
 The engine never waits on the detector: detection runs every `detect_every` frames (and on
-every frame while a face is lost) in the background on the newest frame, and the crops use
+every frame while a face is lost) in the background on the newest frame: near the tracked
+faces (a window around each, scaled to the face size HOG needs), with a whole-frame scan on
+a downscaled copy every `rescan_every` frames for faces that appear; the crops use
 the tracker's smoothed boxes (One-Euro filter), so faces neither jitter nor wait. Only the
 first frame waits for its detection. `edit_frame(frame)` is the same work for one frame,
 inline: a frame in, its edit out. Frames with no face are passed through unchanged.
@@ -68,7 +70,8 @@ class StreamEditor:
     def __init__(self, engine, aus, detector: FaceDetector | None = None, select: str | int = "all",
                  detect_every: int = 5, detect_scale: float = 0.5, detect_async: bool = True, fps: float = 30.0,
                  align: bool = False, mask: str = "attention", colour_match: bool = True,
-                 min_cutoff: float = 1.0, beta: float = 0.05, queue_size: int = 3, in_place: bool = False):
+                 min_cutoff: float = 1.0, beta: float = 0.05, queue_size: int = 3, in_place: bool = False,
+                 rescan_every: int = 30):
         if detect_every < 1:
             raise UserError(f"detect_every must be at least 1, got {detect_every}")
         if fps <= 0:
@@ -79,6 +82,8 @@ class StreamEditor:
         self.select, self.detect_every, self.detect_scale = select, detect_every, detect_scale
         self.detect_async, self.fps, self.queue_size = detect_async, fps, queue_size
         self.in_place = in_place                # paste into the given frames (writable, the caller's to lose)
+        self.rescan_every = rescan_every        # frames between whole-frame scans while faces are tracked
+        self._last_full = -10 ** 9
         self.tracker = FaceTracker(min_cutoff, beta)
         self.stats = StreamStats()
         self._lock = threading.Lock()
@@ -103,16 +108,22 @@ class StreamEditor:
             have_tracks = bool(self.tracker.tracks)
             lost = self.tracker.lost
         due = index - self._last_detect >= self.detect_every or lost
+        around = None
+        if have_tracks and not lost and index - self._last_full < self.rescan_every:
+            with self._lock:
+                around = self.tracker.boxes()          # cheap: look where the faces are
         if due and (not self.detect_async or not have_tracks and self._last_detect < 0):
             start = time.perf_counter()
-            found = self.faces.detector.detect(np.ascontiguousarray(rgb), self.detect_scale)
+            found = self.faces.find(rgb, around)
+            self._last_full = index if around is None else self._last_full
             self.stats.stages["detect"].append(time.perf_counter() - start)
             self.stats.detections += 1
             with self._lock:
                 self.tracker.update(found)
             self._last_detect = index
-        elif due and self._detector is not None and self._detector.submit(rgb):
+        elif due and self._detector is not None and self._detector.submit(rgb, around):
             self._last_detect = index
+            self._last_full = index if around is None else self._last_full
         with self._lock:
             self.tracker.step(t)
         with self._lock:
@@ -254,7 +265,7 @@ class _BackgroundDetector:
 
     def __init__(self, editor: StreamEditor):
         self.editor = editor
-        self._job: np.ndarray | None = None
+        self._job: tuple[np.ndarray, list[Box] | None] | None = None
         self._busy = False
         self._cv = threading.Condition()
         self._closed = False
@@ -262,13 +273,13 @@ class _BackgroundDetector:
         self._thread = threading.Thread(target=self._run, name="exprengine-detect", daemon=True)
         self._thread.start()
 
-    def submit(self, rgb: np.ndarray) -> bool:
+    def submit(self, rgb: np.ndarray, around: list[Box] | None = None) -> bool:
         with self._cv:
             if self.error is not None:
                 raise self.error
             if self._busy and self._job is not None:
                 return False
-            self._job = np.ascontiguousarray(rgb)
+            self._job = (np.ascontiguousarray(rgb), around)
             self._cv.notify()
             return True
 
@@ -280,11 +291,11 @@ class _BackgroundDetector:
                     self._cv.wait()
                 if self._closed:
                     return
-                rgb = self._job
+                rgb, around = self._job
                 self._job, self._busy = None, True
             try:
                 start = time.perf_counter()
-                found = ed.faces.detector.detect(rgb, ed.detect_scale)
+                found = ed.faces.find(rgb, around)
                 ed.stats.stages["detect"].append(time.perf_counter() - start)
                 ed.stats.detections += 1
                 with ed._lock:
