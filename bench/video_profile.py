@@ -64,22 +64,27 @@ def main() -> int:
     t = time.perf_counter(); detector.detect(frames[0], scale); rows[f"one detection at scale {scale}"] = time.perf_counter() - t
     summaries = {}
     for name, async_ in (("edit pipeline, frames in memory", True), ("edit pipeline, inline detection", False)):
-        with StreamEditor(engine, "happiness@1.5", detector, detect_every=5, detect_scale=scale, detect_async=async_) as ed:
+        with StreamEditor(engine, "happiness@1.5", detector, detect_every=10, detect_scale=scale, detect_async=async_) as ed:
             list(ed.process(frames[:10]))                      # warm up
-        with StreamEditor(engine, "happiness@1.5", detector, detect_every=5, detect_scale=scale, detect_async=async_) as ed:
+        with StreamEditor(engine, "happiness@1.5", detector, detect_every=10, detect_scale=scale, detect_async=async_) as ed:
             t = time.perf_counter()
             n = sum(1 for _ in ed.process(frames))
             rows[name] = time.perf_counter() - t
             summaries[name] = ed.stats.summary()
-    for preset in ("veryfast", "ultrafast"):
+    t = time.perf_counter()
+    with VideoReader(clip) as r:
+        sum(1 for _ in r.iter_yuv())
+    rows["decode to yuv420p"] = time.perf_counter() - t
+    for pixels, preset in (("rgb24", "veryfast"), ("rgb24", "ultrafast"), ("yuv420p", "veryfast"),
+                           ("yuv420p", "ultrafast")):
         t = time.perf_counter()
-        with StreamEditor(engine, "happiness@1.5", detector, detect_every=5, detect_scale=scale,
-                              in_place=True) as ed, \
-                VideoReader(clip) as r, VideoWriter(tmp / "o.mp4", w, h, "30/1", preset=preset) as wr:
-            for f in ed.process(r):
+        with StreamEditor(engine, "happiness@1.5", detector, detect_every=10, detect_scale=scale,
+                          in_place=True) as ed, VideoReader(clip) as r, \
+                VideoWriter(tmp / "o.mp4", w, h, "30/1", preset=preset, pix_fmt_in=pixels) as wr:
+            for f in ed.process(r.iter_yuv() if pixels == "yuv420p" else r):
                 wr.write(f)
-        rows[f"file to file, x264 {preset}"] = time.perf_counter() - t
-        summaries[f"file to file, x264 {preset}"] = ed.stats.summary()
+        rows[f"file to file, {pixels}, x264 {preset}"] = time.perf_counter() - t
+        summaries[f"file to file, {pixels}, x264 {preset}"] = ed.stats.summary()
     print(f"{w}x{h}, {args.frames} frames, {args.device}, {os.cpu_count()} CPUs")
     print("| step | s | ms/frame | frames/s |\n|---|---|---|---|")
     for k, v in rows.items():

@@ -335,7 +335,7 @@ def _pass_through(source: str, photo, out_path: Path) -> None:
               help="AU keyframes over time (.json or .csv; see the README), instead of --preset/--au.")
 @click.option("--out", required=True, metavar="PATH", help="Output video (.mp4, .mov or .mkv).")
 @face_options
-@click.option("--detect-every", type=click.IntRange(1, 10000), default=5, show_default=True,
+@click.option("--detect-every", type=click.IntRange(1, 10000), default=10, show_default=True,
               help="Run the detector every N frames (and on every frame while a face is lost).")
 @click.option("--detect-scale", type=click.FloatRange(0.05, 1.0), default=0.5, show_default=True,
               help="Detect on the frame scaled by this factor (faster; faces must stay ~40 px there).")
@@ -388,11 +388,13 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
         editor = StreamEditor(engine, plan, _detector(detector, min_face), select, detect_every=detect_every,
                               detect_scale=detect_scale, detect_async=not reproducible, fps=info.fps, align=align,
                               mask=mask, in_place=True)
+        yuv = info.width % 2 == 0 and info.height % 2 == 0     # stay in the codec's 4:2:0 (odd sizes: RGB)
         with editor, VideoReader(video_path) as reader, \
                 VideoWriter(out, info.width, info.height, fps_rational=info.fps_rational,
-                            audio_from=None if no_audio else video_path, preset=encoder_preset) as writer, \
+                            audio_from=None if no_audio else video_path, preset=encoder_preset,
+                            pix_fmt_in="yuv420p" if yuv else "rgb24") as writer, \
                 tqdm(total=info.frames, desc="editing", unit="frame", disable=None) as bar:
-            for frame in editor.process(reader):
+            for frame in editor.process(reader.iter_yuv() if yuv else reader):
                 writer.write(frame)
                 bar.update()
     st = editor.stats.summary()

@@ -53,6 +53,29 @@ def test_every_frame_is_edited_in_order_and_nothing_outside_the_face_changes(det
     assert summary["frames"] == 12 and summary["edit_ms_median"] is not None and summary["fps"] > 0
 
 
+def test_yuv_frames_are_edited_in_their_own_planes(detector):
+    from exprengine.video.yuv import YUVFrame
+    frames = moving_face_frames(4)
+    yuv = [YUVFrame.from_rgb(f) for f in frames]
+    before = [y.data.copy() for y in yuv]
+    editor = StreamEditor(ShiftEngine(), "happiness", detector, detect_async=False, mask="shape", colour_match=False,
+                          in_place=True)
+    out = list(editor.process(yuv))
+    assert all(o is y for o, y in zip(out, yuv))                      # pasted in place: no frame copies
+    for o, b, f in zip(out, before, frames):
+        changed = (o.data[:480 * 640] != b[:480 * 640]).reshape(480, 640)
+        ys, xs = np.nonzero(changed)
+        assert changed.sum() > 1000 and ys.min() > 60 and ys.max() < 240 and xs.min() > 150 and xs.max() < 350
+        red = o.to_rgb()[..., 0].astype(int) - YUVFrame(b, 480, 640).to_rgb()[..., 0]
+        cy, cx = int(ys.mean()), int(xs.mean())
+        assert red[cy - 3:cy + 3, cx - 3:cx + 3].mean() < -25          # the red channel went down ~40 there
+    copies = StreamEditor(ShiftEngine(), "happiness", detector, detect_async=False, mask="shape")
+    fresh = [YUVFrame.from_rgb(f) for f in frames[:2]]
+    kept = [y.data.copy() for y in fresh]
+    list(copies.process(fresh))
+    assert all(np.array_equal(y.data, k) for y, k in zip(fresh, kept))  # not in place: inputs untouched
+
+
 def test_background_detection_never_blocks_and_same_results_inline(detector):
     frames = moving_face_frames(8)
     with StreamEditor(ShiftEngine(), "happiness", detector, detect_every=2, mask="shape",

@@ -417,3 +417,26 @@ def test_a_file_cut_after_probing_raises_instead_of_ending_early(tmp_path, clips
             got.extend(reader)                              # keeps what came before the error
     assert "truncated or corrupt" in one_sentence(err, path)
     assert len(got) < 20
+
+
+def test_yuv_frames_round_trip_without_rgb_conversion(tmp_path):
+    from exprengine.video.yuv import YUVFrame
+    frames = moving_frames(6, 48, 64)
+    yuv = [YUVFrame.from_rgb(f) for f in frames]
+    path = tmp_path / "yuv.mp4"
+    with VideoWriter(path, 64, 48, "25/1", pix_fmt_in="yuv420p") as w:
+        for f in yuv:
+            w.write(f)
+        with pytest.raises(UserError, match="YUV"):
+            w.write(frames[0])                                   # an RGB frame to a YUV writer
+    with VideoReader(path) as r:
+        back = list(r.iter_yuv())
+    assert len(back) == 6 and all(isinstance(b, YUVFrame) for b in back)
+    for a, b in zip(yuv, back):
+        assert np.abs(a.y.astype(int) - b.y).mean() < 2.0
+    with VideoWriter(tmp_path / "rgb.mp4", 64, 48, "25/1") as w:
+        with pytest.raises(UserError, match="rgb24"):
+            w.write(yuv[0])                                      # a YUV frame to an RGB writer
+        w.write(frames[0])
+    with pytest.raises(ValueError, match="even"):
+        VideoWriter(tmp_path / "odd.mp4", 63, 48, "25/1", pix_fmt_in="yuv420p")

@@ -47,7 +47,11 @@ class FaceCrop:
 
     def extract(self, image: np.ndarray, size: int) -> np.ndarray:
         """uint8 [size,size,C] crop of `image` (HxWxC uint8)."""
-        patch = _read_region(image, *self.region)
+        return self.extract_region(_read_region(image, *self.region), size)
+
+    def extract_region(self, patch: np.ndarray, size: int) -> np.ndarray:
+        """The crop from `patch`, the frame's pixels over `region` already read (and converted:
+        a YUV frame converts only this square to RGB)."""
         if self.angle != 0.0:
             patch = _rotate(patch, math.degrees(-self.angle))
             k = (patch.shape[0] - self.side) // 2

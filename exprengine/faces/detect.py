@@ -93,12 +93,12 @@ class FaceDetector:
             self._detector = dlib.cnn_face_detection_model_v1(_models().cnn_face_detector_model_location())
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> list[Box]:
-        """uint8 HxWx3 RGB -> faces, most confident first (after the false-positive filters).
+        """uint8 HxWx3 RGB (or HxW luma) -> faces, most confident first (after the false-positive filters).
 
         `scale` < 1 detects on a downscaled copy (faster: HOG time grows with the pixel count)
         and returns boxes in the full image's coordinates; `min_size` applies at full size.
         """
-        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, image.shape
+        assert image.dtype == np.uint8 and (image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3), image.shape
         if not 0 < scale <= 1:
             raise UserError(f"detection scale must be in (0, 1], got {scale}")
         if scale < 1:

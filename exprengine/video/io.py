@@ -180,16 +180,28 @@ class VideoReader:
         for frames in list(self._iterations):
             frames.close()
 
-    def _frames(self) -> Iterator[np.ndarray]:
+    def iter_yuv(self) -> Iterator:
+        """The frames as `exprengine.video.yuv.YUVFrame` (yuv420p, as decoded: no RGB conversion
+        of the whole frame); the frame size must be even."""
+        if self.info.width % 2 or self.info.height % 2:
+            raise ValueError(f"{self.path}: yuv420p frames need an even size, not {self.info.width}x{self.info.height}")
+        if self._closed:
+            raise ValueError(f"VideoReader for {self.path} is closed")
+        frames = self._frames("yuv420p")
+        self._iterations.add(frames)
+        return frames
+
+    def _frames(self, pix_fmt: str = "rgb24") -> Iterator[np.ndarray]:
         """Decode with the bundled ffmpeg straight into one new buffer per frame (`readinto`:
         one copy from the pipe, no more; 2.4x the frame rate of imageio-ffmpeg's reader at 1080p
         on the lent H100's machine, bench/ffmpeg_probe.py)."""
+        from exprengine.video.yuv import YUVFrame
         info, p = self.info, self.path
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-xerror", *_whitelists(_VIDEO_DEMUXERS),
                "-i", _ffmpeg_path(p), "-map", "0:V:0", "-fps_mode", "passthrough",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+               "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"]
         shape = (info.height, info.width, 3)
-        size = info.height * info.width * 3
+        size = info.height * info.width * 3 if pix_fmt == "rgb24" else info.height * info.width * 3 // 2
         with tempfile.TemporaryFile() as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, bufsize=0,
                                     start_new_session=True)     # Ctrl-C reaches us, not ffmpeg
@@ -208,7 +220,8 @@ class VideoReader:
                     count += 1
                     if count > info.frames:
                         raise UserError(f"video {p} changed while it was being read")
-                    yield np.frombuffer(buf, np.uint8).reshape(shape)      # writable: it owns `buf`
+                    a = np.frombuffer(buf, np.uint8)                # writable: it owns `buf`
+                    yield a.reshape(shape) if pix_fmt == "rgb24" else YUVFrame(a, info.height, info.width)
                 code = proc.wait()
                 if code != 0 or count < info.frames:
                     log.seek(0)
@@ -247,10 +260,13 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, width: int, height: int,
                  fps_rational: str | Fraction | float,
                  audio_from: str | os.PathLike | None = None, *, crf: int = 17, preset: str = "veryfast",
-                 inputs: Iterable[str | os.PathLike] = ()) -> None:
+                 inputs: Iterable[str | os.PathLike] = (), pix_fmt_in: str = "rgb24") -> None:
         for name, value in (("width", width), ("height", height)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if pix_fmt_in not in ("rgb24", "yuv420p") or (pix_fmt_in == "yuv420p" and (width % 2 or height % 2)):
+            raise ValueError(f"pix_fmt_in must be rgb24, or yuv420p for an even size; got {pix_fmt_in} at {width}x{height}")
+        self._pix_fmt_in = pix_fmt_in
         if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
             raise ValueError(f"crf must be an integer from 0 to 51, got {crf!r}")
         self.width, self.height = int(width), int(height)
@@ -298,11 +314,13 @@ class VideoWriter:
             self._video_tmp = stack.enter_context(_temp_beside(self.path)) if self._audio else self._final_tmp
             even = self.width % 2 == 0 and self.height % 2 == 0
             muxer = _MUXERS[self.path.suffix.lower()]
-            out = ["-preset", self.preset, "-crf", str(self.crf), *_COLOR_TAGS, "-f", muxer]
+            from exprengine.video.yuv import matrix_for
+            tags = _COLOR_TAGS if self._pix_fmt_in == "rgb24" or matrix_for(self.height) == "bt709" else []
+            out = ["-preset", self.preset, "-crf", str(self.crf), *tags, "-f", muxer]
             if muxer in ("mp4", "mov") and not self._audio:
                 out += ["-movflags", "+faststart"]
             self._gen = imageio_ffmpeg.write_frames(
-                _ffmpeg_path(self._video_tmp), (self.width, self.height), pix_fmt_in="rgb24",
+                _ffmpeg_path(self._video_tmp), (self.width, self.height), pix_fmt_in=self._pix_fmt_in,
                 pix_fmt_out="yuv420p" if even else "yuv444p", fps=self.fps, quality=None,
                 codec="libx264", macro_block_size=1, ffmpeg_log_level="error",
                 input_params=["-nostdin"], output_params=out)
@@ -316,17 +334,30 @@ class VideoWriter:
         return self
 
     def write(self, frame: np.ndarray) -> None:
-        """Append one uint8 HxWx3 RGB frame of the writer's size."""
+        """Append one uint8 HxWx3 RGB frame of the writer's size (or a `YUVFrame`, which goes to
+        the encoder as it is: no colour conversion)."""
         if self._state != "open":
             raise ValueError(f"VideoWriter for {self.path} is not open; write inside its `with` block")
+        from exprengine.video.yuv import YUVFrame
+        if isinstance(frame, YUVFrame):
+            if (frame.height, frame.width) != (self.height, self.width) or self._pix_fmt_in != "yuv420p":
+                raise UserError(f"frame {self._count} for {self.path} is a {frame.width}x{frame.height} YUV frame; "
+                                f"the writer takes {self._pix_fmt_in} at {self.width}x{self.height}")
+            self._send(frame.data)
+            return
+        if self._pix_fmt_in != "rgb24":
+            raise UserError(f"frame {self._count} for {self.path}: this writer takes YUV frames")
         a = frame if isinstance(frame, np.ndarray) else None
         want = (self.height, self.width, 3)
         if a is None or a.dtype != np.uint8 or a.shape != want:
             got = f"{a.dtype} array of shape {a.shape}" if a is not None else type(frame).__name__
             raise UserError(f"frame {self._count} for {self.path} is a {got}, not a uint8 array "
                             f"of shape {want}")
+        self._send(np.ascontiguousarray(a))
+
+    def _send(self, buffer: np.ndarray) -> None:
         try:
-            self._gen.send(np.ascontiguousarray(a))
+            self._gen.send(buffer)
         except (OSError, StopIteration) as e:
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"cannot write {self.path}: ffmpeg stopped while encoding ({detail})") from None

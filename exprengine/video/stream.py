@@ -16,7 +16,9 @@ faces (a window around each, scaled to the face size HOG needs), with a whole-fr
 a downscaled copy every `rescan_every` frames for faces that appear; the crops use
 the tracker's smoothed boxes (One-Euro filter), so faces neither jitter nor wait. Only the
 first frame waits for its detection. `edit_frame(frame)` is the same work for one frame,
-inline: a frame in, its edit out. Frames with no face are passed through unchanged.
+inline: a frame in, its edit out. Frames with no face are passed through unchanged. Frames may be uint8 RGB arrays or
+`YUVFrame`s (what `VideoReader.iter_yuv` decodes): those are never converted to RGB as a
+whole, only each face's square (`exprengine/video/yuv.py`).
 
 `in_place=True` pastes into the given frames instead of copies (for frames the caller
 owns, such as a decoder's: one copy of the frame less per frame).
@@ -39,6 +41,7 @@ from exprengine.errors import UserError
 from exprengine.faces.detect import Box, FaceDetector
 from exprengine.faces.editor import FaceEditor, as_rgb, select_faces
 from exprengine.faces.tracking import FaceTracker
+from exprengine.video.yuv import YUVFrame, add_change, region_rgb
 
 STAGES = ("read", "detect", "crop", "edit", "paste")
 _DONE = object()
@@ -68,7 +71,7 @@ AUSource = Callable[[int, float], np.ndarray]
 
 class StreamEditor:
     def __init__(self, engine, aus, detector: FaceDetector | None = None, select: str | int = "all",
-                 detect_every: int = 5, detect_scale: float = 0.5, detect_async: bool = True, fps: float = 30.0,
+                 detect_every: int = 10, detect_scale: float = 0.5, detect_async: bool = True, fps: float = 30.0,
                  align: bool = False, mask: str = "attention", colour_match: bool = True,
                  min_cutoff: float = 1.0, beta: float = 0.05, queue_size: int = 3, in_place: bool = False,
                  rescan_every: int = 30):
@@ -92,9 +95,13 @@ class StreamEditor:
         self._detector: _BackgroundDetector | None = None
 
     # --- one frame ----------------------------------------------------------------------------
-    def _check(self, frame: np.ndarray, index: int) -> np.ndarray:
-        frame = np.asarray(frame)
-        rgb = as_rgb(frame)
+    def _check(self, frame, index: int) -> np.ndarray:
+        """The image the detector looks at: the frame as RGB, or a YUV frame's luma plane."""
+        if isinstance(frame, YUVFrame):
+            rgb = frame.y
+        else:
+            frame = np.asarray(frame)
+            rgb = as_rgb(frame)
         if self._size is None:
             self._size = frame.shape
         elif frame.shape != self._size:
@@ -137,7 +144,12 @@ class StreamEditor:
         start = time.perf_counter()
         crops = self.faces.crops_for(rgb, boxes)
         size = self.faces.engine.image_size
-        originals = np.stack([c.extract(rgb, size) for c in crops]) if crops else None
+        if isinstance(frame, YUVFrame):
+            originals = [c.extract_region(region_rgb(frame, *c.region[:2], c.region[2], c.region[2]), size)
+                         for c in crops]
+        else:
+            originals = [c.extract(rgb, size) for c in crops]
+        originals = np.stack(originals) if crops else None
         self.stats.stages["crop"].append(time.perf_counter() - start)
         return frame, crops, originals, t
 
@@ -158,7 +170,13 @@ class StreamEditor:
         changes = [pasted_change(c, originals[i], result.images[i],
                                  None if result.attention is None else result.attention[i],
                                  self.faces.mask, self.faces.colour_match) for i, c in enumerate(crops)]
-        out = apply_changes(frame, changes, in_place=self.in_place and frame.flags.writeable)
+        in_place = self.in_place and frame.flags.writeable
+        if isinstance(frame, YUVFrame):
+            out = frame if in_place else YUVFrame(frame.data.copy(), frame.height, frame.width)
+            for change, (top, left) in changes:
+                add_change(out, change, top, left)
+        else:
+            out = apply_changes(frame, changes, in_place=in_place)
         self.stats.stages["paste"].append(time.perf_counter() - start)
         return out
 
