@@ -88,15 +88,31 @@ class YUVFrame:
 def region_rgb(frame: YUVFrame, top: int, left: int, height: int, width: int) -> np.ndarray:
     """uint8 RGB of frame[top:top+height, left:left+width] (chroma repeated 2x2), the frame's
     edge repeated where the region runs outside it."""
-    rows = np.clip(np.arange(top, top + height), 0, frame.height - 1)
-    cols = np.clip(np.arange(left, left + width), 0, frame.width - 1)
+    h, w = frame.height, frame.width
+    t, l, b, r = max(top, 0), max(left, 0), min(top + height, h), min(left + width, w)
+    if t >= b or l >= r:                                       # wholly outside: the nearest edge pixels
+        t, b = (h - 1, h) if top >= h else (0, 1) if b <= 0 else (t, b)
+        l, r = (w - 1, w) if left >= w else (0, 1) if r <= 0 else (l, r)
     u, v = frame.chroma()
-    y = frame.y[rows[:, None], cols[None, :]].astype(np.float32)
-    cu = u[rows[:, None] // 2, cols[None, :] // 2].astype(np.float32)
-    cv = v[rows[:, None] // 2, cols[None, :] // 2].astype(np.float32)
-    yuv = np.stack([y, cu, cv], axis=-1) - _OFFSET
-    rgb = yuv @ _M_INV[frame.matrix].T
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    t2, l2 = t // 2, l // 2
+    cu = u[t2:(b + 1) // 2, l2:(r + 1) // 2].repeat(2, 0).repeat(2, 1)[t - 2 * t2:t - 2 * t2 + b - t,
+                                                                      l - 2 * l2:l - 2 * l2 + r - l]
+    cv = v[t2:(b + 1) // 2, l2:(r + 1) // 2].repeat(2, 0).repeat(2, 1)[t - 2 * t2:t - 2 * t2 + b - t,
+                                                                      l - 2 * l2:l - 2 * l2 + r - l]
+    yuv = np.stack([frame.y[t:b, l:r], cu, cv], axis=-1).astype(np.float32) - _OFFSET
+    rgb = np.clip(np.rint(yuv @ _M_INV[frame.matrix].T), 0, 255).astype(np.uint8)
+    pads = ((t - top, top + height - b), (l - left, left + width - r), (0, 0))
+    if any(p for pair in pads[:2] for p in pair):
+        rgb = np.pad(rgb, [(max(0, a), max(0, c)) for a, c in pads], mode="edge")
+        rgb = rgb[max(0, -(t - top)):, max(0, -(l - left)):][:height, :width]
+    return rgb
+
+
+def _add(plane: np.ndarray, delta: np.ndarray) -> None:
+    """plane += delta, rounded and clipped, in place; bytes where |delta| < 0.5 are not written."""
+    moved = np.abs(delta) >= 0.5
+    if moved.any():
+        np.copyto(plane, np.clip(np.rint(plane + delta), 0, 255).astype(np.uint8), where=moved)
 
 
 def add_change(frame: YUVFrame, change: np.ndarray, top: int, left: int) -> None:
@@ -107,19 +123,12 @@ def add_change(frame: YUVFrame, change: np.ndarray, top: int, left: int) -> None
     t, l, b, r = max(top, 0), max(left, 0), min(top + e, h), min(left + e, w)
     if t >= b or l >= r:
         return
-    c = change[t - top:b - top, l - left:r - left]
-    d = c @ _M[frame.matrix].T                                   # [h, w, 3]: dY, dCb, dCr
-    y = frame.y[t:b, l:r]
-    dy = d[..., 0]
-    moved = np.abs(dy) >= 0.5
-    if moved.any():
-        y[moved] = np.clip(np.rint(y[moved] + dy[moved]), 0, 255).astype(np.uint8)
-    t2, l2, b2, r2 = t // 2, l // 2, (b + 1) // 2, (r + 1) // 2   # chroma rows/cols touched
+    c = np.ascontiguousarray(change[t - top:b - top, l - left:r - left], np.float32)
+    d = (c.reshape(-1, 3) @ _M[frame.matrix].T).reshape(c.shape)             # dY, dCb, dCr
+    _add(frame.y[t:b, l:r], d[..., 0])
+    t2, l2, b2, r2 = t // 2, l // 2, (b + 1) // 2, (r + 1) // 2              # chroma rows/cols touched
     padded = np.zeros((2 * (b2 - t2), 2 * (r2 - l2), 2), np.float32)
     padded[t - 2 * t2:t - 2 * t2 + (b - t), l - 2 * l2:l - 2 * l2 + (r - l)] = d[..., 1:]
-    dc = padded.reshape(b2 - t2, 2, r2 - l2, 2, 2).mean((1, 3))
+    dc = 0.25 * (padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 1::2])
     for plane, k in zip(frame.chroma(), (0, 1)):
-        region = plane[t2:b2, l2:r2]
-        moved = np.abs(dc[..., k]) >= 0.5
-        if moved.any():
-            region[moved] = np.clip(np.rint(region[moved] + dc[..., k][moved]), 0, 255).astype(np.uint8)
+        _add(plane[t2:b2, l2:r2], dc[..., k])
