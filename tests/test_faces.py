@@ -68,6 +68,14 @@ def test_detects_the_real_faces_and_filters_the_mission_patch(detector):
     assert len(small) == 1 and small[0].iou(b) > 0.7
 
 
+def test_the_cnn_detector_finds_the_same_face():
+    cnn = FaceDetector("cnn").detect(astronaut(), scale=0.5)     # half size: a few seconds on 2 cores
+    hog = FaceDetector().detect(astronaut())
+    assert len(cnn) == 1 and cnn[0].iou(hog[0]) > 0.6, (cnn, hog)
+    with pytest.raises(UserError, match="hog or cnn"):
+        FaceDetector("haar")
+
+
 def test_several_faces_are_edited_in_one_engine_call_and_nothing_else_changes(detector):
     photo = np.concatenate([astronaut()[:, 100:400], grace_hopper()[:512, 100:400]], axis=1)
     engine = ShiftEngine()
