@@ -213,6 +213,19 @@ def face_options(f):
     return f
 
 
+def media_options(f):
+    """--engine (optional: the shipped model), --device, --preset, --au: shared by edit and video."""
+    f = click.option("--au", "aus", multiple=True, metavar="AUxx=V",
+                     help="Set one AU (AU12=1.8 or 12=1.8); applied after presets. Repeatable.")(f)
+    f = click.option("--preset", "presets", multiple=True, metavar="NAME[@X]",
+                     help="Expression preset, optionally with intensity (happiness@1.5). Repeatable.")(f)
+    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where to run the engine.")(f)
+    f = click.option("--engine", "engine_dir", default=None, metavar="DIR",
+                     help="Engine directory made by `exprengine build` [default: the shipped model, eager PyTorch].")(f)
+    return f
+
+
 def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy):
     """The engine at `engine_dir`, or the shipped default model (eager PyTorch) when none is given."""
     if engine_dir:
@@ -233,14 +246,7 @@ def _detector(detector: str, min_face: int):
 
 @cli.command()
 @click.argument("image", metavar="IMAGE")
-@click.option("--engine", "engine_dir", default=None, metavar="DIR",
-              help="Engine directory made by `exprengine build` [default: the shipped model, eager PyTorch].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where to run the engine.")
-@click.option("--preset", "presets", multiple=True, metavar="NAME[@X]",
-              help="Expression preset, optionally with intensity (happiness@1.5). Repeatable.")
-@click.option("--au", "aus", multiple=True, metavar="AUxx=V",
-              help="Set one AU (AU12=1.8 or 12=1.8); applied after presets. Repeatable.")
+@media_options
 @click.option("--out", required=True, metavar="PATH", help="Output image (.png, .jpg, .webp, .bmp).")
 @face_options
 @click.option("--require-face", is_flag=True, help="Exit with status 1 (after a warning) when no face is found.")
@@ -320,13 +326,7 @@ def _pass_through(source: str, photo, out_path: Path) -> None:
 
 @cli.command()
 @click.argument("video_path", metavar="VIDEO")
-@click.option("--engine", "engine_dir", default=None, metavar="DIR",
-              help="Engine directory made by `exprengine build` [default: the shipped model, eager PyTorch].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where to run the engine.")
-@click.option("--preset", "presets", multiple=True, metavar="NAME[@X]",
-              help="Expression preset, optionally with intensity (happiness@1.5). Repeatable.")
-@click.option("--au", "aus", multiple=True, metavar="AUxx=V", help="Set one AU (AU12=1.8). Repeatable.")
+@media_options
 @click.option("--from", "src", default=None, metavar="SPEC",
               help="Morph across the clip: from this expression on the first frame to --preset/--au on the last.")
 @click.option("--schedule", type=click.Choice(["linear", "ease-in-out", "ease-in", "ease-out", "cosine"]),

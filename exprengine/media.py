@@ -197,6 +197,13 @@ def check_output_path(path: str | os.PathLike, kind: str, inputs: Iterable[str |
                         f"or name a directory for PNG frames (end it with /)")
     if p.exists() and not p.is_dir() and not p.is_file():
         raise UserError(f"output {p} exists and is not a regular file")
+    check_writable_place(p, inputs)
+    return p
+
+
+def check_writable_place(p: Path, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """An output file can be created at `p`: its directory exists and is writable, and it is
+    none of `inputs` (hard and symbolic links included). One-sentence UserError otherwise."""
     parent = Path(os.path.abspath(p)).parent
     if not parent.exists():
         raise UserError(f"cannot write {p}: the directory {parent} does not exist")
@@ -207,7 +214,6 @@ def check_output_path(path: str | os.PathLike, kind: str, inputs: Iterable[str |
     for source in inputs:
         if source is not None and p.is_file() and Path(source).exists() and os.path.samefile(p, source):
             raise UserError(f"output {p} is the input file {source}; give another output name")
-    return p
 
 
 # --- atomic writes ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from exprengine.errors import UserError
-from exprengine.media import atomic_output
+from exprengine.media import atomic_output, check_writable_place
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -442,16 +442,7 @@ def _check_output(path: str | os.PathLike, sources: list[Path]) -> Path:
         raise UserError(f"output {p} must end in .mp4, .mov or .mkv")
     if p.exists() and not p.is_file():
         raise UserError(f"output {p} exists and is not a regular file")
-    parent = Path(os.path.abspath(p)).parent
-    if not parent.exists():
-        raise UserError(f"cannot write {p}: the directory {parent} does not exist")
-    if not parent.is_dir():
-        raise UserError(f"cannot write {p}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {p}: the directory {parent} is not writable")
-    for source in sources:
-        if p.exists() and source.exists() and os.path.samefile(p, source):
-            raise UserError(f"output {p} is the input file {source}; give another output name")
+    check_writable_place(p, sources)
     return p
 
 
