@@ -102,13 +102,13 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
     labels = [f"{n}@{DEMO_INTENSITY:g}" for n in names]
     with atomic_directory(out) as tmp:
         tmp = Path(tmp)
-        echo(f"[1/5] building the {backend} engine of {generator.config.name} ({source}) ...")
+        echo(f"[1/6] building the {backend} engine of {generator.config.name} ({source}) ...")
         manifest = build_engine(generator, tmp / "engine", backend, weights_source=source, progress=True)
         engine = Engine.load(tmp / "engine", device="cpu")
         echo(f"      verified against eager PyTorch: max relative error "
              f"{manifest.verification['max_rel_error']:.2e}")
 
-        echo(f"[2/5] editing a held-out synthetic face with all {len(PRESETS)} presets in one engine call ...")
+        echo(f"[2/6] editing a held-out synthetic face with all {len(PRESETS)} presets in one engine call ...")
         calls = engine.backend_calls
         edits = engine.edit(face, targets)
         assert engine.backend_calls == calls + 1
@@ -129,7 +129,7 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
             f"preset@{DEMO_INTENSITY:g}), measured by `exprengine demo`:\n\n" + table + "\n")
         echo(table)
 
-        echo(f"[3/5] editing the bundled photo with all {len(PRESETS)} presets in one engine call ...")
+        echo(f"[3/6] editing the bundled photo with all {len(PRESETS)} presets in one engine call ...")
         photo_edits = engine.edit(photo, targets)
         (tmp / "edits_photo").mkdir()
         for name, img in zip(names, photo_edits):
@@ -138,14 +138,17 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
                                                                columns=len(names) + 1, labels=["photo"] + labels))
 
         target = f"happiness@{DEMO_INTENSITY:g}"
-        echo(f"[4/5] morphing the synthetic face natural -> {target} over {frames} frames in one engine call ...")
+        echo(f"[4/6] morphing the synthetic face natural -> {target} over {frames} frames in one engine call ...")
         calls = engine.backend_calls
         morph = engine.morph(face, "natural", target, frames=frames, schedule="ease-in-out")
         assert engine.backend_calls == calls + 1
         write_animation(tmp / "morph.gif", np.concatenate([morph, morph[-2:0:-1]]), fps=12)
         write_image(tmp / "morph_sheet.png", contact_sheet(morph, labels=[f"{i + 1}" for i in range(frames)]))
 
-        echo(f"[5/5] timing eager PyTorch against the {backend} engine (median of {repeats}) ...")
+        echo("[5/6] whole photo and video: finding faces, editing them, pasting them back ...")
+        faces = _faces_demo(engine, tmp, echo)
+
+        echo(f"[6/6] timing eager PyTorch against the {backend} engine (median of {repeats}) ...")
         eager = Engine.from_generator(generator)
         timing, rows = timing_table({"eager PyTorch": eager, backend: engine}, [1, frames], repeats)
         header = (f"Timing measured by `exprengine demo` on {platform.machine()} "
@@ -156,15 +159,65 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
             note + "\n\nFiles: engine/ (the built engine), presets.png and edits/ (the synthetic face, "
             f"every preset at {DEMO_INTENSITY:g}, above the renderer's true faces), regions.md (where the "
             "edits land), presets_photo.png and edits_photo/ (the bundled photo), morph.gif and "
-            f"morph_sheet.png (natural -> {target}), timing.md, demo.json.\n")
+            f"morph_sheet.png (natural -> {target}), faces_photo.png (a whole photo: faces found, "
+            "edited and pasted back), video.mp4 (a clip of a moving face, natural -> surprise), "
+            "timing.md, demo.json.\n")
         summary = {"model": generator.config.name, "weights": source, "random_init": not trained, "note": note,
                    "verification": manifest.verification, "regions": regions, "timing_ms": rows,
-                   "frames": frames}
+                   "frames": frames, "faces": faces}
         (tmp / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     echo(timing)
-    echo(f"wrote {out}/ (presets.png, regions.md, presets_photo.png, morph.gif, timing.md, engine/)")
+    echo(f"wrote {out}/ (presets.png, regions.md, presets_photo.png, morph.gif, faces_photo.png, video.mp4, "
+         "timing.md, engine/)")
     echo(note)
     return summary
+
+
+def _faces_demo(engine, out: Path, echo: Callable[[str], None]) -> dict:
+    """The faces pipeline on real pixels: scikit-image's astronaut photo (one face, and the
+    mission patch the detector must ignore), and a 2-second clip of her face sliding across a
+    640x480 frame, morphing natural -> surprise."""
+    from PIL import Image
+    from skimage import data
+
+    from exprengine.faces.editor import FaceEditor
+    from exprengine.media import contact_sheet, write_image
+    from exprengine.video import timeline
+    from exprengine.video.io import VideoWriter
+    from exprengine.video.stream import StreamEditor
+    photo = data.astronaut()
+    result = FaceEditor(engine).edit(photo, "surprise@2")
+    top, left, side = result.crops[0].region if result.crops else (0, 0, min(photo.shape[:2]))
+    pad = side // 2
+    window = (slice(max(0, top - pad), top + side + pad), slice(max(0, left - pad), left + side + pad))
+    moved = np.any(result.image != photo, axis=2)
+    inside = np.zeros_like(moved)
+    for c in result.crops:
+        t, l, e = c.region
+        inside[max(t, 0):t + e, max(l, 0):l + e] = True
+    changed, outside = int(moved.sum()), int((moved & ~inside).sum())
+    write_image(out / "faces_photo.png", contact_sheet(np.stack([photo[window], result.image[window]]),
+                                                       labels=["photo", "surprise@2, pasted back"]))
+    echo(f"      astronaut photo: {len(result.found)} face(s) found, {changed} pixels changed, "
+         f"{outside} of them outside the faces' squares")
+    face = np.asarray(Image.fromarray(photo).resize((440, 440), Image.Resampling.BILINEAR))
+    n = 60
+    plan = timeline.morph(AUs.parse("natural"), AUs.parse("surprise@2"), n, "ease-in-out")
+    frames = []
+    for i in range(n):
+        f = np.full((480, 640, 3), 90, np.uint8)
+        x = 20 + int(round(160 * i / (n - 1)))
+        f[20:460, x:x + 440] = face
+        frames.append(f)
+    with StreamEditor(engine, plan, detect_scale=0.5, fps=30.0, in_place=True) as editor, \
+            VideoWriter(out / "video.mp4", 640, 480, "30/1") as writer:
+        for frame in editor.process(frames):
+            writer.write(frame)
+    stats = editor.stats.summary()
+    echo(f"      video.mp4: {stats['frames']} frames, {stats['fps']} frames/s through the pipeline, "
+         f"{stats['detections']} detector runs")
+    return {"photo_faces": len(result.found), "photo_pixels_changed": changed, "photo_pixels_changed_outside": outside,
+            "video": stats}
 
 
 def region_table(regions: dict[str, dict]) -> str:

@@ -33,6 +33,11 @@ def test_demo_with_the_default_model_writes_everything_and_measures_the_regions(
         assert regions[name]["region_change"] > 1.0 and regions[name]["psnr"] > regions[name]["psnr_no_edit"] + 2
     assert [r["batch"] for r in summary["timing_ms"]] == [1, 4]
     assert "onnxruntime speed-up" in (out / "timing.md").read_text()
+    faces = summary["faces"]                             # the whole-photo and video pipeline on real pixels
+    assert faces["photo_faces"] == 1 and faces["photo_pixels_changed"] > 0 and faces["photo_pixels_changed_outside"] == 0
+    from exprengine.video.io import probe_video
+    assert probe_video(out / "video.mp4").frames == faces["video"]["frames"] == 60
+    assert (out / "faces_photo.png").exists()
     assert main(args) == 0                               # an earlier demo folder is replaced
     capsys.readouterr()
 
