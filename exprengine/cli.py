@@ -291,8 +291,9 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
             return
         from exprengine.faces.editor import FaceEditor, as_rgb, select_faces
         photo = read_photo(image)
+        rgb = np.ascontiguousarray(as_rgb(photo))
         faces = _detector(detector, min_face)
-        found = faces.detect(np.ascontiguousarray(as_rgb(photo)))
+        found = faces.detect(rgb)
         chosen = select_faces(found, select)
         if not found:
             _pass_through(image, photo, out_path)
@@ -303,8 +304,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
             click.echo(message)
             return
         editor = FaceEditor(_engine_or_default(engine_dir, device, policy), faces, align=align, mask=mask)
-        edited = editor.edit_crops(photo, editor.crops_for(np.ascontiguousarray(as_rgb(photo)),
-                                                           [found[i] for i in chosen]), target)
+        edited = editor.edit_crops(photo, editor.crops_for(rgb, [found[i] for i in chosen]), target)
     write_image(out_path, edited)
     click.echo(f"found {len(found)} face(s), edited {len(chosen)} "
                f"({', '.join(f'#{i} {found[i].width}x{found[i].height} at ({found[i].left},{found[i].top})' for i in chosen)}): "

@@ -102,21 +102,20 @@ class FaceDetector:
         if not 0 < scale <= 1:
             raise UserError(f"detection scale must be in (0, 1], got {scale}")
         if scale < 1:
-            from PIL import Image
-            small = Image.fromarray(image).resize((max(1, round(image.shape[1] * scale)),
-                                                   max(1, round(image.shape[0] * scale))), Image.Resampling.BILINEAR)
-            found = self._detect(np.asarray(small))
-            boxes = [b.scaled(image.shape[1] / small.width, image.shape) for b in found]
+            small = _downscaled(image, scale)
+            boxes = [b.scaled(image.shape[1] / small.shape[1], image.shape) for b in self._detect(small)]
         else:
             boxes = self._detect(image)
-        boxes = [b for b in boxes if b.score >= self.min_score and min(b.width, b.height) >= self.min_size]
-        return sorted(boxes, key=lambda b: -b.score)
+        return sorted(self._kept(boxes), key=lambda b: -b.score)
+
+    def _kept(self, boxes: list[Box]) -> list[Box]:
+        """The false-positive filters: score at least `min_score`, both sides at least `min_size`."""
+        return [b for b in boxes if b.score >= self.min_score and min(b.width, b.height) >= self.min_size]
 
     def detect_near(self, image: np.ndarray, around: list[Box], margin: float = 0.75, face_px: int = 80) -> list[Box]:
         """Faces near known ones (tracking): each box grown by `margin` of its size on every side,
         that window scaled so the face is about `face_px` pixels (what HOG needs), detected, and
         mapped back; much cheaper than a whole-frame scan. Duplicates are merged by overlap."""
-        from PIL import Image
         h, w = image.shape[:2]
         found: list[Box] = []
         for b in around:
@@ -128,15 +127,12 @@ class FaceDetector:
             window = np.ascontiguousarray(image[top:bottom, left:right])
             scale = min(1.0, face_px / max(side, 1))
             if scale < 1:
-                window = np.asarray(Image.fromarray(window).resize(
-                    (max(1, round(window.shape[1] * scale)), max(1, round(window.shape[0] * scale))),
-                    Image.Resampling.BILINEAR))
+                window = _downscaled(window, scale)
             for d in self._detect(window):
                 d = d.scaled(1 / scale)
                 found.append(Box(d.left + left, d.top + top, min(w, d.right + left), min(h, d.bottom + top), d.score))
-        found = [b for b in found if b.score >= self.min_score and min(b.width, b.height) >= self.min_size]
         merged: list[Box] = []
-        for b in sorted(found, key=lambda b: -b.score):
+        for b in sorted(self._kept(found), key=lambda b: -b.score):
             if all(b.iou(k) < 0.3 for k in merged):
                 merged.append(b)
         return merged
@@ -161,6 +157,13 @@ class FaceDetector:
         pts = np.array([(shape.part(i).x, shape.part(i).y) for i in range(5)], np.float64)
         a, b = pts[0:2].mean(0), pts[2:4].mean(0)          # the two eyes' corner pairs
         return (a, b) if a[0] <= b[0] else (b, a)
+
+
+def _downscaled(image: np.ndarray, scale: float) -> np.ndarray:
+    """`image` (uint8 HxW or HxWx3) resized by `scale` < 1, bilinear."""
+    from PIL import Image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
 def square_box(box: Box, image_shape: tuple[int, ...]) -> tuple[int, int, int]:

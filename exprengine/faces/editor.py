@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from exprengine.engine import EditResult
 from exprengine.errors import UserError
 from exprengine.faces.crop import FaceCrop
 from exprengine.faces.detect import Box, FaceDetector
@@ -82,17 +83,23 @@ class FaceEditor:
         if not crops:
             return photo.copy()
         rgb = as_rgb(photo)
-        size = self.engine.image_size
-        originals = np.stack([c.extract(rgb, size) for c in crops])
-        result = self.engine.edit_detailed(originals, aus, attention=self.mask == "attention")
-        changes = [pasted_change(c, originals[i], result.images[i],
-                                 None if result.attention is None else result.attention[i],
-                                 self.mask, self.colour_match) for i, c in enumerate(crops)]
-        return apply_changes(photo, changes)
+        originals = np.stack([c.extract(rgb, self.engine.image_size) for c in crops])
+        return apply_changes(photo, self.changes(crops, originals, self.edit_faces(originals, aus)))
+
+    def edit_faces(self, originals: np.ndarray, aus) -> EditResult:
+        """The engine's edit of the face crops (one call), with the attention maps if the mask uses them."""
+        return self.engine.edit_detailed(originals, aus, attention=self.mask == "attention")
+
+    def changes(self, crops: list[FaceCrop], originals: np.ndarray, result: EditResult
+                ) -> list[tuple[np.ndarray, tuple[int, int]]]:
+        """Each face's change to the frame (`paste.pasted_change`), ready for the paste."""
+        return [pasted_change(c, originals[i], result.images[i],
+                              None if result.attention is None else result.attention[i],
+                              self.mask, self.colour_match) for i, c in enumerate(crops)]
 
     def edit(self, photo: np.ndarray, aus, select: str | int = "all") -> PhotoEdit:
-        rgb = as_rgb(photo)
-        found = self.detector.detect(np.ascontiguousarray(rgb), self.detect_scale)
+        rgb = np.ascontiguousarray(as_rgb(photo))
+        found = self.find(rgb)
         chosen = select_faces(found, select)
-        crops = self.crops_for(np.ascontiguousarray(rgb), [found[i] for i in chosen])
+        crops = self.crops_for(rgb, [found[i] for i in chosen])
         return PhotoEdit(self.edit_crops(photo, crops, aus), found, chosen, crops)

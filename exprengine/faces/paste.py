@@ -103,16 +103,18 @@ def apply_changes(frame: np.ndarray, changes: list[tuple[np.ndarray, tuple[int, 
             continue
         c = change[t - top:b - top, l - left:r - left]
         if frame.ndim == 2:
-            c = c @ np.array([0.299, 0.587, 0.114], np.float32)
-            region = out[t:b, l:r]
+            add_rounded(out[t:b, l:r], c @ np.array([0.299, 0.587, 0.114], np.float32))
         else:
-            region = out[t:b, l:r, :3]
-        changed = np.abs(c) >= 0.5 if frame.ndim == 2 else (np.abs(c) >= 0.5)
-        if not changed.any():
-            continue
-        new = np.clip(np.rint(region.astype(np.float32) + c), 0, 255).astype(np.uint8)
-        region[changed] = new[changed]          # elsewhere the frame's own bytes stay
+            add_rounded(out[t:b, l:r, :3], c)
     return out
+
+
+def add_rounded(region: np.ndarray, delta: np.ndarray) -> None:
+    """region (uint8) += delta, rounded and clipped, in place; where |delta| < 0.5 the region's
+    own bytes stay (they are not even rewritten)."""
+    changed = np.abs(delta) >= 0.5
+    if changed.any():
+        np.copyto(region, np.clip(np.rint(region + delta), 0, 255).astype(np.uint8), where=changed)
 
 
 def _resize_float(a: np.ndarray, side: int) -> np.ndarray:

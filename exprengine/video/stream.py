@@ -16,9 +16,9 @@ faces (a window around each, scaled to the face size HOG needs), with a whole-fr
 a downscaled copy every `rescan_every` frames for faces that appear; the crops use
 the tracker's smoothed boxes (One-Euro filter), so faces neither jitter nor wait. Only the
 first frame waits for its detection. `edit_frame(frame)` is the same work for one frame,
-inline: a frame in, its edit out. Frames with no face are passed through unchanged. Frames may be uint8 RGB arrays or
-`YUVFrame`s (what `VideoReader.iter_yuv` decodes): those are never converted to RGB as a
-whole, only each face's square (`exprengine/video/yuv.py`).
+inline: a frame in, its edit out. Frames with no face are passed through unchanged. Frames
+may be uint8 RGB arrays or `YUVFrame`s (what `VideoReader.iter_yuv` decodes): those are
+never converted to RGB as a whole, only each face's square (`exprengine/video/yuv.py`).
 
 `in_place=True` pastes into the given frames instead of copies (for frames the caller
 owns, such as a decoder's: one copy of the frame less per frame).
@@ -40,6 +40,7 @@ from exprengine.aus import as_intensity_array
 from exprengine.errors import UserError
 from exprengine.faces.detect import Box, FaceDetector
 from exprengine.faces.editor import FaceEditor, as_rgb, select_faces
+from exprengine.faces.paste import apply_changes
 from exprengine.faces.tracking import FaceTracker
 from exprengine.video.yuv import YUVFrame, add_change, region_rgb
 
@@ -112,30 +113,33 @@ class StreamEditor:
     def _boxes(self, rgb: np.ndarray, index: int, t: float) -> list[Box]:
         """The boxes to crop for frame `index`: the tracker's, refreshed by the detector."""
         with self._lock:
-            have_tracks = bool(self.tracker.tracks)
-            lost = self.tracker.lost
-        due = index - self._last_detect >= self.detect_every or lost
-        around = None
-        if have_tracks and not lost and index - self._last_full < self.rescan_every:
-            with self._lock:
-                around = self.tracker.boxes()          # cheap: look where the faces are
-        if due and (not self.detect_async or not have_tracks and self._last_detect < 0):
-            start = time.perf_counter()
-            found = self.faces.find(rgb, around)
-            self._last_full = index if around is None else self._last_full
-            self.stats.stages["detect"].append(time.perf_counter() - start)
-            self.stats.detections += 1
-            with self._lock:
-                self.tracker.update(found)
-            self._last_detect = index
-        elif due and self._detector is not None and self._detector.submit(rgb, around):
-            self._last_detect = index
-            self._last_full = index if around is None else self._last_full
+            have_tracks, lost = bool(self.tracker.tracks), self.tracker.lost
+            tracked = have_tracks and not lost and index - self._last_full < self.rescan_every
+            around = self.tracker.boxes() if tracked else None      # cheap: look where the faces are
+        if index - self._last_detect >= self.detect_every or lost:
+            if not self.detect_async or not have_tracks and self._last_detect < 0:
+                self.detect(rgb, around)
+                self._detected(index, around)
+            elif self._detector is not None and self._detector.submit(rgb, around):
+                self._detected(index, around)
         with self._lock:
             self.tracker.step(t)
-        with self._lock:
             boxes = self.tracker.boxes()
         return [boxes[i] for i in select_faces(boxes, self.select)] if boxes else []
+
+    def detect(self, rgb: np.ndarray, around: list[Box] | None) -> None:
+        """One detector run (near `around`, or the whole frame), timed, fed to the tracker."""
+        start = time.perf_counter()
+        found = self.faces.find(rgb, around)
+        self.stats.stages["detect"].append(time.perf_counter() - start)
+        self.stats.detections += 1
+        with self._lock:
+            self.tracker.update(found)
+
+    def _detected(self, index: int, around: list[Box] | None) -> None:
+        self._last_detect = index
+        if around is None:
+            self._last_full = index
 
     def _prepare(self, frame: np.ndarray, index: int):
         t = index / self.fps
@@ -157,19 +161,15 @@ class StreamEditor:
         if originals is None:
             return None
         start = time.perf_counter()
-        aus = as_intensity_array(self.aus_at(index, t))
-        result = self.faces.engine.edit_detailed(originals, aus, attention=self.faces.mask == "attention")
+        result = self.faces.edit_faces(originals, as_intensity_array(self.aus_at(index, t)))
         self.stats.stages["edit"].append(time.perf_counter() - start)
         return result
 
     def _paste(self, frame, crops, originals, result) -> np.ndarray:
         if result is None:
             return frame
-        from exprengine.faces.paste import apply_changes, pasted_change
         start = time.perf_counter()
-        changes = [pasted_change(c, originals[i], result.images[i],
-                                 None if result.attention is None else result.attention[i],
-                                 self.faces.mask, self.faces.colour_match) for i, c in enumerate(crops)]
+        changes = self.faces.changes(crops, originals, result)
         in_place = self.in_place and frame.flags.writeable
         if isinstance(frame, YUVFrame):
             out = frame if in_place else YUVFrame(frame.data.copy(), frame.height, frame.width)
@@ -302,7 +302,6 @@ class _BackgroundDetector:
             return True
 
     def _run(self) -> None:
-        ed = self.editor
         while True:
             with self._cv:
                 while self._job is None and not self._closed:
@@ -312,12 +311,7 @@ class _BackgroundDetector:
                 rgb, around = self._job
                 self._job, self._busy = None, True
             try:
-                start = time.perf_counter()
-                found = ed.faces.find(rgb, around)
-                ed.stats.stages["detect"].append(time.perf_counter() - start)
-                ed.stats.detections += 1
-                with ed._lock:
-                    ed.tracker.update(found)
+                self.editor.detect(rgb, around)
             except BaseException as e:      # noqa: BLE001 -- raised on the next submit
                 self.error = e
             finally:

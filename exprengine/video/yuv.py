@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from exprengine.faces.paste import add_rounded
+
 # Limited-range Y'CbCr: Y' = 16 + 219 * (Kr R + Kg G + Kb B) / 255, Cb/Cr = 128 + 224 * ... / 255
 _K = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114)}
 
@@ -108,13 +110,6 @@ def region_rgb(frame: YUVFrame, top: int, left: int, height: int, width: int) ->
     return rgb
 
 
-def _add(plane: np.ndarray, delta: np.ndarray) -> None:
-    """plane += delta, rounded and clipped, in place; bytes where |delta| < 0.5 are not written."""
-    moved = np.abs(delta) >= 0.5
-    if moved.any():
-        np.copyto(plane, np.clip(np.rint(plane + delta), 0, 255).astype(np.uint8), where=moved)
-
-
 def add_change(frame: YUVFrame, change: np.ndarray, top: int, left: int) -> None:
     """Add an RGB change (float [E,E,3], at (top, left), clipped to the frame) to the frame's
     planes in place, rounded; chroma gets the change's mean over each 2x2 block."""
@@ -125,10 +120,10 @@ def add_change(frame: YUVFrame, change: np.ndarray, top: int, left: int) -> None
         return
     c = np.ascontiguousarray(change[t - top:b - top, l - left:r - left], np.float32)
     d = (c.reshape(-1, 3) @ _M[frame.matrix].T).reshape(c.shape)             # dY, dCb, dCr
-    _add(frame.y[t:b, l:r], d[..., 0])
+    add_rounded(frame.y[t:b, l:r], d[..., 0])
     t2, l2, b2, r2 = t // 2, l // 2, (b + 1) // 2, (r + 1) // 2              # chroma rows/cols touched
     padded = np.zeros((2 * (b2 - t2), 2 * (r2 - l2), 2), np.float32)
     padded[t - 2 * t2:t - 2 * t2 + (b - t), l - 2 * l2:l - 2 * l2 + (r - l)] = d[..., 1:]
     dc = 0.25 * (padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 1::2])
     for plane, k in zip(frame.chroma(), (0, 1)):
-        _add(plane[t2:b2, l2:r2], dc[..., k])
+        add_rounded(plane[t2:b2, l2:r2], dc[..., k])
