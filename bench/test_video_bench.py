@@ -19,7 +19,6 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from exprengine.aus import AUs
 
@@ -32,17 +31,12 @@ DETECT_SCALE = 0.25 if SIZE[0] >= 1080 else 0.5     # the face must stay ~40 px 
 
 
 def moving_face_clip(path, frames: int = FRAMES, size=SIZE) -> None:
-    from skimage import data
-
+    from exprengine.demo import moving_face_frames
     from exprengine.video.io import VideoWriter
     h, w = size
     side = int(h * 0.9)
-    face = np.asarray(Image.fromarray(data.astronaut()).resize((side, side), Image.Resampling.BILINEAR))
     with VideoWriter(path, w, h, FPS) as writer:
-        for i in range(frames):
-            f = np.full((h, w, 3), 90, np.uint8)
-            x = int(round((w - side) * i / max(frames - 1, 1)))
-            f[h - side:, x:x + side] = face
+        for f in moving_face_frames(frames, h, w, side, top=h - side, x0=0, x1=w - side):
             writer.write(f)
 
 
@@ -74,7 +68,7 @@ def _extra(benchmark, **kw):
 
 
 def test_video_generator_per_frame(benchmark, video_engine):
-    crop = np.asarray(Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8)))
+    crop = np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8)
     aus = AUs.parse("happiness@1.5")
     _extra(benchmark, stage="generator", frames=1, backend=video_engine.manifest.backend)
     benchmark.pedantic(video_engine.edit_detailed, args=(crop[None], aus), rounds=30, warmup_rounds=3)

@@ -33,6 +33,20 @@ TRAINED_NOTE = (
     "photos, train on real faces or import a GANimation checkpoint (see the README).")
 
 
+def moving_face_frames(n: int, height: int, width: int, side: int, top: int, x0: int, x1: float):
+    """A real face moving: scikit-image's astronaut photo scaled to side x side on a grey
+    height x width frame, its left edge going from x0 (first frame) to x1 (last), `top` fixed.
+    Yields n uint8 RGB frames; the demo's video, the video benchmarks and tests use it."""
+    from PIL import Image
+    from skimage import data
+    face = np.asarray(Image.fromarray(data.astronaut()).resize((side, side), Image.Resampling.BILINEAR))
+    for i in range(n):
+        frame = np.full((height, width, 3), 90, np.uint8)
+        x = x0 + int(round((x1 - x0) * i / max(n - 1, 1)))
+        frame[top:top + side, x:x + side] = face[:height - top, :width - x]
+        yield frame
+
+
 def bundled_face() -> np.ndarray:
     from exprengine.media import read_image
     with resources.as_file(resources.files("exprengine") / "assets" / "face.png") as p:
@@ -177,7 +191,6 @@ def _faces_demo(engine, out: Path, echo: Callable[[str], None]) -> dict:
     """The faces pipeline on real pixels: scikit-image's astronaut photo (one face, and the
     mission patch the detector must ignore), and a 2-second clip of her face sliding across a
     640x480 frame, morphing natural -> surprise."""
-    from PIL import Image
     from skimage import data
 
     from exprengine.faces.editor import FaceEditor
@@ -200,15 +213,9 @@ def _faces_demo(engine, out: Path, echo: Callable[[str], None]) -> dict:
                                                        labels=["photo", "surprise@2, pasted back"]))
     echo(f"      astronaut photo: {len(result.found)} face(s) found, {changed} pixels changed, "
          f"{outside} of them outside the faces' squares")
-    face = np.asarray(Image.fromarray(photo).resize((440, 440), Image.Resampling.BILINEAR))
     n = 60
     plan = timeline.morph(AUs.parse("natural"), AUs.parse("surprise@2"), n, "ease-in-out")
-    frames = []
-    for i in range(n):
-        f = np.full((480, 640, 3), 90, np.uint8)
-        x = 20 + int(round(160 * i / (n - 1)))
-        f[20:460, x:x + 440] = face
-        frames.append(f)
+    frames = moving_face_frames(n, 480, 640, side=440, top=20, x0=20, x1=180)
     with StreamEditor(engine, plan, detect_scale=0.5, fps=30.0, in_place=True) as editor, \
             VideoWriter(out / "video.mp4", 640, 480, "30/1") as writer:
         for frame in editor.process(frames):

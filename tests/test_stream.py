@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
-from test_faces import ShiftEngine, astronaut
+from test_faces import ShiftEngine
 
+from exprengine import demo
 from exprengine.aus import AUs
 from exprengine.errors import UserError
 from exprengine.faces.detect import FaceDetector
@@ -20,16 +20,10 @@ from exprengine.video.stream import StreamEditor
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 
-def moving_face_frames(n: int = 12, step: float = 3.0, size=(480, 640)) -> list[np.ndarray]:
-    """A real face (the astronaut, 440 px) sliding right over a grey 640x480 frame."""
-    face = np.asarray(Image.fromarray(astronaut()).resize((440, 440), Image.Resampling.BILINEAR))
-    frames = []
-    for i in range(n):
-        f = np.full((*size, 3), 90, np.uint8)
-        x = 20 + int(round(step * i))
-        f[20:460, x:x + 440] = face[:, :min(440, size[1] - x)]
-        frames.append(f)
-    return frames
+def moving_face_frames(n: int = 12, step: float = 3.0) -> list[np.ndarray]:
+    """A real face (the astronaut, 440 px) sliding right by `step` pixels a frame over a grey
+    640x480 frame."""
+    return list(demo.moving_face_frames(n, 480, 640, side=440, top=20, x0=20, x1=20 + step * (n - 1)))
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,10 @@ import struct
 import wave
 import warnings
 
-import numpy as np
 import pytest
-from PIL import Image
 from test_cli import assert_one_line_error, run_cli
-from test_faces import astronaut
 
+from exprengine.demo import moving_face_frames
 from exprengine.video.io import VideoWriter, probe_video
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -34,12 +32,9 @@ def clip(tmp_path_factory):
     """8 frames at 10 fps of a real face sliding right, with a sound track."""
     d = tmp_path_factory.mktemp("clip")
     tone(d / "tone.wav")
-    face = np.asarray(Image.fromarray(astronaut()).resize((280, 280), Image.Resampling.BILINEAR))
     path = d / "clip.mp4"
     with VideoWriter(path, W, H, "10/1", audio_from=d / "tone.wav") as w:
-        for i in range(N):
-            f = np.full((H, W, 3), 90, np.uint8)
-            f[10:290, 10 + 10 * i:290 + 10 * i] = face
+        for f in moving_face_frames(N, H, W, side=280, top=10, x0=10, x1=10 + 10 * (N - 1)):
             w.write(f)
     return path
 
