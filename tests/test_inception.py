@@ -60,5 +60,7 @@ def test_real_evaluation_end_to_end(weights, engine_factory, tmp_path):
     root = ganimation_layout(tmp_path / "g", [f"p{i}" for i in range(6)], [f"p{i}" for i in range(6)])
     (root / "test_ids.csv").write_text("".join(f"p{i}.jpg\n" for i in range(4)))
     report = evaluate_real(Engine.load(engine_factory("convnext2", "onnxruntime")), root, str(path))
-    assert report["n"] == 4 and np.isfinite(report["fid"]) and report["fid"] >= 0
-    assert report["inception_score_edits"][0] >= 1.0
+    assert report["n"] == 4 and np.isfinite(report["fid"]) and report["fid"] >= -1e-9
+    # IS = exp(E KL(p(y|x) || p(y))) >= 1 exactly in real arithmetic; in floating point it may round
+    # just below 1 when the edits are (near) identical.
+    assert report["inception_score_edits"][0] >= 1.0 - 1e-9
