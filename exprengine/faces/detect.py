@@ -23,6 +23,15 @@ import numpy as np
 
 from exprengine.errors import UserError
 
+#: Largest image each detector works on, in pixels after its upsampling (each `upsample` step
+#: doubles both sides); a larger image is detected on a downscaled copy, so memory and time are
+#: bounded whatever the photo's size. Measured on the 2-core CPU machine: dlib's CNN (MMOD)
+#: detector needs about 1 KB per working pixel (1000x1000 upsampled once = 4 MP: 3.9 GB peak,
+#: 34 s), so its bound of 2 MP keeps it near 2 GB and 17 s; HOG needs about 15 bytes per
+#: working pixel (12.8 MP: 190 MB, 1.5 s). At the CNN's bound a 3.2 MP photo is detected at
+#: 0.4x, where faces of about 50 px and larger are still found.
+MAX_WORK_PIXELS: dict[str, int] = {"hog": 16_000_000, "cnn": 2_000_000}
+
 
 @dataclass(frozen=True)
 class Box:
@@ -138,6 +147,15 @@ class FaceDetector:
         return merged
 
     def _detect(self, image: np.ndarray) -> list[Box]:
+        h, w = image.shape[:2]
+        work = h * w * 4 ** self.upsample
+        if work > MAX_WORK_PIXELS[self.model]:          # bounded memory: see MAX_WORK_PIXELS
+            scale = (MAX_WORK_PIXELS[self.model] / work) ** 0.5
+            small = _downscaled(image, scale)
+            return [b.scaled(w / small.shape[1], image.shape) for b in self._run(small)]
+        return self._run(image)
+
+    def _run(self, image: np.ndarray) -> list[Box]:
         h, w = image.shape[:2]
         if self.model == "hog":
             rects, scores, _ = self._detector.run(image, self.upsample, 0.0)
