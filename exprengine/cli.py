@@ -633,7 +633,8 @@ def train_au_estimator_command(out, examples, steps):
 @click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
               help="face_recognition's detector model (cnn: more accurate, much slower on a CPU).")
 @click.option("--openface", default=None, metavar="CSV_DIR",
-              help="OpenFace FaceLandmarkImg -aus output for the crops or photos (matched by file stem).")
+              help="OpenFace -aus output for the crops or photos: FaceLandmarkImg's folder of <stem>.csv, "
+                   "or FeatureExtraction -fdir's one CSV (row n = n-th image in sorted order).")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True)
 def prepare(photos, out, detector, openface, test_fraction):
@@ -652,6 +653,8 @@ def prepare(photos, out, detector, openface, test_fraction):
                + (f", without AU labels {len(report['unlabelled'])}" if "unlabelled" in report else
                   "; no AU labels yet (run OpenFace on the crops, then again with --openface)")
                + f" (details: {Path(out) / 'report.json'})")
+    if report.get("openface", {}).get("note"):
+        click.echo(f"note: {report['openface']['note']}")
 
 
 @cli.command()

@@ -87,3 +87,37 @@ def test_prepare_refuses_bad_arguments(photos, tmp_path):
     empty.mkdir()
     with pytest.raises(UserError, match="holds no photos"):
         prepare_photos(empty, tmp_path / "ds2")
+
+
+def test_prepare_with_feature_extraction_fdir_csv(photos, tmp_path):
+    """`FeatureExtraction -fdir DATASET/imgs -aus -out_dir of` writes of/imgs.csv, a row per crop."""
+    from test_labels import fdir_csv
+    report = prepare_photos(photos, tmp_path / "ds", progress=False)
+    assert report["labelled"] is None
+    of = tmp_path / "of"
+    of.mkdir()
+    fdir_csv(of / "imgs.csv", [0.98])
+    report = prepare_photos(photos, tmp_path / "ds", openface=of, progress=False)
+    assert report["labelled"] == 1 and report["unlabelled"] == [] and report["openface"]["note"] == ""
+    from exprengine.data.datasets import FaceFolder
+    np.testing.assert_allclose(FaceFolder(tmp_path / "ds", "all").aus(0), 0.25, atol=1e-4)
+
+
+def test_prepare_says_why_crops_are_not_labelled(photos, tmp_path):
+    from test_labels import fdir_csv, openface_csv
+    of = tmp_path / "of"
+    of.mkdir()
+    fdir_csv(of / "imgs.csv", [0.98, 0.97, 0.9])                     # made from another set of images
+    report = prepare_photos(photos, tmp_path / "ds", openface=of, progress=False)
+    assert report["labelled"] == 0
+    assert report["openface"]["note"].startswith("labelled 0 of 1 crops: imgs.csv has 3 frames but")
+    assert (tmp_path / "ds" / "aus.csv").read_text().count("\n") == 1
+    # FaceLandmarkImg output with a face fitted at confidence 0.05: not a label, and said so
+    low = tmp_path / "low"
+    low.mkdir()
+    openface_csv(low / "astronaut.csv", [{"lead": ["0", "0.05"], "aus": np.full(17, 2.0)}])
+    report = prepare_photos(photos, tmp_path / "ds", openface=low, progress=False)
+    assert report["labelled"] == 0 and report["unlabelled"] == ["astronaut"]
+    assert report["openface"]["dropped_low_confidence"] == 1 and "below 0.725" in report["openface"]["note"]
+    with pytest.raises(UserError, match="does not exist"):
+        prepare_photos(photos, tmp_path / "ds", openface=tmp_path / "nope", progress=False)

@@ -9,9 +9,16 @@ Resumable: each processed photo is appended to `prepare.jsonl` (fsynced) after i
 written atomically; a rerun skips the photos already in the journal. Nothing is ever
 written half: crops and the final files appear whole or not at all.
 
-AU labels: run OpenFace's FaceLandmarkImg with `-aus` on `DATASET/imgs` (or on the photos;
-files are matched by stem) and pass its output folder with `--openface`; prepare then writes
-`aus.csv` for the crops it has labels for and reports the rest. The split into
+AU labels: run OpenFace on `DATASET/imgs` (or on the photos) and pass its output with
+`--openface`; prepare then writes `aus.csv` for the crops it has labels for and reports the
+rest. Both of OpenFace's image layouts are read (see exprengine.data.labels.read_image_labels):
+FaceLandmarkImg `-fdir` output, one `<stem>.csv` per image, matched by stem; and
+FeatureExtraction `-fdir DATASET/imgs` output, one `imgs.csv` whose `frame` n is the n-th
+image in sorted name order (checked against the folder's image count; a mismatch is reported,
+never guessed). A face OpenFace fitted with confidence below
+labels.OPENFACE_MIN_CONFIDENCE (0.725, OpenFace's own success threshold), or marked failed,
+is not a label; `report.json` counts those (`openface.dropped_*`) and, when rows could not be
+matched to crops, says why (`openface.note`). The split into
 `train_ids.csv` / `test_ids.csv` is a hash of each id, so it does not change when photos
 are added.
 """
@@ -63,6 +70,25 @@ def _append(journal, entry: dict) -> None:
     os.fsync(journal.fileno())
 
 
+def _labels_note(found, kept: list[str], source) -> str:
+    """Why some crops got no label ('' when all did), for report.json and the CLI."""
+    from exprengine.data.labels import OPENFACE_MIN_CONFIDENCE
+    missing = [i for i in kept if i not in found.labels]
+    if not missing:
+        return ""
+    failed = sum(found.dropped.get(i) == "failed" for i in missing)
+    low = sum(found.dropped.get(i) == "low_confidence" for i in missing)
+    why = []
+    if failed:
+        why.append(f"OpenFace marked {failed} failed (success 0)")
+    if low:
+        why.append(f"{low} were fitted with confidence below {OPENFACE_MIN_CONFIDENCE}, OpenFace's own success threshold")
+    if len(missing) - failed - low:
+        why.append(f"{len(missing) - failed - low} have no OpenFace result in {source} (none named after the crop, "
+                   "or no face found)")
+    return "; ".join(why)
+
+
 def in_test_split(identifier: str, fraction: float) -> bool:
     return int(hashlib.sha256(identifier.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
@@ -78,10 +104,8 @@ def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detect
         raise UserError(f"{out} exists and is not a data set made by `exprengine prepare`; choose another --out")
     if not 0 < test_fraction < 1:
         raise UserError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
-    labels = None
-    if openface is not None:
-        from exprengine.data.labels import image_labels_from_openface
-        labels = image_labels_from_openface(openface)
+    if openface is not None and not Path(openface).exists():
+        raise UserError(f"OpenFace output {openface} does not exist")
     (out / "imgs").mkdir(parents=True, exist_ok=True)
     done = read_journal(out / JOURNAL)
     todo = [p for p in photos if p.stem not in done]
@@ -109,8 +133,17 @@ def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detect
     report = {"photos": len(photos), "kept": len(kept),
               **{status: sorted(e["photo"] for e in entries.values() if e["status"] == status)
                  for status in ("no_face", "several_faces", "unreadable")}}
-    if labels is not None:
+    labels = None
+    if openface is not None:
         from exprengine.data.datasets import OPENFACE_COLUMNS
+        from exprengine.data.labels import OPENFACE_MIN_CONFIDENCE, read_image_labels
+        crops = sorted(p.name for p in (out / "imgs").iterdir()
+                       if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith("."))
+        found = read_image_labels(openface, {out / "imgs": crops, photos_dir: [p.name for p in photos]})
+        labels = found.labels
+        report["openface"] = {"layout": found.layout, "min_confidence": OPENFACE_MIN_CONFIDENCE,
+                              "dropped_failed": found.failed, "dropped_low_confidence": found.low_confidence,
+                              "note": found.note or _labels_note(found, kept, openface)}
         unlabelled = [i for i in kept if i not in labels]
         kept = [i for i in kept if i in labels]
         report["unlabelled"] = unlabelled
@@ -118,6 +151,8 @@ def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detect
             Path(tmp).write_text("id," + ",".join(OPENFACE_COLUMNS) + "\n" + "".join(
                 f"{i}," + ",".join(f"{x:.4f}" for x in labels[i]) + "\n" for i in kept))
     report["labelled"] = len(kept) if labels is not None else None
+    if labels is not None and report["openface"]["note"]:
+        report["openface"]["note"] = f"labelled {len(kept)} of {report['kept']} crops: {report['openface']['note']}"
     for split, test in (("train", False), ("test", True)):
         with atomic_output(out / f"{split}_ids.csv") as tmp:
             Path(tmp).write_text("".join(f"{i}\n" for i in kept if in_test_split(i, test_fraction) == test))
