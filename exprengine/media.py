@@ -12,6 +12,7 @@ output is complete.
 from __future__ import annotations
 
 import errno
+import fcntl
 import math
 import os
 import shutil
@@ -19,7 +20,9 @@ import stat
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +53,7 @@ MP4_QUALITY = 8
 
 _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
 # Errors from the body of an atomic write that are about the disk, not the data: shown as one line.
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENAMETOOLONG}
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -251,17 +254,173 @@ def _disk_error(target: Path, e: OSError) -> UserError:
     return UserError(f"cannot write {target}: {e.strerror or e}")
 
 
+@dataclass
+class _Pending:
+    """An output written to `tmp` beside `target`, waiting to be put in place."""
+    tmp: Path
+    target: Path
+    is_dir: bool
+    backup: Path | None = None          # the replaced file (hard link) or directory, until committed
+    installed: bool = False
+
+
+#: Outputs of the current `outputs_together` block, or None outside one.
+_TOGETHER: ContextVar[list[_Pending] | None] = ContextVar("exprengine_outputs_together", default=None)
+#: Temporary directories being filled right now: files written inside them go in at once.
+_OPEN_DIRS: ContextVar[tuple[Path, ...]] = ContextVar("exprengine_open_dirs", default=())
+
+
+@contextmanager
+def outputs_together() -> Iterator[None]:
+    """Every atomic output written inside the block appears when the block succeeds, or none does.
+
+    `atomic_output` and `atomic_directory` called inside write their temporaries as usual but
+    leave them beside their targets; on success all are put in place one after another (each
+    replaced file or directory kept until all are in, and put back if one fails); on any
+    exception (SIGTERM and Ctrl-C included) the temporaries are removed and every target is
+    left as it was. Commands with several outputs (an image and its attention map, an animation
+    and its sheet, a report and its sheet) run inside one block.
+    """
+    if _TOGETHER.get() is not None:               # nested: the outer block decides
+        yield
+        return
+    pending: list[_Pending] = []
+    token = _TOGETHER.set(pending)
+    try:
+        yield
+    except BaseException:
+        _TOGETHER.reset(token)
+        for item in pending:
+            _remove(item.tmp, item.is_dir)
+        raise
+    _TOGETHER.reset(token)
+    _commit(pending)
+
+
+def _commit(pending: list[_Pending]) -> None:
+    try:
+        for item in pending:
+            _install(item)
+    except BaseException:
+        for item in reversed(pending):
+            if item.installed:
+                _uninstall(item)
+            _remove(item.tmp, item.is_dir)
+        raise
+    for item in pending:
+        _finish(item)
+
+
+def _remove(path: Path, is_dir: bool) -> None:
+    if is_dir:
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _parent_locked(target: Path) -> Iterator[None]:
+    """An exclusive flock on the target's directory: replacements of one target by several
+    processes at once take turns instead of racing (no ENOTEMPTY, no stray `.old` folders)."""
+    try:
+        fd = os.open(Path(os.path.abspath(target)).parent, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)                                 # releases the lock
+
+
+def _install(item: _Pending) -> None:
+    """Put `item.tmp` at `item.target`, keeping what was there in `item.backup` until `_finish`."""
+    target, parent = item.target, Path(os.path.abspath(item.target)).parent
+    try:
+        if not item.is_dir:
+            if target.is_file():
+                item.backup = _unused_name(target, ".old")
+                os.link(target, item.backup)         # the old file stays reachable until committed
+            os.replace(item.tmp, target)
+        else:
+            with _parent_locked(target):
+                if target.is_dir():
+                    item.backup = _unused_name(target, ".old")
+                    os.replace(target, item.backup)
+                try:
+                    os.replace(item.tmp, target)
+                except BaseException:
+                    if item.backup is not None:
+                        os.replace(item.backup, target)
+                        item.backup = None
+                    raise
+    except OSError as e:
+        if item.backup is not None and not item.is_dir:
+            item.backup.unlink(missing_ok=True)
+            item.backup = None
+        raise _disk_error(target, e) from None
+    item.installed = True
+    _fsync_dir(parent)
+
+
+def _uninstall(item: _Pending) -> None:
+    """Undo `_install`: the old file or directory back in place, or the new one removed."""
+    with suppress(OSError):
+        if item.is_dir:
+            with _parent_locked(item.target):
+                os.replace(item.target, item.tmp)
+                if item.backup is not None:
+                    os.replace(item.backup, item.target)
+        elif item.backup is not None:
+            os.replace(item.backup, item.target)
+        else:
+            os.replace(item.target, item.tmp)
+    item.backup, item.installed = None, False
+
+
+def _finish(item: _Pending) -> None:
+    if item.backup is not None:
+        _remove(item.backup, item.is_dir)
+        item.backup = None
+
+
+def _unused_name(target: Path, suffix: str) -> Path:
+    parent = Path(os.path.abspath(target)).parent
+    name = tempfile.mktemp(prefix=_temp_prefix(target), suffix=suffix, dir=parent)  # noqa: S306 -- used with link/rename, which fail rather than overwrite a name taken meanwhile
+    return Path(name)
+
+
+def _put_in_place(tmp: Path, target: Path, is_dir: bool) -> None:
+    """Install now, or at the end of the enclosing `outputs_together` block."""
+    item = _Pending(tmp, target, is_dir)
+    pending = _TOGETHER.get()
+    inside_open_dir = any(_is_within(target, d) for d in _OPEN_DIRS.get())
+    if pending is not None and not inside_open_dir:
+        pending.append(item)
+        return
+    _install(item)
+    _finish(item)
+
+
+def _is_within(path: Path, directory: Path) -> bool:
+    a, b = os.path.abspath(path), os.path.abspath(directory)
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; on success it replaces `path` atomically.
 
-    On any exception (KeyboardInterrupt included) the temporary is removed and an existing
-    `path` is left as it was. The new file gets the old file's permissions, or the umask's.
+    On any exception (KeyboardInterrupt and SIGTERM included) the temporary is removed and an
+    existing `path` is left as it was. The new file gets the old file's permissions, or the
+    umask's. Inside `outputs_together` the replacement waits for the end of the block.
     """
     target = Path(path)
     parent = Path(os.path.abspath(target)).parent
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".part" + target.suffix, dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".part" + target.suffix[:16], dir=parent)
     except OSError as e:
         raise _disk_error(target, e) from None
     os.close(fd)
@@ -278,10 +437,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
                 os.fsync(f.fileno())
             mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else 0o666 & ~_umask()
             os.chmod(tmp_path, mode)
-            os.replace(tmp_path, target)
         except OSError as e:
             raise _disk_error(target, e) from None
-        _fsync_dir(parent)
+        _put_in_place(tmp_path, target, is_dir=False)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -291,17 +449,22 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; on success it takes the place of `path`.
 
-    An existing directory at `path` is removed only after the new one is complete and in
-    place. On any exception the temporary is removed and an existing `path` is untouched.
+    Missing parent directories of `path` are created first. An existing directory at `path`
+    is removed only after the new one is in place; several processes replacing the same
+    directory at once take turns (a lock on the parent directory). On any exception the
+    temporary is removed and an existing `path` is untouched. Inside `outputs_together` the
+    replacement waits for the end of the block.
     """
     target = Path(path)
     parent = Path(os.path.abspath(target)).parent
     if target.exists() and not target.is_dir():
         raise UserError(f"cannot write directory {target}: a file of that name exists")
     try:
+        parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".part", dir=parent))
     except OSError as e:
         raise _disk_error(target, e) from None
+    token = _OPEN_DIRS.set(_OPEN_DIRS.get() + (tmp,))
     try:
         try:
             yield tmp
@@ -309,30 +472,10 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             if e.errno in _DISK_ERRNOS:
                 raise _disk_error(target, e) from None
             raise
+        finally:
+            _OPEN_DIRS.reset(token)
         os.chmod(tmp, 0o777 & ~_umask())
-        if target.is_dir():
-            # Move the old directory aside (onto an empty placeholder), put the new one in,
-            # then delete the old one; put it back if the swap fails.
-            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".old", dir=parent))
-            try:
-                os.replace(target, old)
-            except OSError as e:
-                old.rmdir()
-                raise _disk_error(target, e) from None
-            try:
-                os.replace(tmp, target)
-            except BaseException as e:
-                os.replace(old, target)
-                if isinstance(e, OSError):
-                    raise _disk_error(target, e) from None
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.replace(tmp, target)
-            except OSError as e:
-                raise _disk_error(target, e) from None
-        _fsync_dir(parent)
+        _put_in_place(tmp, target, is_dir=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -400,10 +543,32 @@ def write_animation(path: str | os.PathLike, frames: np.ndarray, fps: float = 12
     return p
 
 
+GIF_PALETTE_SAMPLE = 4_000_000   # pixels the shared GIF palette is built from, at most
+
+
+def _gif_frames(frames: np.ndarray) -> list[Image.Image]:
+    """[F,H,W,3] uint8 -> F palette images sharing ONE palette built from all frames, no dithering.
+
+    One palette for the whole animation, chosen by Pillow's octree quantizer from the pixels
+    of every frame (a strided sample past GIF_PALETTE_SAMPLE pixels), so a colour seen in
+    any frame (eye whites, say) has a close entry, and no dithering, so a pixel that is the
+    same in two input frames gets the same index in both: still regions stay still. (Per-frame
+    palettes with Floyd-Steinberg dithering, Pillow's default for RGB frames, made the
+    background shimmer and shifted small bright areas to the nearest frequent colour.)
+    """
+    n, h, w = frames.shape[:3]
+    step = max(1, math.ceil(math.sqrt(n * h * w / GIF_PALETTE_SAMPLE)))
+    sample = np.ascontiguousarray(frames[:, ::step, ::step]).reshape(1, -1, 3)
+    palette = Image.fromarray(sample, "RGB").quantize(256, method=Image.Quantize.FASTOCTREE,
+                                                      dither=Image.Dither.NONE)
+    return [Image.fromarray(frame, "RGB").quantize(palette=palette, dither=Image.Dither.NONE)
+            for frame in frames]
+
+
 def _write_gif(p: Path, frames: np.ndarray, fps: float, loop: bool) -> None:
     # Pillow directly (what imageio's pillow plugin calls): after a failed encode imageio's
     # plugin would retry the whole encode when it is garbage-collected.
-    images = [Image.fromarray(frame, "RGB") for frame in frames]
+    images = _gif_frames(frames)
     options: dict = {"save_all": True, "append_images": images[1:], "duration": 1000.0 / fps}
     if loop:
         options["loop"] = 0                      # 0 = forever; no loop key = play once
