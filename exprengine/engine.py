@@ -27,6 +27,25 @@ from exprengine.preprocess import stack_faces
 
 
 
+def backend_for(manifest: Manifest, path: Path) -> type[Backend]:
+    """The backend class of a read manifest, refusing a precision or device it does not build."""
+    backend_cls = get_backend(manifest.backend)
+    if manifest.precision not in backend_cls.precisions or manifest.device not in backend_cls.devices:
+        raise EngineError(f"engine {path} says backend {manifest.backend} with {manifest.precision} on "
+                          f"{manifest.device}, which that backend does not build")
+    return backend_cls
+
+
+def inspect_engine(path: str | Path) -> Manifest:
+    """Verify an engine without loading it: what `Engine.load` checks before deserialising
+    (manifest, artifact sizes and hashes, and each artifact's own metadata against the
+    manifest), so that what the manifest says can be reported; EngineError if anything disagrees."""
+    path = Path(path)
+    manifest = Manifest.read(path)
+    backend_for(manifest, path).check_artifacts(manifest, path)
+    return manifest
+
+
 @dataclass
 class EditResult:
     images: np.ndarray      # uint8 [N,S,S,3]
@@ -48,12 +67,13 @@ class Engine:
     # --- construction -------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", policy: AUPolicy | None = None) -> "Engine":
-        """Verify (manifest, artifact hashes, compatibility), then deserialise an engine."""
+        """Verify (manifest schema and bounds, artifact hashes, compatibility), then deserialise
+        an engine from the verified bytes of the artifacts its manifest lists; EngineError if bad."""
         if device not in ("auto", "cpu", "cuda"):
             raise UserError(f"device must be auto, cpu or cuda, not {device!r}")
         path = Path(path)
         manifest = Manifest.read(path)
-        backend_cls = get_backend(manifest.backend)
+        backend_cls = backend_for(manifest, path)
         reason = backend_cls.unavailable_reason()
         if reason:
             raise EngineError(f"engine {path} needs backend {manifest.backend}, but {reason}")
@@ -183,4 +203,4 @@ def load(path: str | Path, device: str = "auto") -> Engine:
     return Engine.load(path, device)
 
 
-__all__ = ["Engine", "EditResult", "AUs", "load"]
+__all__ = ["Engine", "EditResult", "AUs", "load", "inspect_engine"]

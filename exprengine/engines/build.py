@@ -109,8 +109,9 @@ def build_engine(generator: AttentionGenerator, out: str | Path, backend: str = 
                                             bar_format="{desc} {n}/{total} [{elapsed}]") as bar:
         tmp = Path(tmp)
         bar.set_description(f"{cfg.name} -> {backend}: {stages[0]}")
+        roles = {file: role for role, file in backend_cls.artifacts.items()}
         for name in backend_cls.build(generator.eval(), tmp, manifest):
-            manifest.record_artifact(tmp, name)
+            manifest.record_artifact(tmp, name, roles.get(name))
         bar.update()
         if verify:
             bar.set_description(f"{cfg.name} -> {backend}: {stages[1]}")

@@ -1,15 +1,31 @@
 """The engine manifest (`engine.json`): what an engine directory holds and depends on.
 
-An engine directory is `engine.json` plus the backend's artifacts. Loading verifies the
-manifest before anything is deserialised: format and version, AU vocabulary, image size,
-every artifact's size and sha256 (a truncated or corrupted file is refused), and the
-backend's own compatibility checks (e.g. an AOTInductor package needs the same torch).
+An engine directory is `engine.json` plus the backend's artifacts. Loading trusts nothing
+in the directory that the manifest does not vouch for, in this order:
+
+1. `engine.json` itself: at most `MAX_MANIFEST_BYTES`, JSON of bounded nesting, format and
+   version, then the JSON schema `SCHEMA` (every field's type, bounds and allowed values:
+   image size 16..1024 and a multiple of 4, batches 1..4096, artifact names plain file
+   names), then the checks between fields (image size = the model config's, min <= opt <=
+   max batch, this exprengine's AU vocabulary). Any failure is one `EngineError` sentence.
+2. every listed artifact: a regular file inside the directory (a symbolic link that leads
+   outside it is refused even when its bytes match), of the listed size and sha256.
+3. the backend's own compatibility checks (e.g. an AOTInductor package needs the same torch).
+
+Backends never open a file because of its name: they ask the manifest for the artifact that
+plays a role (`Manifest.artifact_bytes`), which reads the listed file once into memory,
+checks its size and sha256 on those very bytes, and hands them over for deserialising.
+Each artifact entry records its `role`; manifests written before roles existed name the
+role's conventional file (e.g. `model.onnx`), which is then used only if listed and hashed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import re
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +36,108 @@ from exprengine.errors import EngineError
 MANIFEST_NAME = "engine.json"
 FORMAT = "exprengine-engine"
 FORMAT_VERSION = 1
+MAX_MANIFEST_BYTES = 1 << 20         # a real manifest is ~2 kB
+IMAGE_SIZE_RANGE = (16, 1024)        # the generator downsamples twice by 2: a multiple of 4
+BATCH_RANGE = (1, 4096)              # `exprengine build --max-batch` accepts the same
+MAX_ARTIFACT_BYTES = 1 << 40
+ARTIFACT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"   # a plain file name: no '/', no '..', no dot-files
+
+_INT = {"type": "integer"}
+_SHA256 = {"type": "string", "pattern": r"^[0-9a-f]{64}\Z"}
+_TEXT = {"type": "string", "maxLength": 4096}
+_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"}
+_IMAGE_SIZE = {"type": "integer", "minimum": IMAGE_SIZE_RANGE[0], "maximum": IMAGE_SIZE_RANGE[1], "multipleOf": 4}
+_BATCH = {"type": "integer", "minimum": BATCH_RANGE[0], "maximum": BATCH_RANGE[1]}
+
+SCHEMA: dict = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "exprengine engine manifest (engine.json), format version 1",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["model", "model_config", "weights_sha256", "weights_source", "backend", "precision", "device",
+                 "graph_outputs", "min_batch", "max_batch", "opt_batch", "image_size", "artifacts", "format",
+                 "format_version"],
+    "properties": {
+        "model": _NAME,
+        "model_config": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "block", "expansion", "dims", "depth", "num_aus", "image_size"],
+            "properties": {
+                "name": _NAME,
+                "block": {"enum": ["resnet", "convnext", "convnext-ln"]},
+                "expansion": {"type": "integer", "minimum": 1, "maximum": 16},
+                "dims": {"type": "array", "minItems": 3, "maxItems": 3,
+                         "items": {"type": "integer", "minimum": 1, "maximum": 4096}},
+                "depth": {"type": "integer", "minimum": 0, "maximum": 64},
+                "num_aus": {"type": "integer", "const": len(AU_NAMES)},
+                "image_size": _IMAGE_SIZE,
+            },
+        },
+        "weights_sha256": _SHA256,
+        "weights_source": _TEXT,
+        "backend": _NAME,
+        "precision": {"enum": ["fp32", "fp16"]},
+        "device": {"enum": ["cpu", "cuda"]},
+        "graph_outputs": {"enum": ["blended", "heads"]},
+        "min_batch": _BATCH,
+        "max_batch": _BATCH,
+        "opt_batch": _BATCH,
+        "image_size": _IMAGE_SIZE,
+        "artifacts": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 16,
+            "propertyNames": {"pattern": ARTIFACT_NAME},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["bytes", "sha256"],
+                "properties": {"bytes": {"type": "integer", "minimum": 0, "maximum": MAX_ARTIFACT_BYTES},
+                               "sha256": _SHA256,
+                               "role": _NAME},
+            },
+        },
+        "versions": {"type": "object", "maxProperties": 64, "additionalProperties": _TEXT},
+        "verification": {
+            "type": "object",
+            "additionalProperties": False,
+            "dependentRequired": {"max_rel_error": ["batch"], "batch": ["max_rel_error"]},
+            "properties": {"max_rel_error": {"type": "number", "minimum": 0},
+                           "batch": _BATCH, "tolerance": {"type": "number", "minimum": 0},
+                           "reference": _TEXT},
+        },
+        "au_order": {"type": "array", "maxItems": 64, "items": {"type": "string", "maxLength": 16}},
+        "au_scale": {"type": "number"},
+        "created": {"type": "string", "maxLength": 64},
+        "format": {"const": FORMAT},
+        "format_version": {"type": "integer", "const": FORMAT_VERSION},
+    },
+}
+
+
+def _validator():
+    from jsonschema import Draft202012Validator, validators
+
+    # JSON integers only: neither true/false nor 1.0 passes as an integer
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return validators.extend(Draft202012Validator, type_checker=checker)(SCHEMA)
+
+
+def schema_error(raw) -> str | None:
+    """None when `raw` (parsed engine.json) fits `SCHEMA`, else one line saying where and why."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator().iter_errors(raw))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+                    for i, p in enumerate(error.absolute_path)) or "the top level"
+    message = " ".join(error.message.split())
+    if len(message) > 160:
+        message = message[:150] + " ..."
+    return f"{where}: {message}"
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -28,6 +146,61 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_verified(directory: Path, name: str, expected: dict, keep: bool = True) -> bytes:
+    """The bytes of artifact `name`, checked against `expected` ({bytes, sha256}) on those bytes.
+
+    The file must be a regular file reached inside `directory` (a symbolic link may point
+    only within it); it is opened once (not following a link at the last step), its size
+    checked before reading, and the sha256 taken over exactly the bytes returned, so a file
+    swapped or rewritten after the check cannot be what gets deserialised. keep=False hashes
+    in chunks and returns b"" (for verifying without loading). EngineError on any mismatch.
+    """
+    if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..") \
+            or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise EngineError(f"engine {directory} names an artifact outside itself: {name}")
+    root = directory.resolve()
+    path = root / name
+    try:
+        is_link = path.is_symlink()
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise EngineError(f"engine {directory} is missing its artifact {name}") from None
+    except (OSError, RuntimeError) as e:
+        raise EngineError(f"engine artifact {directory / name} cannot be read ({type(e).__name__})") from None
+    if root not in target.parents:
+        raise EngineError(f"engine artifact {directory / name} is a link to {target}, outside the engine "
+                          "directory; an engine's artifacts must be files inside it")
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise EngineError(f"engine artifact {directory / name} cannot be opened "
+                          f"({e.strerror or type(e).__name__}{'; it was a link' if is_link else ''})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise EngineError(f"engine artifact {directory / name} is not a regular file")
+        size = expected["bytes"]
+        if st.st_size != size:
+            raise EngineError(f"engine artifact {directory / name} is truncated or altered "
+                              f"({st.st_size} bytes, the manifest says {size})")
+        h = hashlib.sha256()
+        if keep:
+            data = f.read(size + 1)
+            h.update(data)
+            got = len(data)
+        else:
+            data, got = b"", 0
+            while block := f.read(1 << 20):
+                h.update(block)
+                got += len(block)
+    if got != size:
+        raise EngineError(f"engine artifact {directory / name} changed while being read "
+                          f"({got} bytes, the manifest says {size})")
+    if h.hexdigest() != expected["sha256"]:
+        raise EngineError(f"engine artifact {directory / name} is corrupted (sha256 does not match the manifest)")
+    return data
 
 
 @dataclass
@@ -44,7 +217,7 @@ class Manifest:
     max_batch: int
     opt_batch: int
     image_size: int
-    artifacts: dict[str, dict] = field(default_factory=dict)    # name -> {bytes, sha256}
+    artifacts: dict[str, dict] = field(default_factory=dict)    # name -> {bytes, sha256, role}
     versions: dict[str, str] = field(default_factory=dict)      # what the artifacts depend on
     verification: dict = field(default_factory=dict)            # check against eager PyTorch
     au_order: list[str] = field(default_factory=lambda: list(AU_NAMES))
@@ -57,18 +230,49 @@ class Manifest:
     def random_init(self) -> bool:
         return self.weights_source.startswith("random-init")
 
-    def record_artifact(self, directory: Path, name: str) -> None:
+    def record_artifact(self, directory: Path, name: str, role: str | None = None) -> None:
         p = directory / name
-        self.artifacts[name] = {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        entry = {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        if role:
+            entry["role"] = role
+        self.artifacts[name] = entry
 
     def write(self, directory: Path) -> Path:
         path = directory / MANIFEST_NAME
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
         return path
 
+    # --- artifacts by role -------------------------------------------------------------------
+    def artifact_name(self, role: str, legacy_name: str, directory: Path | str = "") -> str:
+        """The listed artifact that plays `role`; EngineError when none (or several) is listed.
+
+        A manifest without roles (written before they existed) may list the role's
+        conventional file `legacy_name`; a file that is not listed is never used.
+        """
+        named = [n for n, info in self.artifacts.items() if info.get("role") == role]
+        if not named and not any("role" in info for info in self.artifacts.values()) \
+                and legacy_name in self.artifacts:
+            named = [legacy_name]
+        if len(named) != 1:
+            listed = ", ".join(self.artifacts) or "nothing"
+            raise EngineError(f"engine {directory} {'lists no' if not named else 'lists several'} {role} "
+                              f"artifact (it lists {listed}); files it does not list are never loaded")
+        return named[0]
+
+    def artifact_bytes(self, directory: str | Path, role: str, legacy_name: str) -> tuple[str, bytes]:
+        """(name, bytes) of the artifact playing `role`, verified (size, sha256) on the bytes returned."""
+        directory = Path(directory)
+        name = self.artifact_name(role, legacy_name, directory)
+        return name, read_verified(directory, name, self.artifacts[name])
+
+    @property
+    def has_roles(self) -> bool:
+        return any("role" in info for info in self.artifacts.values())
+
+    # --- reading -----------------------------------------------------------------------------
     @classmethod
-    def read(cls, directory: str | Path) -> "Manifest":
-        """Read and validate `engine.json` and the artifacts' integrity; EngineError if bad."""
+    def read(cls, directory: str | Path, verify_artifacts: bool = True) -> "Manifest":
+        """Read and validate `engine.json` (schema, bounds) and the artifacts' integrity; EngineError if bad."""
         directory = Path(directory)
         if not directory.exists():
             raise EngineError(f"engine {directory} does not exist (build one with `exprengine build`)")
@@ -78,22 +282,50 @@ class Manifest:
         if not path.is_file():
             raise EngineError(f"{directory} is not an engine: it has no {MANIFEST_NAME}")
         try:
-            raw = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            with open(path, "rb") as f:
+                text = f.read(MAX_MANIFEST_BYTES + 1)
+        except OSError as e:
+            raise EngineError(f"engine manifest {path} cannot be read ({e.strerror or type(e).__name__})") from None
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise EngineError(f"engine manifest {path} is over {MAX_MANIFEST_BYTES // 1024} kB; "
+                              "it is not an exprengine manifest")
+        try:
+            raw = json.loads(text.decode("utf-8"))
+        except RecursionError:
+            raise EngineError(f"engine manifest {path} is corrupt (nested too deeply)") from None
+        except (UnicodeDecodeError, ValueError) as e:     # JSONDecodeError, or an integer of too many digits
             raise EngineError(f"engine manifest {path} is corrupt ({type(e).__name__})") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise EngineError(f"{path} is not an exprengine engine manifest")
-        if raw.get("format_version") != FORMAT_VERSION:
-            raise EngineError(f"engine {directory} has format version {raw.get('format_version')}, "
+        version = raw.get("format_version")
+        if type(version) is not int or version != FORMAT_VERSION:
+            shown = version if type(version) in (int, str) and len(str(version)) < 20 else "(invalid)"
+            raise EngineError(f"engine {directory} has format version {shown}, "
                               f"this exprengine reads version {FORMAT_VERSION}; rebuild it")
+        artifacts = raw.get("artifacts")
+        for name in artifacts if isinstance(artifacts, dict) else ():
+            if not re.fullmatch(ARTIFACT_NAME, name):
+                shown = name if len(name) <= 80 else name[:77] + "..."
+                raise EngineError(f"engine {directory} names an artifact outside itself or not a plain file "
+                                  f"name: {shown!r}")
         try:
-            manifest = cls(**raw)
-        except TypeError as e:
-            raise EngineError(f"engine manifest {path} is incomplete or has unknown fields ({e})") from None
-        manifest.validate(directory)
+            problem = schema_error(raw)
+        except RecursionError:
+            problem = "nested too deeply"
+        if problem:
+            raise EngineError(f"engine manifest {path} is invalid: {problem}")
+        manifest = cls(**raw)
+        manifest.validate(directory, verify_artifacts)
         return manifest
 
-    def validate(self, directory: Path) -> None:
+    def validate(self, directory: Path, verify_artifacts: bool = True) -> None:
+        """The checks between fields, then (verify_artifacts) every artifact's size and sha256."""
+        if self.image_size != self.model_config["image_size"]:
+            raise EngineError(f"engine {directory} says image size {self.image_size}, but its model "
+                              f"{self.model_config['name']} takes {self.model_config['image_size']}")
+        if self.model != self.model_config["name"]:
+            raise EngineError(f"engine {directory} says model {self.model}, but its model config is "
+                              f"{self.model_config['name']}")
         if list(self.au_order) != list(AU_NAMES) or float(self.au_scale) != AU_SCALE:
             raise EngineError(f"engine {directory} uses another AU vocabulary or scale than this exprengine")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
@@ -101,18 +333,12 @@ class Manifest:
                               f"{self.min_batch}..{self.max_batch} (opt {self.opt_batch})")
         if not self.artifacts:
             raise EngineError(f"engine {directory} lists no artifacts")
-        for name, info in self.artifacts.items():
-            p = directory / name
-            if Path(name).is_absolute() or ".." in Path(name).parts:
-                raise EngineError(f"engine {directory} names an artifact outside itself: {name}")
-            if not p.is_file():
-                raise EngineError(f"engine {directory} is missing its artifact {name}")
-            size = p.stat().st_size
-            if size != info.get("bytes"):
-                raise EngineError(f"engine artifact {p} is truncated or altered "
-                                  f"({size} bytes, the manifest says {info.get('bytes')})")
-            if file_sha256(p) != info.get("sha256"):
-                raise EngineError(f"engine artifact {p} is corrupted (sha256 does not match the manifest)")
+        roles = [info["role"] for info in self.artifacts.values() if "role" in info]
+        if len(roles) != len(set(roles)):
+            raise EngineError(f"engine {directory} lists two artifacts for one role")
+        if verify_artifacts:
+            for name, info in self.artifacts.items():
+                read_verified(directory, name, info, keep=False)
 
 
 def base_versions() -> dict[str, str]:

@@ -7,24 +7,66 @@ On the CPU the package holds the "blended" FP32 graph. Built with `--device cuda
 the "heads" graph (FP32 or FP16) and runs inside `CudaPipeline`: the csrc prologue and
 epilogue kernels around it, pinned memory, and the whole call captured as a CUDA graph
 (falling back to plain stream launches if the package cannot be captured).
+
+The package is native code: it is loaded only from the bytes the manifest lists and that
+were verified (size, sha256) just before, and only after the exprengine metadata compiled
+into it (model, config, weights sha256, image size, outputs, precision; read from the zip
+without loading anything) agrees with the manifest. Packages built before the metadata was
+embedded are accepted only from manifests of that time (no artifact roles).
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from exprengine.engines.backends.base import Backend
+from exprengine.engines.backends.base import Backend, compare_metadata
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 
 PACKAGE = "model.pt2"
 X86_ISA_ORDER = ("DEFAULT", "AVX2", "AVX512")     # each runs code built for the ones before it
+AOTI_METADATA_KEYS = ("exprengine.model", "exprengine.weights_sha256", "exprengine.config",
+                      "exprengine.image_size", "exprengine.outputs", "exprengine.precision")
+MAX_METADATA_BYTES = 1 << 20
+
+
+def package_metadata(data: bytes, label: str) -> dict[str, str]:
+    """The metadata compiled into an AOTInductor package (its `*_metadata.json` members), read
+    from the zip without loading any code; EngineError if it is not such a package."""
+    found: dict[str, str] = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            for info in z.infolist():
+                if not info.filename.endswith("_metadata.json") or "/aotinductor/" not in info.filename:
+                    continue
+                if info.file_size > MAX_METADATA_BYTES:
+                    raise ValueError("oversized metadata")
+                entry = json.loads(z.read(info))
+                if isinstance(entry, dict):
+                    for key, value in entry.items():
+                        if key.startswith("exprengine.") and isinstance(value, str):
+                            if found.setdefault(key, value) != value:
+                                raise ValueError(f"two different {key}")
+    except (zipfile.BadZipFile, ValueError, RecursionError, OSError, EOFError) as e:
+        raise EngineError(f"engine artifact {label} is not a readable AOTInductor package "
+                          f"({type(e).__name__})") from None
+    return found
+
+
+def package_metadata_for(generator, manifest: Manifest) -> dict[str, str]:
+    """The exprengine metadata compiled into a package of `generator` (the FP32 weights' hash)."""
+    from exprengine.export.onnx_graph import graph_metadata
+    metadata = graph_metadata(generator, manifest.graph_outputs)
+    metadata["exprengine.precision"] = manifest.precision
+    return metadata
 
 
 def cpu_capability() -> str:
@@ -36,6 +78,7 @@ class AOTInductorBackend(Backend):
     description = "AOTInductor package (compiled C++ on CPU; CUDA when built on a GPU)"
     device_bound = True
     precisions = ("fp32", "fp16")
+    artifacts = {"aoti-package": PACKAGE}
 
     def __init__(self, runner, device: str, manifest: Manifest | None = None):
         self.runner = runner
@@ -67,9 +110,11 @@ class AOTInductorBackend(Backend):
         from exprengine.export.graph import export_program
         import copy
         if manifest.device == "cuda":
+            manifest.graph_outputs = "heads"
+        metadata = package_metadata_for(generator, manifest)      # before any FP16 copy
+        if manifest.device == "cuda":
             dtype = torch.float16 if manifest.precision == "fp16" else torch.float32
             generator = copy.deepcopy(generator).to("cuda", dtype)
-            manifest.graph_outputs = "heads"
         elif manifest.precision != "fp32":
             raise EngineError("AOTInductor CPU packages are FP32; FP16 needs --device cuda")
         program = export_program(generator, outputs=manifest.graph_outputs, max_batch=manifest.max_batch)
@@ -79,7 +124,8 @@ class AOTInductorBackend(Backend):
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
-                torch._inductor.aoti_compile_and_package(program, package_path=str(directory / PACKAGE))
+                torch._inductor.aoti_compile_and_package(program, package_path=str(directory / PACKAGE),
+                                                         inductor_configs={"aot_inductor.metadata": metadata})
         finally:
             quiet.setLevel(level)
         return [PACKAGE]
@@ -105,11 +151,21 @@ class AOTInductorBackend(Backend):
                                   f"this GPU is {here_cc}; rebuild it on this machine")
 
     @classmethod
+    def check_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
+        found = package_metadata(data, str(Path(directory) / name))
+        if not found and not manifest.has_roles:
+            return          # built before packages carried metadata; its bytes are verified all the same
+        compare_metadata(manifest, directory, name, found, AOTI_METADATA_KEYS)
+
+    @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "AOTInductorBackend":
+        name, data = cls.artifact(directory, manifest, "aoti-package")      # verified right now
+        cls.check_metadata(manifest, directory, "aoti-package", name, data)
         try:
-            runner = torch._inductor.aoti_load_package(str(directory / PACKAGE))
+            # from the verified bytes: torch copies them into a private temporary file to load
+            runner = torch._inductor.aoti_load_package(io.BytesIO(data))
         except Exception as e:
-            raise EngineError(f"cannot load AOTInductor package {directory / PACKAGE}: "
+            raise EngineError(f"cannot load AOTInductor package {directory / name}: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         return cls(runner, manifest.device, manifest)
 

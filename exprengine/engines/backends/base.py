@@ -15,6 +15,13 @@ pixel-space hot path the runtime uses for edits and morphs:
 A single frame is broadcast to every AU row (a morph). The default implementation is the
 portable one (NumPy pre-processing, `run`, NumPy uint8 pass); CUDA backends override it
 with `exprengine.engines.cuda_pipeline.CudaPipeline` (fused kernels, pinned memory, CUDA graphs).
+
+Artifacts are loaded by role only (`artifacts`: role -> the file name `build` writes), through
+`Manifest.artifact_bytes`: listed, size- and sha256-checked on the bytes that are then
+deserialised. Before deserialising, each backend compares the metadata the artifact carries
+(model, config, weights sha256, image size, graph outputs, precision) with the manifest
+(`check_metadata`) and refuses a contradiction; `check_artifacts` does the same without
+loading (for `exprengine info`).
 """
 from __future__ import annotations
 
@@ -22,10 +29,52 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+import json
+
 import numpy as np
 
+from exprengine.aus import AU_NAMES
 from exprengine.engines.manifest import Manifest
+from exprengine.errors import EngineError
 from exprengine.models import AttentionGenerator
+
+METADATA_LABELS = {"exprengine.model": "model", "exprengine.config": "model config",
+                   "exprengine.weights_sha256": "weights sha256", "exprengine.image_size": "image size",
+                   "exprengine.outputs": "graph outputs", "exprengine.precision": "precision",
+                   "exprengine.au_order": "AU order"}
+
+
+def expected_metadata(manifest: Manifest) -> dict[str, str]:
+    """What an artifact's own `exprengine.*` metadata must say for `manifest` (strings)."""
+    return {"exprengine.model": manifest.model, "exprengine.config": manifest.model_config,
+            "exprengine.weights_sha256": manifest.weights_sha256, "exprengine.image_size": str(manifest.image_size),
+            "exprengine.outputs": manifest.graph_outputs, "exprengine.precision": manifest.precision,
+            "exprengine.au_order": ",".join(AU_NAMES)}
+
+
+def compare_metadata(manifest: Manifest, directory: Path, name: str, found: dict[str, str],
+                     keys: tuple[str, ...]) -> None:
+    """EngineError (one sentence) when artifact `name`'s metadata `found` lacks or contradicts
+    one of `keys` of `expected_metadata(manifest)`."""
+    expected = expected_metadata(manifest)
+    for key in keys:
+        value = found.get(key)
+        if value is None:
+            raise EngineError(f"engine artifact {Path(directory) / name} carries no {METADATA_LABELS[key]} "
+                              "in its metadata; rebuild the engine with `exprengine build`")
+        want = expected[key]
+        if key == "exprengine.config":
+            try:
+                same = json.loads(value) == want
+            except (ValueError, RecursionError):
+                same = False
+            if not same:
+                raise EngineError(f"engine artifact {Path(directory) / name} holds another model config than "
+                                  "its manifest says; refusing the engine")
+        elif value != want:
+            shown = value if len(value) <= 70 else value[:64] + "..."
+            raise EngineError(f"engine artifact {Path(directory) / name} says {METADATA_LABELS[key]} {shown!r}, "
+                              f"but its manifest says {want!r}; refusing the engine")
 
 
 class Backend(ABC):
@@ -34,6 +83,7 @@ class Backend(ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     device_bound: ClassVar[bool] = False     # artifacts compiled for the build's device only
+    artifacts: ClassVar[dict[str, str]] = {}  # role -> the file name `build` writes for it
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -55,9 +105,26 @@ class Backend(ABC):
         """Raise EngineError when this machine cannot run the engine (before deserialising)."""
 
     @classmethod
+    def artifact(cls, directory: Path, manifest: Manifest, role: str) -> tuple[str, bytes]:
+        """(name, bytes) of the listed artifact playing `role`, verified on the bytes returned."""
+        return manifest.artifact_bytes(directory, role, cls.artifacts[role])
+
+    @classmethod
+    def check_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
+        """Raise EngineError when the artifact's own metadata contradicts the manifest."""
+
+    @classmethod
+    def check_artifacts(cls, manifest: Manifest, directory: Path) -> None:
+        """Every role's artifact: listed, verified, and its metadata agreeing with the manifest
+        (what `load` checks, without deserialising anything)."""
+        for role in cls.artifacts:
+            name, data = cls.artifact(directory, manifest, role)
+            cls.check_metadata(manifest, directory, role, name, data)
+
+    @classmethod
     @abstractmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "Backend":
-        ...
+        """Deserialise the verified artifacts (never a file the manifest does not list)."""
 
     @abstractmethod
     def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,16 +9,36 @@ from pathlib import Path
 
 import numpy as np
 
-from exprengine.engines.backends.base import Backend
+from exprengine.engines.backends.base import Backend, compare_metadata
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 
 MODEL = "model.onnx"
+ONNX_METADATA_KEYS = ("exprengine.model", "exprengine.weights_sha256", "exprengine.config",
+                      "exprengine.image_size", "exprengine.outputs", "exprengine.precision",
+                      "exprengine.au_order")
+
+
+def onnx_metadata(data: bytes, label: str) -> dict[str, str]:
+    """The `metadata_props` of an ONNX model given as bytes; EngineError if it is not ONNX."""
+    import onnx
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise EngineError(f"engine artifact {label} is not a readable ONNX model ({type(e).__name__})") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def check_onnx_metadata(manifest: Manifest, directory: Path, name: str, data: bytes) -> None:
+    """Refuse an ONNX artifact whose metadata (written by `export_onnx`) contradicts the manifest."""
+    compare_metadata(manifest, directory, name, onnx_metadata(data, str(Path(directory) / name)),
+                     ONNX_METADATA_KEYS)
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime (CPU; CUDA provider when installed)"
+    artifacts = {"onnx-model": MODEL}
 
     def __init__(self, session):
         self.session = session
@@ -45,8 +65,14 @@ class OnnxRuntimeBackend(Backend):
         return [MODEL]
 
     @classmethod
+    def check_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
+        check_onnx_metadata(manifest, directory, name, data)
+
+    @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "OnnxRuntimeBackend":
         import onnxruntime as ort
+        name, data = cls.artifact(directory, manifest, "onnx-model")
+        cls.check_metadata(manifest, directory, "onnx-model", name, data)
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
@@ -58,9 +84,10 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(directory / MODEL), options, providers=providers)
+            session = ort.InferenceSession(data, options, providers=providers)     # the verified bytes
         except Exception as e:  # onnxruntime raises its own exception types
-            raise EngineError(f"onnxruntime cannot load {directory / MODEL}: {str(e).splitlines()[0]}") from None
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise EngineError(f"onnxruntime cannot load {directory / name}: {first}") from None
         return cls(session)
 
     def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,9 @@ on (ONNX bytes, GPU, compute capability, TensorRT version, precision, profile). 
 another GPU or TensorRT finds a plan for the current key in the user cache
 (`$EXPRENGINE_CACHE/tensorrt/`), else rebuilds it from `model.onnx` (saying so on stderr),
 or refuses with one sentence when `EXPRENGINE_TENSORRT_REBUILD=0`. Plans are checked
-(sha256) before TensorRT deserialises them.
+(sha256) before TensorRT deserialises them: the engine's plan and ONNX graph are the listed
+artifacts (roles "plan" and "onnx-model"), read once and verified on the bytes that are used,
+and the ONNX graph's metadata must agree with the manifest.
 
 Runtime: device buffers allocated once for the max batch, `execute_async_v3` on the
 pipeline's stream followed by the csrc epilogue, the steady state captured as a CUDA graph
@@ -38,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from exprengine.engines.backends.base import Backend
-from exprengine.engines.manifest import Manifest, file_sha256
+from exprengine.engines.backends.onnxruntime_backend import check_onnx_metadata
+from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 
 ONNX_MODEL = "model.onnx"
@@ -98,6 +101,7 @@ class TensorRTBackend(Backend):
     precisions = ("fp16", "fp32")
     device_bound = True
     devices = ("cuda",)
+    artifacts = {"onnx-model": ONNX_MODEL, "plan": PLAN}
 
     def __init__(self, plan: bytes, manifest: Manifest):
         import torch
@@ -161,16 +165,17 @@ class TensorRTBackend(Backend):
         manifest.graph_outputs = "heads"
         export_onnx(generator.cpu(), directory / ONNX_MODEL, outputs="heads", max_batch=manifest.max_batch,
                     precision=manifest.precision)
-        deps = cls._dependencies(directory / ONNX_MODEL, manifest)
-        (directory / PLAN).write_bytes(build_plan((directory / ONNX_MODEL).read_bytes(), manifest))
+        onnx_bytes = (directory / ONNX_MODEL).read_bytes()
+        deps = cls._dependencies(onnx_bytes, manifest)
+        (directory / PLAN).write_bytes(build_plan(onnx_bytes, manifest))
         manifest.versions["tensorrt_plan"] = json.dumps(deps, sort_keys=True)
         return [ONNX_MODEL, PLAN]
 
     @classmethod
-    def _dependencies(cls, onnx_path: Path, manifest: Manifest) -> dict:
+    def _dependencies(cls, onnx_bytes: bytes, manifest: Manifest) -> dict:
         trt = import_tensorrt()
         gpu, cc = current_gpu()
-        return plan_dependencies(file_sha256(onnx_path), gpu, cc, f"{trt.__name__} {trt.__version__}",
+        return plan_dependencies(hashlib.sha256(onnx_bytes).hexdigest(), gpu, cc, f"{trt.__name__} {trt.__version__}",
                                  manifest.precision, (manifest.min_batch, manifest.opt_batch, manifest.max_batch),
                                  manifest.image_size)
 
@@ -179,19 +184,28 @@ class TensorRTBackend(Backend):
     def check_compatible(cls, manifest: Manifest, directory: Path) -> None:
         if manifest.device != "cuda":
             raise EngineError(f"engine {directory} is not a CUDA engine")
-        if "tensorrt_plan" not in manifest.versions:
+        if not isinstance(plan_record(manifest), dict):
             raise EngineError(f"engine {directory} does not record what its TensorRT plan depends on; rebuild it")
+
+    @classmethod
+    def check_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
+        if role == "onnx-model":
+            check_onnx_metadata(manifest, directory, name, data)
 
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "TensorRTBackend":
         if device == "cpu":
             raise EngineError(f"engine {directory} is a TensorRT engine and runs on CUDA only")
-        built = json.loads(manifest.versions["tensorrt_plan"])
-        here = cls._dependencies(directory / ONNX_MODEL, manifest)
+        cls.check_compatible(manifest, directory)
+        built = plan_record(manifest)
+        onnx_name, onnx_bytes = cls.artifact(directory, manifest, "onnx-model")
+        cls.check_metadata(manifest, directory, "onnx-model", onnx_name, onnx_bytes)
+        here = cls._dependencies(onnx_bytes, manifest)
         mismatch = plan_mismatch(built, here)
         if mismatch is None:
-            return cls((directory / PLAN).read_bytes(), manifest)      # sha256 checked by Manifest.read
-        return cls(cached_or_rebuilt_plan(directory, manifest, here, mismatch), manifest)
+            _, plan = cls.artifact(directory, manifest, "plan")     # verified on these bytes
+            return cls(plan, manifest)
+        return cls(cached_or_rebuilt_plan(directory, manifest, here, mismatch, onnx_bytes), manifest)
 
     def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.pipeline.run_network(image, aus)
@@ -200,20 +214,37 @@ class TensorRTBackend(Backend):
         return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)
 
 
-def cached_or_rebuilt_plan(directory: Path, manifest: Manifest, here: dict, mismatch: str) -> bytes:
-    """A plan for this GPU/TensorRT: from the user cache (hash-checked), else rebuilt and cached."""
+def plan_record(manifest: Manifest) -> dict | None:
+    """The manifest's record of what its plan depends on (a JSON object), or None."""
+    try:
+        record = json.loads(manifest.versions.get("tensorrt_plan", "null"))
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def cached_or_rebuilt_plan(directory: Path, manifest: Manifest, here: dict, mismatch: str,
+                           onnx_bytes: bytes | None = None) -> bytes:
+    """A plan for this GPU/TensorRT: from the user cache (hash-checked), else rebuilt from the
+    engine's verified ONNX bytes and cached."""
     key = plan_key(here)
     path = cache_dir() / f"{key}.plan"
     digest_path = path.with_suffix(".sha256")
     if path.is_file() and digest_path.is_file():
-        if file_sha256(path) == digest_path.read_text().strip():
-            return path.read_bytes()
+        try:
+            plan, digest = path.read_bytes(), digest_path.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            plan, digest = b"", None
+        if hashlib.sha256(plan).hexdigest() == digest:
+            return plan
     if os.environ.get("EXPRENGINE_TENSORRT_REBUILD", "1") == "0":
         raise EngineError(f"engine {directory}'s TensorRT plan was built for {mismatch}; rebuild it with "
                           "`exprengine build --backend tensorrt` (EXPRENGINE_TENSORRT_REBUILD=0 forbids doing it here)")
     print(f"exprengine: engine {directory}'s TensorRT plan was built for {mismatch}; "
           f"rebuilding it for this GPU into {cache_dir()} (once)", file=sys.stderr)
-    plan = build_plan((directory / ONNX_MODEL).read_bytes(), manifest)
+    if onnx_bytes is None:
+        _, onnx_bytes = TensorRTBackend.artifact(Path(directory), manifest, "onnx-model")
+    plan = build_plan(onnx_bytes, manifest)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for target, data in ((path, plan), (digest_path, hashlib.sha256(plan).hexdigest().encode())):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exprengine.engines.backends.base import Backend
+from exprengine.engines.backends.base import Backend, compare_metadata
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 from exprengine.kernels.blend import blend
@@ -20,6 +20,35 @@ from exprengine.models import AttentionGenerator
 
 WEIGHTS = "weights.safetensors"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+WEIGHTS_METADATA_KEYS = ("exprengine.model", "exprengine.config", "exprengine.weights_sha256",
+                         "exprengine.image_size")
+
+
+def check_weights_metadata(manifest: Manifest, directory: Path, name: str, data: bytes) -> None:
+    """Refuse a weights artifact whose safetensors metadata (config, weights sha256) contradicts the manifest."""
+    import json
+
+    from exprengine.checkpoints import safetensors_metadata
+    try:
+        metadata = safetensors_metadata(data)
+        config = json.loads(metadata.get("config", "null"))
+    except (ValueError, RecursionError) as e:
+        raise EngineError(f"engine artifact {Path(directory) / name} is not a readable safetensors file "
+                          f"({type(e).__name__})") from None
+    found = {"exprengine.config": metadata.get("config"), "exprengine.weights_sha256": metadata.get("weights_sha256")}
+    if isinstance(config, dict):
+        found["exprengine.model"] = str(config.get("name"))
+        found["exprengine.image_size"] = str(config.get("image_size"))
+    compare_metadata(manifest, directory, name, found, WEIGHTS_METADATA_KEYS)
+
+
+def load_verified_weights(directory: Path, manifest: Manifest, backend: type[Backend]) -> AttentionGenerator:
+    """The generator in the listed, verified weights artifact whose metadata agrees with the manifest."""
+    from exprengine.checkpoints import load_weights
+    name, data = backend.artifact(directory, manifest, "weights")
+    check_weights_metadata(manifest, directory, name, data)
+    generator = load_weights(Path(directory) / name, data=data)      # parsed from the verified bytes
+    return generator
 
 
 class HeadsNetwork:
@@ -48,6 +77,7 @@ class TorchBackend(Backend):
     name = "torch"
     description = "eager PyTorch (reference; CPU FP32, or CUDA FP32/FP16 with the fused kernels and CUDA graphs)"
     precisions = ("fp32", "fp16")
+    artifacts = {"weights": WEIGHTS}
 
     def __init__(self, generator: AttentionGenerator, device: str = "cpu", precision: str = "fp32",
                  max_batch: int = 64, graphs: bool = True):
@@ -78,14 +108,17 @@ class TorchBackend(Backend):
         return [WEIGHTS]
 
     @classmethod
+    def check_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
+        check_weights_metadata(manifest, directory, name, data)
+
+    @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "TorchBackend":
-        from exprengine.checkpoints import load_weights
         if device == "auto":
             device = "cuda" if manifest.device == "cuda" and torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
             raise EngineError("device cuda asked for, but no NVIDIA GPU is visible")
         precision = manifest.precision if device == "cuda" else "fp32"
-        return cls(load_weights(directory / WEIGHTS), device, precision, manifest.max_batch)
+        return cls(load_verified_weights(directory, manifest, cls), device, precision, manifest.max_batch)
 
     @torch.inference_mode()
     def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from exprengine.engines.backends.base import Backend
-from exprengine.engines.backends.torch_backend import DTYPES, WEIGHTS, HeadsNetwork, TorchBackend
+from exprengine.engines.backends.torch_backend import (DTYPES, WEIGHTS, HeadsNetwork, TorchBackend,
+                                                       check_weights_metadata, load_verified_weights)
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 
@@ -27,6 +28,7 @@ class TorchCompileBackend(Backend):
     precisions = ("fp16", "fp32")
     device_bound = True
     devices = ("cuda",)
+    artifacts = {"weights": WEIGHTS}
 
     def __init__(self, generator, precision: str, image_size: int, max_batch: int):
         from exprengine.engines.cuda_pipeline import CudaPipeline
@@ -52,11 +54,15 @@ class TorchCompileBackend(Backend):
         return TorchBackend.build(generator, directory, manifest)
 
     @classmethod
+    def check_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
+        check_weights_metadata(manifest, directory, name, data)
+
+    @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "TorchCompileBackend":
-        from exprengine.checkpoints import load_weights
         if device == "cpu":
             raise EngineError("a torch-compile engine runs on CUDA only")
-        return cls(load_weights(directory / WEIGHTS), manifest.precision, manifest.image_size, manifest.max_batch)
+        return cls(load_verified_weights(directory, manifest, cls), manifest.precision, manifest.image_size,
+                   manifest.max_batch)
 
     def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.pipeline.run_network(image, aus)
