@@ -482,13 +482,16 @@ def models():
     """List the generator architectures and engine backends."""
     from exprengine.engines.backends import BACKENDS
     from exprengine.models import describe, list_generators
+    names = list(list_generators())
+    width = max(map(len, [*names, *BACKENDS]))      # one column for both tables, the longest name
     click.echo("Models:")
-    for name in list_generators():
-        click.echo(f"  {name:<13} {describe(name)}")
+    for name in names:
+        click.echo(f"  {name:<{width}}  {describe(name)}")
     click.echo("\nBackends:")
     for name, b in BACKENDS.items():
         reason = b.unavailable_reason()
-        click.echo(f"  {name:<12} {b.description}" + (f"\n               unavailable here: {reason}" if reason else ""))
+        click.echo(f"  {name:<{width}}  {b.description}" +
+                   (f"\n  {'':<{width}}  unavailable here: {reason}" if reason else ""))
 
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
