@@ -28,7 +28,8 @@ or IN weight 1 / bias 0), which is exact: conv(x) + 0 and IN(x) * 1 + 0.
 | attention_head            | attetion_reg.0 (sic)          | au_top.0                       |
 | filled with the identity  | every conv bias (zeros)       | every IN weight (1), bias (0)  |
 
-(k = 0..5.) A `module.` prefix (DataParallel) is stripped from every key, and stale
+(k = 0..5.) The `module.` (DataParallel) and `_orig_mod.` (torch.compile) prefixes, in any
+combination, are stripped from every key, and stale
 InstanceNorm buffers (`running_mean`, `running_var`, `num_batches_tracked`, which old
 PyTorch saved and current PyTorch rejects) are dropped.
 
@@ -119,17 +120,36 @@ def _write_atomically(target: Path, data: bytes) -> None:
         raise
 
 
-def load_weights(path: str | os.PathLike) -> AttentionGenerator:
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The string metadata of a safetensors file given as bytes (its JSON header's `__metadata__`)."""
+    n = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or n > len(data) - 8 or n > 100 << 20:
+        raise ValueError("header length out of range")
+    header = json.loads(data[8:8 + n])
+    metadata = (header.get("__metadata__") if isinstance(header, dict) else None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError("metadata is not a string map")
+    return metadata
+
+
+def load_weights(path: str | os.PathLike, data: bytes | None = None) -> AttentionGenerator:
     """Rebuild a generator (eval mode) from a file written by `save_weights`, checking its
-    metadata, that the weights fit the config exactly, and their sha256."""
+    metadata, that the weights fit the config exactly, and their sha256.
+
+    data: the file's bytes, already read (and verified) by the caller; they are parsed from
+    memory and `path` only names them in messages."""
     from safetensors import SafetensorError
+    from safetensors.torch import load as load_from_bytes
     from safetensors.torch import safe_open
 
-    p = _existing_file(path, "weights")
+    p = _existing_file(path, "weights") if data is None else Path(path)
     try:
-        with safe_open(str(p), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if data is not None:
+            metadata, tensors = safetensors_metadata(data), load_from_bytes(data)
+        else:
+            with safe_open(str(p), framework="pt") as f:
+                metadata = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"{p} is not a readable safetensors file ({_first_line(e)})") from None
     if metadata.get("format") != FORMAT:
@@ -154,9 +174,20 @@ def load_weights(path: str | os.PathLike) -> AttentionGenerator:
 
 
 # --- public layouts -----------------------------------------------------------------------------
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _strip_wrappers(key: str) -> str:
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.removeprefix("module.").removeprefix("_orig_mod.")
+    return key
+
+
 def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> _StateDict:
-    """Drop the `module.` prefix that DataParallel / DistributedDataParallel put on every key."""
-    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+    """Drop the prefixes that model wrappers put on every key, in any order and nesting:
+    `module.` (DataParallel / DistributedDataParallel) and `_orig_mod.` (torch.compile), so
+    `_orig_mod.module.x`, `module._orig_mod.x` and `x` are all `x`."""
+    return {_strip_wrappers(k): v for k, v in state_dict.items()}
 
 
 def _clean(state_dict: Mapping[str, torch.Tensor]) -> _StateDict:

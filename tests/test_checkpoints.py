@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from safetensors.torch import safe_open, save_file
 
 from exprengine import checkpoints
@@ -377,3 +378,39 @@ def test_bad_checkpoints(public_generator, tmp_path):
             load_state_dict(save(name, obj))
     with pytest.raises(UserError, match="does not fit model Discriminator"):
         import_discriminator(save("d_shape.pth", {"conv1.weight": torch.zeros(1, 2048, 3, 3)}))
+
+
+# --- torch.compile'd models -----------------------------------------------------------------------
+@pytest.mark.parametrize("layout", list(PUBLIC) + ["exprengine"])
+@pytest.mark.parametrize("wrap", ["compile", "compile_of_dataparallel", "dataparallel_of_compile"])
+def test_checkpoint_of_a_compiled_model_imports_like_the_plain_one(public_generator, tmp_path, layout, wrap):
+    """torch.compile(model).state_dict() prefixes every key with `_orig_mod.`; with DataParallel
+    around or inside it the keys read `module._orig_mod.` / `_orig_mod.module.`."""
+    if layout == "exprengine":
+        ref = perturbed_generator("ganimation")
+        plain = tmp_path / "plain.pth"
+        torch.save(ref.state_dict(), plain)
+    else:
+        ref, _, plain = public_generator(layout)
+    if wrap == "compile":
+        model = torch.compile(ref)
+    elif wrap == "compile_of_dataparallel":
+        model = torch.compile(nn.DataParallel(ref))
+    else:
+        model = nn.DataParallel(torch.compile(ref))
+    sd = model.state_dict()                                 # compiling is lazy: no compiler runs here
+    prefix = {"compile": "_orig_mod.", "compile_of_dataparallel": "_orig_mod.module.",
+              "dataparallel_of_compile": "module._orig_mod."}[wrap]
+    assert all(k.startswith(prefix) for k in sd)
+    torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "compiled.pth")
+    compiled, plain_model = import_checkpoint(tmp_path / "compiled.pth"), import_checkpoint(plain)
+    assert weights_sha256(compiled) == weights_sha256(plain_model)
+    x, aus = inputs(batch=2)
+    with torch.no_grad():
+        assert max_abs_diff(compiled(x, aus), plain_model(x, aus)) == 0
+
+
+def test_wrapper_prefixes_are_stripped_in_any_nesting():
+    assert strip_module_prefix({"_orig_mod.module.a": 1, "module._orig_mod.b": 2, "_orig_mod.c": 3, "d": 4}) == \
+        {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert detect_layout({"_orig_mod.img_reg.0.weight": torch.zeros(1)}) == "ganimation-original"
