@@ -167,8 +167,8 @@ def info(engine_dir, as_json):
     """
     from dataclasses import asdict
 
-    from exprengine.engines.manifest import Manifest
-    m = Manifest.read(engine_dir)
+    from exprengine.engine import inspect_engine
+    m = inspect_engine(engine_dir)          # the artifacts' own metadata must agree with the manifest
     if as_json:
         click.echo(json.dumps(asdict(m), indent=2))
         return
