@@ -19,7 +19,7 @@ import shutil
 import stat
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -67,11 +67,201 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return _read(path, _to_rgb)
 
 
-def read_photo(path: str | os.PathLike) -> np.ndarray:
-    """Read a photo keeping what matters for writing it back the same way: uint8 HxW for
-    grayscale, HxWx4 for images with transparency (RGBA), HxWx3 RGB otherwise; EXIF
-    orientation applied. Same checks and errors as `read_image`."""
-    return _read(path, _to_photo_array)
+def read_photo(path: str | os.PathLike) -> Photo:
+    """Read a photo with what writing it back the same way needs (see `Photo`): its pixels as
+    uint8 HxW for grayscale, HxWx4 RGBA for images with transparency, HxWx3 RGB otherwise,
+    EXIF orientation applied; the exact samples of a 16-bit PNG (or other 16-bit grayscale);
+    its ICC colour profile and its EXIF block. Same checks and errors as `read_image`: one
+    `UserError` for a missing, unreadable, oversized, truncated or corrupt file."""
+    p = Path(path)
+    read: list[Photo] = []
+
+    def convert(upright: Image.Image) -> np.ndarray:
+        read.append(_photo(p, upright))
+        return read[0].pixels
+
+    _read(p, convert)
+    return read[0]
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo as `read_photo` read it, with what `write_photo` needs to keep it as it was.
+
+    pixels: uint8 HxW (grayscale), HxWx4 (RGBA: the file has transparency) or HxWx3 (RGB),
+        upright (EXIF orientation applied); what the face pipeline looks at and edits.
+    high: None, or uint16 of the same shape: the file's exact 16-bit samples (a 16-bit PNG,
+        gray, gray+alpha, RGB or RGBA, or a 16-bit grayscale image of another format);
+        `pixels` is then `high / 257` rounded.
+    icc_profile: the embedded ICC colour profile when it describes `pixels`' colour space (an
+        RGB profile for RGB/RGBA, a gray one for grayscale), else None.
+    exif: the file's EXIF block (starting b"Exif\\0\\0") with its Orientation tag removed when
+        the pixels were turned upright, or None.
+    format: Pillow's name for the file's format ("JPEG", "PNG", "MPO", ...).
+    """
+    pixels: np.ndarray
+    high: np.ndarray | None = None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    format: str | None = None
+
+
+_EXIF_HEADER = b"Exif\x00\x00"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_EXIF_MAX = 65533 - 2           # one APP1 segment, less its length field
+
+
+def _photo(p: Path, upright: Image.Image) -> Photo:
+    """`Photo` of the file `p`, from `upright` (the decoded image, orientation applied)."""
+    pixels = _to_photo_array(upright)
+    with Image.open(p, formats=_read_formats()) as source:    # the header again: format, orientation
+        fmt = source.format
+        high = _high_samples(p, source, upright, pixels)
+    if high is not None:
+        pixels = _scale_to_uint8(high.astype(np.float64), 65535.0)
+    icc = upright.info.get("icc_profile") or None
+    space = icc[16:20] if isinstance(icc, bytes) and len(icc) >= 128 else None
+    if space != (b"GRAY" if pixels.ndim == 2 else b"RGB "):
+        icc = None                   # a CMYK profile for pixels converted to RGB, say: it no longer applies
+    exif = upright.info.get("exif") or None
+    if isinstance(exif, bytes) and not exif.startswith(_EXIF_HEADER):
+        exif = _EXIF_HEADER + exif   # WebP may store it bare; JPEG needs the header
+    return Photo(pixels, high, icc, exif if isinstance(exif, bytes) else None, fmt)
+
+
+def _high_samples(p: Path, source: Image.Image, upright: Image.Image, pixels: np.ndarray) -> np.ndarray | None:
+    """The 16-bit samples laid out like `pixels`, upright, or None for an 8-bit image."""
+    if upright.mode in ("I;16", "I;16L", "I;16B", "I;16N") and pixels.ndim == 2:
+        return np.asarray(upright).astype(np.uint16)
+    if source.format != "PNG":
+        return None
+    with open(p, "rb") as f:
+        head = f.read(26)
+    # IHDR is the first chunk: bit depth at byte 24, colour type at 25 (2 RGB, 4 gray+alpha, 6 RGBA)
+    if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[24] != 16 or head[25] not in (2, 4, 6):
+        return None
+    # Pillow decodes these to 8 bits; pypng (pure Python) gives the exact samples.
+    import png
+    width, height, rows, info = png.Reader(filename=os.fspath(p)).read()
+    planes = info["planes"]
+    a = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+    source.load()                    # PNG may keep its EXIF after the pixels
+    channels = []
+    for i in range(planes):          # turned upright exactly as `_read` turned the 8-bit image
+        plane = Image.fromarray(np.ascontiguousarray(a[:, :, i]))
+        plane.info = dict(source.info)
+        channels.append(np.asarray(_exif_transposed(plane)).astype(np.uint16))
+    a = np.stack(channels, axis=2)
+    if planes == 2:                  # gray + alpha: the photo is RGBA
+        a = a[:, :, [0, 0, 0, 1]]
+    if a.shape != pixels.shape:
+        return None
+    return np.ascontiguousarray(a)
+
+
+def write_photo(path: str | os.PathLike, pixels: np.ndarray, photo: Photo) -> Path:
+    """Write `pixels` (uint8, the shape of `photo.pixels`: the photo edited, or unchanged) as
+    PNG, JPEG (quality 95), WebP or BMP by suffix, atomically, keeping what the format can hold
+    of what `photo` came with: its ICC colour profile (PNG, JPEG, WebP), its EXIF (PNG, WebP;
+    JPEG up to 64 KB) and, in PNG, its 16-bit samples: a sample whose 8-bit value is unchanged
+    keeps its exact 16-bit value, a changed one moves by the 8-bit change x 257. `photo_losses`
+    names what a format leaves out. RGBA keeps its alpha in PNG and WebP; JPEG and BMP get RGB.
+    Raises ValueError when `pixels` does not match `photo.pixels`; UserError (one line) when
+    the file cannot be written.
+    """
+    p = check_output_path(path, "image")
+    a = np.asarray(pixels)
+    if a.dtype != np.uint8 or a.shape != photo.pixels.shape or 0 in a.shape:
+        raise ValueError(f"expected uint8 pixels shaped like the photo {photo.pixels.shape}, got {a.dtype} {a.shape}")
+    fmt = _PIL_FORMATS[p.suffix.lower()]
+    icc = photo.icc_profile if _keeps_icc(fmt, photo) else None
+    exif = photo.exif if _keeps_exif(fmt, photo) else None
+    if fmt == "PNG" and photo.high is not None:
+        data = _png16(_high_edited(photo, a), icc, exif)
+        with atomic_output(p) as tmp:
+            tmp.write_bytes(data)
+        return p
+    if a.ndim == 2:
+        img = Image.fromarray(np.ascontiguousarray(a), "L")
+    elif a.shape[2] == 4 and fmt in ("PNG", "WEBP"):
+        img = Image.fromarray(np.ascontiguousarray(a), "RGBA")
+    else:
+        img = Image.fromarray(np.ascontiguousarray(a[:, :, :3]), "RGB")
+    options: dict = {"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    if icc:
+        options["icc_profile"] = icc
+    if exif:
+        options["exif"] = exif
+    with atomic_output(p) as tmp:
+        img.save(tmp, format=fmt, **options)
+    return p
+
+
+def photo_losses(path: str | os.PathLike, photo: Photo) -> str | None:
+    """One sentence naming what `write_photo` cannot keep of `photo` in `path`'s format (BMP
+    holds no colour profile or EXIF, WebP no gray profile, JPEG at most 64 KB of EXIF, only PNG
+    16-bit samples), or None when it keeps all of it."""
+    p = Path(path)
+    fmt = image_format(p)
+    if fmt is None:
+        return None
+    lost = [what for what, gone in (
+        ("colour profile", photo.icc_profile is not None and not _keeps_icc(fmt, photo)),
+        ("EXIF data", photo.exif is not None and not _keeps_exif(fmt, photo)),
+        ("16-bit samples", photo.high is not None and fmt != "PNG"),
+    ) if gone]
+    if not lost:
+        return None
+    things = lost[0] if len(lost) == 1 else ", ".join(lost[:-1]) + " and " + lost[-1]
+    return f"{fmt} cannot hold the photo's {things}: {p} is written without {'it' if len(lost) == 1 else 'them'}"
+
+
+def image_format(path: str | os.PathLike) -> str | None:
+    """Pillow's name of the format an image output path is written in ("PNG", "JPEG", "WEBP",
+    "BMP"), by its suffix; None for a suffix that is not an image output."""
+    return _PIL_FORMATS.get(Path(path).suffix.lower())
+
+
+def _keeps_icc(fmt: str, photo: Photo) -> bool:
+    # Pillow writes grayscale WebP as RGB, which a gray profile does not describe.
+    return fmt in ("PNG", "JPEG") or (fmt == "WEBP" and photo.pixels.ndim == 3)
+
+
+def _keeps_exif(fmt: str, photo: Photo) -> bool:
+    return fmt in ("PNG", "WEBP") or (fmt == "JPEG" and photo.exif is not None and len(photo.exif) <= _JPEG_EXIF_MAX)
+
+
+def _high_edited(photo: Photo, pixels: np.ndarray) -> np.ndarray:
+    """photo.high with the 8-bit changes of `pixels` (against photo.pixels) applied x 257."""
+    out = photo.high.copy()
+    changed = pixels != photo.pixels
+    delta = pixels[changed].astype(np.int32) - photo.pixels[changed].astype(np.int32)
+    out[changed] = np.clip(photo.high[changed].astype(np.int32) + delta * 257, 0, 65535).astype(np.uint16)
+    return out
+
+
+def _png16(a: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+    """A 16-bit PNG file of uint16 HxW (gray) or HxWxC (C = 3 RGB, 4 RGBA), with the profile
+    (iCCP) and EXIF (eXIf) chunks right after the header."""
+    import io
+    import zlib
+
+    import png
+    h, w = a.shape[:2]
+    planes = 1 if a.ndim == 2 else a.shape[2]
+    encoded = io.BytesIO()
+    png.Writer(w, h, greyscale=planes in (1, 2), alpha=planes in (2, 4), bitdepth=16).write(
+        encoded, np.ascontiguousarray(a).reshape(h, w * planes))
+    chunks = list(png.Reader(bytes=encoded.getvalue()).chunks())
+    extra = []
+    if icc:
+        extra.append((b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
+    if exif:
+        extra.append((b"eXIf", exif[len(_EXIF_HEADER):] if exif.startswith(_EXIF_HEADER) else exif))
+    chunks[1:1] = extra              # after IHDR, before the pixels
+    out = io.BytesIO()
+    png.write_chunks(out, chunks)
+    return out.getvalue()
 
 
 def _read(path: str | os.PathLike, convert) -> np.ndarray:
@@ -200,23 +390,87 @@ def check_output_path(path: str | os.PathLike, kind: str, inputs: Iterable[str |
                         f"or name a directory for PNG frames (end it with /)")
     if p.exists() and not p.is_dir() and not p.is_file():
         raise UserError(f"output {p} exists and is not a regular file")
-    check_writable_place(p, inputs)
+    check_writable_place(p, inputs, directory=found == "frames")
     return p
 
 
-def check_writable_place(p: Path, inputs: Iterable[str | os.PathLike] = ()) -> None:
-    """An output file can be created at `p`: its directory exists and is writable, and it is
-    none of `inputs` (hard and symbolic links included). One-sentence UserError otherwise."""
-    parent = Path(os.path.abspath(p)).parent
+def check_writable_place(p: Path, inputs: Iterable[str | os.PathLike] = (), directory: bool = False) -> None:
+    """An output can be created at `p`: its directory exists (for a `directory` output: its
+    nearest existing ancestor, the rest is created) and is writable, its name fits the file
+    system, and it is none of `inputs` (see `check_outputs_apart`). One-sentence UserError
+    otherwise."""
+    absolute = Path(os.path.abspath(p))
+    parent = absolute.parent
+    if directory:
+        while not parent.exists() and parent != parent.parent:
+            if parent.is_symlink():
+                break
+            parent = parent.parent
     if not parent.exists():
         raise UserError(f"cannot write {p}: the directory {parent} does not exist")
     if not parent.is_dir():
         raise UserError(f"cannot write {p}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"cannot write {p}: the directory {parent} is not writable")
-    for source in inputs:
-        if source is not None and p.is_file() and Path(source).exists() and os.path.samefile(p, source):
-            raise UserError(f"output {p} is the input file {source}; give another output name")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    for part in absolute.relative_to(parent).parts:
+        # the temporary beside it adds up to 48 + 8 + 21 bytes, which _temp_prefix keeps within
+        if len(os.fsencode(part)) > name_max:
+            raise UserError(f"cannot write {p}: the name {part[:40]}... is longer than this file system's "
+                            f"limit of {name_max} bytes")
+    check_outputs_apart({str(p): p}, {str(s): s for s in inputs if s is not None})
+
+
+def check_outputs_apart(outputs: Mapping[str, str | os.PathLike], inputs: Mapping[str, str | os.PathLike]) -> None:
+    """The one rule for output places: no output may resolve to an input or to another output.
+
+    `outputs` and `inputs` map a label for messages (an option such as "--out", or a path) to a
+    path. Refused, with one UserError sentence: an output that is an input file (the same file
+    through a symbolic or hard link, the same inode), an output inside an input directory (an
+    engine, a data set: writing there changes the input), an output directory that holds an
+    input (replacing it would delete the input), and two outputs naming the same place.
+    Inputs that do not exist are skipped (their own checks report them).
+    """
+    def real(path) -> str:
+        return os.path.realpath(os.fspath(path))
+
+    existing_inputs = [(label, Path(path)) for label, path in inputs.items()
+                       if path is not None and os.fspath(path) != "" and Path(path).exists()]
+    outs = [(label, Path(path)) for label, path in outputs.items() if path is not None and os.fspath(path) != ""]
+    for label, out in outs:
+        r_out = real(out)
+        for in_label, src in existing_inputs:
+            r_in = real(src)
+            same = r_out == r_in or (out.exists() and _same_file(out, src))
+            if same:
+                raise UserError(f"{_named(label, out)} is the input {'directory' if src.is_dir() else 'file'} "
+                                f"{_named(in_label, src)}; "
+                                f"refusing to overwrite an input, give another output name")
+            if src.is_dir() and _is_within(r_out, r_in):
+                raise UserError(f"{_named(label, out)} is inside the input directory {_named(in_label, src)}; "
+                                f"refusing to write into an input, give a place outside it")
+            if _is_within(r_in, r_out):
+                raise UserError(f"{_named(label, out)} would hold the input {_named(in_label, src)} and "
+                                f"replace it; give an output place that does not contain an input")
+    for i, (label_a, a) in enumerate(outs):
+        for label_b, b in outs[i + 1:]:
+            if real(a) == real(b) or (a.exists() and b.exists() and _same_file(a, b)):
+                raise UserError(f"{_named(label_a, a)} and {_named(label_b, b)} name the same place; "
+                                f"give each output its own name")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _named(label: str, path: Path) -> str:
+    return f"{label} {path}" if label.startswith("-") or label.isupper() else str(path)
 
 
 # --- atomic writes ---------------------------------------------------------------------------

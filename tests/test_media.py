@@ -222,7 +222,6 @@ def test_output_path_checks(tmp_path):
         (tmp_path / "x.avi", "animation", r"must end in \.gif or \.mp4, or name a directory"),
         (tmp_path / "x.png", "animation", "must end in .gif or .mp4"),
         (tmp_path / "no" / "m.gif", "animation", "does not exist"),
-        (tmp_path / "no" / "frames", "animation", "does not exist"),
         (str(tmp_path / "new.d") + "/", "animation", "has a suffix"),
         ("", "image", "empty"),
     ]
@@ -238,6 +237,8 @@ def test_output_path_checks(tmp_path):
         assert "\n" not in str(e.value)
     with pytest.raises(ValueError):
         check_output_path(tmp_path / "x.png", "video")
+    # a directory output's missing parents are created when it is written
+    assert check_output_path(tmp_path / "no" / "frames", "animation") == tmp_path / "no" / "frames"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "frames.d", "full", "old.png", "plain"]
 
 
@@ -245,7 +246,7 @@ def test_output_must_not_be_an_input_or_special_file(tmp_path):
     (tmp_path / "face.png").write_bytes(b"x")
     os.link(tmp_path / "face.png", tmp_path / "same.png")
     for out in ("face.png", "same.png"):
-        with pytest.raises(UserError, match="is the input file"):
+        with pytest.raises(UserError, match="is the input"):
             check_output_path(tmp_path / out, "image", inputs=[tmp_path / "face.png"])
     assert check_output_path(tmp_path / "new.png", "image", inputs=[tmp_path / "face.png"])
     os.mkfifo(tmp_path / "pipe.png")
