@@ -17,13 +17,13 @@ untrusted file to other files or to the network, and images are not videos.
 """
 from __future__ import annotations
 
-import logging
+import math
 import os
 import re
 import subprocess
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -56,12 +56,9 @@ _END_TOLERANCE_WITH_AUDIO = 0.2
 
 # Output suffix -> ffmpeg muxer.
 _MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
-_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                  "veryslow", "placebo")
 _AUDIO_CODEC = ["-c:a", "aac", "-b:a", "192k"]
-# The frames are sRGB; the encoder converts them with the BT.709 matrix and the file says so,
-# so players (and VideoReader) convert back with the same matrix.
-_COLOR_TAGS = ["-vf", "setparams=color_primaries=bt709:color_trc=bt709", "-colorspace", "bt709"]
 
 _LOG_LINE = re.compile(r"^((?:\[[^\]]* @ [^\]]*\] )*)\[(\w+)\] ?(.*)$")
 _CONTEXT = re.compile(r"\[(?:[^\]/]*/)?(?:dec:)?([^\]/ ]+) @ [^\]]*\]")
@@ -82,6 +79,66 @@ class VideoInfo:
     frames: int            # decodable frames, counted
     duration: float        # seconds: frames / fps
     has_audio: bool
+    # Also found, but not part of equality (two probes of one file always agree on them):
+    pix_fmt: str = field(default="", compare=False)         # as decoded, e.g. "yuv420p", "yuvj420p"
+    bit_depth: int = field(default=8, compare=False)        # bits per sample: 8, 10, ...
+    color: ColorTags = field(default_factory=lambda: ColorTags(), compare=False)
+    pts: tuple[float, ...] = field(default=(), compare=False)   # each frame's time, seconds from the file's start
+    end: float | None = field(default=None, compare=False)      # where the last frame ends, seconds
+    audio_tracks: int = field(default=0, compare=False)
+    start: float = field(default=0.0, compare=False)            # the container's start time, seconds
+
+    @property
+    def constant_rate(self) -> bool:
+        """Whether the frames are evenly spaced at `fps_rational` from 0 (to within 0.5 ms):
+        then writing them at that rate keeps their times; else they need their own times."""
+        if len(self.pts) != self.frames:
+            return True                         # times unknown: the rate is all there is
+        rate = Fraction(self.fps_rational)
+        return all(abs(t - float(i / rate)) <= 0.0005 for i, t in enumerate(self.pts))
+
+
+@dataclass(frozen=True)
+class ColorTags:
+    """How a video's YUV values are to be read: ffmpeg's names, None where the file does not say.
+
+    range: "tv" (limited, Y' 16..235) or "pc" (full, 0..255); space: the matrix ("bt709",
+    "bt470bg", "smpte170m", "bt2020nc", ...); primaries; transfer ("bt709", "smpte2084" (PQ),
+    "arib-std-b67" (HLG), ...)."""
+
+    range: str | None = None
+    space: str | None = None
+    primaries: str | None = None
+    transfer: str | None = None
+
+    @property
+    def full_range(self) -> bool:
+        return self.range == "pc"
+
+    @property
+    def hdr(self) -> bool:
+        """PQ or HLG: a high-dynamic-range transfer."""
+        return self.transfer in ("smpte2084", "arib-std-b67")
+
+    def setparams(self) -> str:
+        """An ffmpeg `setparams` filter that labels frames with these tags (no conversion)."""
+        parts = [f"{key}={value}" for key, value in (("range", self.range), ("colorspace", self.space),
+                                                    ("color_primaries", self.primaries),
+                                                    ("color_trc", self.transfer)) if value]
+        return "setparams=" + ":".join(parts) if parts else ""
+
+    def encoder_options(self) -> list[str]:
+        out = []
+        for option, value in (("-color_range", self.range), ("-colorspace", self.space),
+                              ("-color_primaries", self.primaries), ("-color_trc", self.transfer)):
+            if value:
+                out += [option, value]
+        return out
+
+
+#: The frames of `VideoWriter` given as RGB are sRGB; the encoder converts them with the BT.709
+#: matrix and the file says so, so players (and VideoReader) convert back with the same matrix.
+SRGB_TAGS = ColorTags(range="tv", space="bt709", primaries="bt709", transfer="bt709")
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -118,9 +175,30 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     if scan.returncode != 0:
         raise UserError(f"video {p} is truncated or corrupt (ffmpeg exit status {scan.returncode})")
     width, height = scan.size or scan.coded_size
+    pts, end = (), None
+    if len(scan.pts) == frames and scan.time_base is not None:
+        pts = tuple(float(t * scan.time_base) for t in scan.pts)
+        end = float((scan.pts[-1] + max(scan.last_duration, 0)) * scan.time_base)
     return VideoInfo(path=p, width=width, height=height, fps=float(rate),
                      fps_rational=f"{rate.numerator}/{rate.denominator}", frames=frames,
-                     duration=float(frames / rate), has_audio=scan.has_audio)
+                     duration=float(frames / rate), has_audio=scan.has_audio, pix_fmt=scan.pix_fmt,
+                     bit_depth=_bit_depth(scan.pix_fmt), color=scan.color, pts=pts, end=end,
+                     audio_tracks=scan.audio_tracks, start=scan.start)
+
+
+def _bit_depth(pix_fmt: str) -> int:
+    m = re.search(r"p(\d+)(?:le|be)$", pix_fmt)
+    return int(m.group(1)) if m else 8
+
+
+def check_editable(info: VideoInfo) -> None:
+    """Refuse, in one sentence, a video whose pixels this program cannot keep exactly outside
+    the faces: more than 8 bits per sample (10-bit, HDR) or a PQ/HLG (HDR) transfer."""
+    if info.bit_depth > 8 or info.color.hdr:
+        what = f"{info.bit_depth}-bit" if info.bit_depth > 8 else "HDR"
+        detail = ", ".join(v for v in (info.pix_fmt, info.color.space, info.color.transfer) if v)
+        raise UserError(f"video {info.path} is {what} ({detail}); this program edits 8-bit SDR video only "
+                        f"(convert it first, e.g. to 8-bit BT.709)")
 
 
 def _check_length(p: Path, scan: _Scan, video_seconds: float, frame_seconds: float) -> None:
@@ -182,12 +260,14 @@ class VideoReader:
 
     def iter_yuv(self) -> Iterator:
         """The frames as `exprengine.video.yuv.YUVFrame` (yuv420p, as decoded: no RGB conversion
-        of the whole frame); the frame size must be even."""
+        of the whole frame, range and matrix as the file says); the frame size must be even.
+        Other pixel formats are converted to 8-bit 4:2:0 (see `check_editable`)."""
         if self.info.width % 2 or self.info.height % 2:
             raise ValueError(f"{self.path}: yuv420p frames need an even size, not {self.info.width}x{self.info.height}")
         if self._closed:
             raise ValueError(f"VideoReader for {self.path} is closed")
-        frames = self._frames("yuv420p")
+        # Asked for in its own range (yuvj420p is yuv420p in full range), so nothing is converted.
+        frames = self._frames("yuvj420p" if self.info.pix_fmt == "yuvj420p" else "yuv420p")
         self._iterations.add(frames)
         return frames
 
@@ -202,6 +282,8 @@ class VideoReader:
                "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"]
         shape = (info.height, info.width, 3)
         size = info.height * info.width * 3 if pix_fmt == "rgb24" else info.height * info.width * 3 // 2
+        if pix_fmt != "rgb24":
+            cmd[-5:-5] = ["-color_range", "pc" if info.color.full_range else "tv"]
         with tempfile.TemporaryFile() as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, bufsize=0,
                                     start_new_session=True)     # Ctrl-C reaches us, not ffmpeg
@@ -221,7 +303,8 @@ class VideoReader:
                     if count > info.frames:
                         raise UserError(f"video {p} changed while it was being read")
                     a = np.frombuffer(buf, np.uint8)                # writable: it owns `buf`
-                    yield a.reshape(shape) if pix_fmt == "rgb24" else YUVFrame(a, info.height, info.width)
+                    yield (a.reshape(shape) if pix_fmt == "rgb24" else
+                           YUVFrame(a, info.height, info.width, info.color.space, info.color.full_range))
                 code = proc.wait()
                 if code != 0 or count < info.frames:
                     log.seek(0)
@@ -237,30 +320,45 @@ class VideoReader:
 
 
 class VideoWriter:
-    """Write uint8 HxWx3 RGB frames to a video file atomically:
+    """Write uint8 HxWx3 RGB frames (or `YUVFrame`s) to a video file atomically:
 
         with VideoWriter(out_path, width, height, fps_rational="30000/1001", audio_from=input_path) as w:
             w.write(frame)
 
     The file appears at out_path only if the `with` block completes and the new file decodes to
-    every frame written; on any exception (KeyboardInterrupt included) the temporary files are
-    removed and an existing out_path is left untouched.
+    every frame written (at the times given); on any exception (KeyboardInterrupt included, which
+    is what SIGTERM and SIGHUP become in the CLI) the ffmpeg processes are killed and the temporary
+    files removed, and an existing out_path is left untouched. ffmpeg's own messages never reach
+    the terminal: a failure (a full disk, say) is one UserError sentence.
 
     Video: H.264 (libx264) at constant quality `crf` (17: near-lossless for these purposes; lower
-    is better and bigger) and speed `preset`, at exactly `fps_rational` ("30000/1001", a Fraction
-    or a number) and exactly width x height: 4:2:0 chroma (yuv420p, what every player takes) when
-    both are even, else 4:4:4 (yuv444p: the exact odd size, but some players, browsers and
-    QuickTime among them, cannot play it). Colours use the BT.709 matrix and are tagged so.
+    is better and bigger) and speed `preset`, at exactly width x height: 4:2:0 chroma (yuv420p,
+    what every player takes) when both are even, else 4:4:4 (yuv444p: the exact odd size, but
+    some players, browsers and QuickTime among them, cannot play it).
 
-    audio_from: a file whose first audio stream, if it has one, is carried over, re-encoded to
-    AAC and padded with silence or cut to the video's length; no audio stream, no audio.
+    Timing: at exactly `fps_rational` ("30000/1001", a Fraction or a number), or, with `pts`
+    (seconds, one per frame, increasing) and `end` (where the last frame ends), at those times:
+    variable frame rates and a late first frame are kept.
+
+    Colour: RGB frames are sRGB, converted with the BT.709 matrix and tagged so. YUV frames
+    (pix_fmt_in="yuv420p") go to the encoder as they are, and the file is tagged with `color`
+    (range, matrix, primaries, transfer; None: BT.709 from 720 lines up, else untagged), so that
+    full-range input stays full range with the same values.
+
+    audio_from: a file whose audio tracks, all of them, are carried over. By default they are
+    re-encoded to AAC and padded with silence or cut to the video's length (an audio file laid
+    under new frames). With keep_audio_timing=True (audio_from is the video the frames came from,
+    `pts` its frame times) they are kept as they are in it: copied when the container takes
+    their codec (else AAC), and at the same times relative to the frames.
     The output must not be audio_from or any of `inputs` (files it must never overwrite).
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int,
                  fps_rational: str | Fraction | float,
                  audio_from: str | os.PathLike | None = None, *, crf: int = 17, preset: str = "veryfast",
-                 inputs: Iterable[str | os.PathLike] = (), pix_fmt_in: str = "rgb24") -> None:
+                 inputs: Iterable[str | os.PathLike] = (), pix_fmt_in: str = "rgb24",
+                 color: ColorTags | None = None, pts: Sequence[float] | None = None, end: float | None = None,
+                 keep_audio_timing: bool = False) -> None:
         for name, value in (("width", width), ("height", height)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -271,9 +369,20 @@ class VideoWriter:
             raise ValueError(f"crf must be an integer from 0 to 51, got {crf!r}")
         self.width, self.height = int(width), int(height)
         self.fps = _parse_rate(fps_rational)
-        if preset not in _X264_PRESETS:
-            raise UserError(f"unknown x264 preset {preset!r}; use one of {', '.join(_X264_PRESETS)}")
+        if preset not in X264_PRESETS:
+            raise UserError(f"unknown x264 preset {preset!r}; use one of {', '.join(X264_PRESETS)}")
         self.crf, self.preset = int(crf), preset
+        self.pts = None if pts is None else [float(t) for t in pts]
+        if self.pts is not None:
+            if not self.pts or any(not math.isfinite(t) for t in self.pts) or \
+                    any(b <= a for a, b in zip(self.pts, self.pts[1:])):
+                raise ValueError("pts must be increasing finite times, one per frame")
+            last = self.pts[-1] + 1 / float(self.fps)
+            self.end = float(end) if end is not None and math.isfinite(end) and end > self.pts[-1] else last
+        if color is None and pix_fmt_in == "yuv420p":
+            from exprengine.video.yuv import matrix_for
+            color = SRGB_TAGS if matrix_for(self.height) == "bt709" else ColorTags()
+        self.color = color
         sources = [Path(s) for s in inputs if s is not None]
         self.audio_from = Path(audio_from) if audio_from is not None else None
         if self.audio_from is not None:
@@ -283,15 +392,19 @@ class VideoWriter:
             raise UserError(f"cannot write {self.path}: {self.width}x{self.height} frames are larger "
                             f"than the limit of {MAX_VIDEO_PIXELS:,} pixels")
         self._audio = False
+        self._keep_audio_timing = bool(keep_audio_timing)
+        self._audio_start = 0.0
+        self.audio_tracks = 0
         if self.audio_from is not None:
             _check_input_file(self.audio_from, "audio source")
             scan = _scan(self.audio_from, _AUDIO_DEMUXERS, decode=False)
             if not scan.opened:
                 raise UserError(f"audio source {self.audio_from} is not a file this program can read "
                                 f"({_READ_HINT}, or WAV, MP3 or FLAC)")
-            self._audio = scan.has_audio
+            self._audio, self.audio_tracks, self._audio_start = scan.has_audio, scan.audio_tracks, scan.start
         self._stack: ExitStack | None = None
-        self._gen = None
+        self._proc: subprocess.Popen | None = None
+        self._log = None
         self._video_tmp: Path | None = None
         self._final_tmp: Path | None = None
         self._count = 0
@@ -301,6 +414,29 @@ class VideoWriter:
     def frames_written(self) -> int:
         """Frames passed to `write` so far."""
         return self._count
+
+    def _encoder_command(self) -> list[str]:
+        even = self.width % 2 == 0 and self.height % 2 == 0
+        muxer = _MUXERS[self.path.suffix.lower()]
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y"]
+        if self.pts is not None:
+            # Matroska on the pipe: it carries each frame's time (rawvideo carries none).
+            cmd += ["-copyts", "-f", "matroska", "-i", "pipe:0", "-fps_mode", "passthrough",
+                    "-enc_time_base:v", "demux"]
+        else:
+            cmd += ["-f", "rawvideo", "-pix_fmt", self._pix_fmt_in, "-s", f"{self.width}x{self.height}",
+                    "-framerate", f"{self.fps.numerator}/{self.fps.denominator}", "-i", "pipe:0",
+                    "-r", f"{self.fps.numerator}/{self.fps.denominator}"]
+        if self._pix_fmt_in == "rgb24":
+            tags = ["-vf", "setparams=color_primaries=bt709:color_trc=bt709", "-colorspace", "bt709"]
+        else:
+            label = self.color.setparams()
+            tags = (["-vf", label] if label else []) + self.color.encoder_options()
+        cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
+                "-pix_fmt", "yuv420p" if even else "yuv444p", *tags, "-f", muxer]
+        if muxer in ("mp4", "mov") and not self._audio:
+            cmd += ["-movflags", "+faststart"]
+        return cmd + [_ffmpeg_path(self._video_tmp)]
 
     def __enter__(self) -> Self:
         if self._state != "new":
@@ -312,23 +448,16 @@ class VideoWriter:
             # With audio the frames go to a second temporary first; the audio is added once
             # their number, and so the video's length, is known.
             self._video_tmp = stack.enter_context(_temp_beside(self.path)) if self._audio else self._final_tmp
-            even = self.width % 2 == 0 and self.height % 2 == 0
-            muxer = _MUXERS[self.path.suffix.lower()]
-            from exprengine.video.yuv import matrix_for
-            tags = _COLOR_TAGS if self._pix_fmt_in == "rgb24" or matrix_for(self.height) == "bt709" else []
-            out = ["-preset", self.preset, "-crf", str(self.crf), *tags, "-f", muxer]
-            if muxer in ("mp4", "mov") and not self._audio:
-                out += ["-movflags", "+faststart"]
-            self._gen = imageio_ffmpeg.write_frames(
-                _ffmpeg_path(self._video_tmp), (self.width, self.height), pix_fmt_in=self._pix_fmt_in,
-                pix_fmt_out="yuv420p" if even else "yuv444p", fps=self.fps, quality=None,
-                codec="libx264", macro_block_size=1, ffmpeg_log_level="error",
-                input_params=["-nostdin"], output_params=out)
-            self._gen.send(None)                    # starts ffmpeg
+            self._log = stack.enter_context(tempfile.TemporaryFile())
+            stack.callback(self._stop)              # first out: ffmpeg is gone before its files are
+            self._proc = subprocess.Popen(self._encoder_command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=self._log, start_new_session=True)   # signals reach us, not ffmpeg
+            if self.pts is not None:
+                fourcc = b"I420" if self._pix_fmt_in == "yuv420p" else b"RGB\x18"
+                self._pipe(_mkv_header(self.width, self.height, fourcc))
         except BaseException as e:
             self._state = "closed"
-            _kill(self._gen)
-            stack.__exit__(type(e), e, e.__traceback__)     # removes the temporaries
+            stack.__exit__(type(e), e, e.__traceback__)     # kills ffmpeg, removes the temporaries
             raise
         self._stack = stack
         return self
@@ -356,35 +485,71 @@ class VideoWriter:
         self._send(np.ascontiguousarray(a))
 
     def _send(self, buffer: np.ndarray) -> None:
-        try:
-            self._gen.send(buffer)
-        except (OSError, StopIteration) as e:
-            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot write {self.path}: ffmpeg stopped while encoding ({detail})") from None
+        data = memoryview(np.ascontiguousarray(buffer)).cast("B")
+        if self.pts is not None:
+            if self._count >= len(self.pts):
+                raise UserError(f"cannot write {self.path}: more frames than the {len(self.pts)} times given")
+            t = self.pts[self._count]
+            nxt = self.pts[self._count + 1] if self._count + 1 < len(self.pts) else self.end
+            self._pipe(_mkv_frame(round(t * 1e6), max(1, round(nxt * 1e6) - round(t * 1e6)), data))
+        else:
+            self._pipe(data)
         self._count += 1
+
+    def _pipe(self, data) -> None:
+        try:
+            self._proc.stdin.write(data)
+        except (OSError, ValueError):
+            self._proc.wait()
+            raise UserError(f"cannot write {self.path}: ffmpeg stopped while encoding ({self._ffmpeg_said()})") from None
+
+    def _ffmpeg_said(self, code: int | None = None) -> str:
+        """ffmpeg's log, summarised in a few words."""
+        self._log.seek(0)
+        lines = [line.strip() for line in self._log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        for line in lines:
+            if "No space left" in line:
+                return "no space left on the device"
+        if lines:
+            return _short(re.sub(r"^\[[^\]]*\] ", "", lines[-1]))
+        return f"ffmpeg exit status {code if code is not None else self._proc.returncode}"
+
+    def _stop(self) -> None:
+        """Kill the encoder (if it still runs) and reap it."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        with suppress(OSError, ValueError):
+            proc.stdin.close()
+        proc.wait()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self._state != "open":
             return False
         self._state = "closed"
-        gen, self._gen = self._gen, None
         stack, self._stack = self._stack, None
         if exc_type is not None:
-            _kill(gen)                                      # at once, not after encoding the rest
-            return bool(stack.__exit__(exc_type, exc, tb))
+            return bool(stack.__exit__(exc_type, exc, tb))      # kills ffmpeg at once, removes the temporaries
         try:
-            self._finish(gen)
+            self._finish()
         except BaseException as e:
-            _kill(gen)
-            stack.__exit__(type(e), e, e.__traceback__)     # removes the temporaries
+            stack.__exit__(type(e), e, e.__traceback__)
             raise
         stack.close()                               # the temporary takes out_path's place
         return False
 
-    def _finish(self, gen) -> None:
+    def _finish(self) -> None:
         if self._count == 0:
             raise UserError(f"cannot write {self.path}: no frames were given")
-        gen.close()                                 # waits for ffmpeg to finish the file
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        code = self._proc.wait()                    # ffmpeg finishes the file
+        if code != 0:
+            raise UserError(f"cannot write {self.path}: ffmpeg failed ({self._ffmpeg_said(code)})")
         if self._audio:
             self._add_audio()
         try:
@@ -394,27 +559,79 @@ class VideoWriter:
         ok = (scan is not None and scan.opened and not scan.decode_errors and scan.returncode == 0
               and scan.frames == self._count and (scan.size or scan.coded_size) == (self.width, self.height)
               and scan.has_audio == self._audio)
+        if ok and self.pts is not None:
+            # Each frame at its time (to 1 ms: the times go in as microseconds), measured from
+            # the first frame: the file's start may be the audio's.
+            got = [t * scan.time_base for t in scan.pts] if scan.time_base is not None else []
+            ok = len(got) == self._count and all(
+                abs(float(g - got[0]) - (w - self.pts[0])) <= 0.001 for g, w in zip(got, self.pts))
         if not ok:
             raise UserError(f"cannot write {self.path}: ffmpeg did not produce a complete video "
                             f"(is the disk full?)")
 
     def _add_audio(self) -> None:
-        seconds = f"{float(self._count / self.fps):.6f}"
         muxer = _MUXERS[self.path.suffix.lower()]
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
-               "-y", *_whitelists(_VIDEO_DEMUXERS), "-i", _ffmpeg_path(self._video_tmp),
-               *_whitelists(_AUDIO_DEMUXERS), "-i", _ffmpeg_path(self.audio_from),
-               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *_AUDIO_CODEC,
-               "-af", f"apad=whole_dur={seconds},atrim=duration={seconds}", "-f", muxer]
-        if muxer in ("mp4", "mov"):
-            cmd += ["-movflags", "+faststart"]
-        cmd.append(_ffmpeg_path(self._final_tmp))
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, check=False)
-        if done.returncode != 0:
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y"]
+        if self._keep_audio_timing:
+            # Both at their own times: the frames' as written (relative to the source's start),
+            # the audio's moved by the source's start, as ffmpeg moved the frames when reading.
+            cmd += ["-copyts", *_whitelists(_VIDEO_DEMUXERS), "-i", _ffmpeg_path(self._video_tmp),
+                    "-itsoffset", f"{-self._audio_start:.6f}", *_whitelists(_AUDIO_DEMUXERS),
+                    "-i", _ffmpeg_path(self.audio_from), "-map", "0:v:0", "-map", "1:a", "-c:v", "copy"]
+            attempts = [["-c:a", "copy"], _AUDIO_CODEC]
+        else:
+            seconds = f"{float(self._count / self.fps):.6f}"
+            cmd += [*_whitelists(_VIDEO_DEMUXERS), "-i", _ffmpeg_path(self._video_tmp),
+                    *_whitelists(_AUDIO_DEMUXERS), "-i", _ffmpeg_path(self.audio_from),
+                    "-map", "0:v:0", "-map", "1:a", "-c:v", "copy"]
+            attempts = [[*_AUDIO_CODEC, "-af", f"apad=whole_dur={seconds},atrim=duration={seconds}"]]
+        tail = ["-f", muxer] + (["-movflags", "+faststart"] if muxer in ("mp4", "mov") else [])
+        tail.append(_ffmpeg_path(self._final_tmp))
+        detail = ""
+        for audio in attempts:               # copy the audio when the container takes its codec, else AAC
+            done = subprocess.run(cmd + audio + tail, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, check=False, start_new_session=True)
+            if done.returncode == 0:
+                return
             lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            detail = _short(lines[-1]) if lines else f"ffmpeg exit status {done.returncode}"
-            raise UserError(f"cannot write {self.path}: adding the audio of {self.audio_from} failed ({detail})")
+            detail = ("no space left on the device" if any("No space left" in line for line in lines)
+                      else _short(lines[-1]) if lines else f"ffmpeg exit status {done.returncode}")
+        raise UserError(f"cannot write {self.path}: adding the audio of {self.audio_from} failed ({detail})")
+
+
+# --- Matroska on a pipe --------------------------------------------------------------------------
+# The least of Matroska (EBML) that ffmpeg's demuxer reads: one uncompressed video track, and a
+# cluster per frame with its time (in microseconds: TimestampScale 1000 ns) and duration.
+def _ebml_size(n: int) -> bytes:
+    for k in range(1, 9):
+        if n < (1 << (7 * k)) - 1:
+            return (n | (1 << (7 * k))).to_bytes(k, "big")
+    raise ValueError(f"element too large: {n} bytes")
+
+
+def _ebml(element: int, payload: bytes | memoryview) -> bytes:
+    return element.to_bytes((element.bit_length() + 7) // 8, "big") + _ebml_size(len(payload)) + bytes(payload)
+
+
+def _ebml_uint(element: int, value: int) -> bytes:
+    return _ebml(element, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+def _mkv_header(width: int, height: int, fourcc: bytes) -> bytes:
+    ebml = _ebml(0x1A45DFA3, _ebml_uint(0x4286, 1) + _ebml_uint(0x42F7, 1) + _ebml_uint(0x42F2, 4)
+                 + _ebml_uint(0x42F3, 8) + _ebml(0x4282, b"matroska") + _ebml_uint(0x4287, 4) + _ebml_uint(0x4285, 2))
+    info = _ebml(0x1549A966, _ebml_uint(0x2AD7B1, 1000) + _ebml(0x4D80, b"exprengine") + _ebml(0x5741, b"exprengine"))
+    video = _ebml(0xE0, _ebml_uint(0xB0, width) + _ebml_uint(0xBA, height) + _ebml(0x2EB524, fourcc))
+    track = _ebml(0xAE, _ebml_uint(0xD7, 1) + _ebml_uint(0x73C5, 1) + _ebml_uint(0x83, 1)
+                  + _ebml(0x86, b"V_UNCOMPRESSED") + video)
+    segment = bytes.fromhex("18538067") + bytes.fromhex("01FFFFFFFFFFFFFF")      # size unknown: a stream
+    return ebml + segment + info + _ebml(0x1654AE6B, track)
+
+
+def _mkv_frame(time_us: int, duration_us: int, data: memoryview) -> bytes:
+    block = b"\x81\x00\x00\x00"                 # track 1, at the cluster's time, no flags
+    group = _ebml(0xA0, _ebml(0xA1, block + bytes(data)) + _ebml_uint(0x9B, duration_us))
+    return _ebml(0x1F43B675, _ebml_uint(0xE7, time_us) + group)
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -431,7 +648,10 @@ def _check_input_file(p: Path, what: str) -> None:
         raise UserError(f"{what} {p} is empty (0 bytes)")
 
 
-def _check_output(path: str | os.PathLike, sources: list[Path]) -> Path:
+def check_video_output(path: str | os.PathLike) -> Path:
+    """The output path as a Path if it can name a video file: not empty, not a directory, a
+    .mp4, .mov or .mkv suffix, not something other than a file. One-sentence UserError if not
+    (the directory and the inputs are `exprengine.media.check_writable_place`'s)."""
     raw = os.fspath(path)
     if not raw.strip():
         raise UserError("the output path is empty")
@@ -442,6 +662,11 @@ def _check_output(path: str | os.PathLike, sources: list[Path]) -> Path:
         raise UserError(f"output {p} must end in .mp4, .mov or .mkv")
     if p.exists() and not p.is_file():
         raise UserError(f"output {p} exists and is not a regular file")
+    return p
+
+
+def _check_output(path: str | os.PathLike, sources: list[Path]) -> Path:
+    p = check_video_output(path)
     check_writable_place(p, sources)
     return p
 
@@ -492,6 +717,13 @@ class _Scan:
     errors: list[tuple[bool, tuple[str, ...], str]] = field(default_factory=list)
     other_codecs: set[str] = field(default_factory=set)   # decoders of the streams not decoded
     timed_streams: int = 0                  # audio, subtitle and data streams: they have a length
+    audio_tracks: int = 0
+    pix_fmt: str = ""                       # the video stream's, as stored
+    color: ColorTags = field(default_factory=ColorTags)
+    start: float = 0.0                      # the container's start time, seconds
+    pts: list[int] = field(default_factory=list)     # (decode) each frame's time, in time_base units
+    last_duration: int = 0
+    time_base: Fraction | None = None
     returncode: int = 0
 
     @property
@@ -522,27 +754,47 @@ def _scan(p: Path, demuxers: str, decode: bool) -> _Scan:
            "-loglevel", "repeat+level+verbose", *_whitelists(demuxers), "-i", _ffmpeg_path(p)]
     if decode:
         # The other streams' packets are copied along (not decoded) so that `reached` covers
-        # every stream, as the header's duration does.
+        # every stream, as the header's duration does. The frames go to framecrc (as wrapped
+        # frames: nothing is copied or hashed but a small struct), which lists each decoded
+        # frame's time in the demuxer's own time base.
         cmd += ["-map", "0:V:0", "-map", "0:a?", "-map", "0:s?", "-map", "0:d?", "-c:a", "copy", "-c:s", "copy",
-                "-c:d", "copy", "-fps_mode", "passthrough", "-f", "null", "-"]
+                "-c:d", "copy", "-fps_mode", "passthrough", "-c:v", "wrapped_avframe", "-enc_time_base:v", "demux",
+                "-f", "framecrc", "-"]
     scan = _Scan()
     state = {"section": None}
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        for raw in proc.stderr:
-            for line in raw.decode("utf-8", "replace").replace("\r", "\n").split("\n"):
-                _read_log_line(scan, state, line)
-            if scan.oversized:                      # refuse from the header, before decoding
+    with tempfile.TemporaryFile() as times:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=times, stderr=subprocess.PIPE)
+        try:
+            for raw in proc.stderr:
+                for line in raw.decode("utf-8", "replace").replace("\r", "\n").split("\n"):
+                    _read_log_line(scan, state, line)
+                if scan.oversized:                      # refuse from the header, before decoding
+                    proc.kill()
+                    break
+        finally:
+            if proc.poll() is None:
                 proc.kill()
-                break
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
-        scan.returncode = proc.wait()
+            proc.stderr.close()
+            scan.returncode = proc.wait()
+        if decode:
+            times.seek(0)
+            _read_frame_times(scan, times.read().decode("ascii", "replace"))
     if not decode:
         scan.returncode = 0                         # without an output ffmpeg always "fails"
     return scan
+
+
+def _read_frame_times(scan: _Scan, text: str) -> None:
+    """framecrc's lines for stream 0 (the video): `0, dts, pts, duration, size, crc`."""
+    for line in text.splitlines():
+        if line.startswith("#tb 0:"):
+            with suppress(ValueError, ZeroDivisionError):
+                scan.time_base = Fraction(line.split(":", 1)[1].strip())
+        elif line.startswith("0,"):
+            fields = [f.strip() for f in line.split(",")]
+            with suppress(ValueError, IndexError):
+                scan.pts.append(int(fields[2]))
+                scan.last_duration = int(fields[3])
 
 
 def _read_log_line(scan: _Scan, state: dict, line: str) -> None:
@@ -571,12 +823,14 @@ def _read_log_line(scan: _Scan, state: dict, line: str) -> None:
         main_video = kind == "Video" and "(attached pic)" not in rest and not scan.video
         if state["section"] == "input" and not main_video:
             scan.has_audio = scan.has_audio or kind == "Audio"
+            scan.audio_tracks += kind == "Audio"
             scan.timed_streams += kind in ("Audio", "Subtitle", "Data")
             scan.other_codecs.add(rest.split(" ", 1)[0].rstrip(","))
         elif state["section"] == "input":
             scan.video = True
             scan.other_codecs.discard(rest.split(" ", 1)[0].rstrip(","))
             scan.coded_size = _size(rest)
+            scan.pix_fmt, scan.color = _pixel_format(rest)
             scan.avg_rate = _header_rate(rest, "fps")
             scan.tbr = _header_rate(rest, "tbr")
             if scan.coded_size and scan.coded_size[0] * scan.coded_size[1] > MAX_VIDEO_PIXELS:
@@ -593,8 +847,34 @@ def _read_log_line(scan: _Scan, state: dict, line: str) -> None:
         scan.reached = _seconds(text, "time=")
     elif text.startswith("Duration:") and state["section"] == "input" and scan.declared is None:
         scan.declared = _seconds(text, "Duration: ")
+        if (st := re.search(r"start: (-?\d+(?:\.\d+)?)", text)) is not None:
+            scan.start = float(st.group(1))
     elif (f := re.search(r"Input stream #0:\d+ \(video\): (\d+) packets read", msg)) is not None:
         scan.packets = int(f.group(1))
+
+
+_PIX_FMT = re.compile(r"(?:^|, )([a-z][a-z0-9_]*)(?:\(([^)]*)\))?, \d+x\d+")
+
+
+def _pixel_format(stream_line: str) -> tuple[str, ColorTags]:
+    """ "yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67, progressive), 1920x1080" -> the pixel
+    format and its colour tags (one name for all three when they agree; "unknown" is None)."""
+    m = _PIX_FMT.search(stream_line)
+    if not m:
+        return "", ColorTags()
+    pix_fmt, inside = m.group(1), m.group(2) or ""
+    rng = "pc" if pix_fmt.startswith("yuvj") else None
+    space = primaries = transfer = None
+    for item in (i.strip() for i in inside.split(",")):
+        if item in ("tv", "pc"):
+            rng = item
+        elif "/" in item:
+            names = [None if n == "unknown" else n for n in item.split("/")]
+            if len(names) == 3:
+                space, primaries, transfer = names
+        elif item in ("bt709", "smpte170m", "smpte240m"):     # the names that serve all three
+            space = primaries = transfer = item
+    return pix_fmt, ColorTags(rng, space, primaries, transfer)
 
 
 def _seconds(text: str, key: str) -> float | None:
@@ -643,24 +923,6 @@ def _short(text: str, limit: int = 120) -> str:
     return first if len(first) <= limit else first[:limit - 3] + "..."
 
 
-class _Abort(BaseException):
-    """Thrown into imageio-ffmpeg's writer: as a BaseException it kills ffmpeg at once."""
-
-
-def _kill(gen) -> None:
-    """Stop the ffmpeg of an imageio_ffmpeg.write_frames generator now, and reap it."""
-    if gen is None:
-        return
-    # The generator kills its process but does not wait for it; wait here, so that no zombie
-    # is left (its local "p" in imageio-ffmpeg 0.5 to 0.8; skipped if that ever changes).
-    proc = gen.gi_frame.f_locals.get("p") if gen.gi_frame is not None else None
-    # Exception: the writer had already failed, and its ffmpeg is gone.
-    with suppress(_Abort, StopIteration, Exception):
-        gen.throw(_Abort())
-    if isinstance(proc, subprocess.Popen):
-        proc.wait()
-
-
 @contextmanager
 def _temp_beside(target: Path) -> Iterator[Path]:
     parent = Path(os.path.abspath(target)).parent
@@ -673,19 +935,3 @@ def _temp_beside(target: Path) -> Iterator[Path]:
         yield Path(tmp)
     finally:
         Path(tmp).unlink(missing_ok=True)
-
-
-class _DropWarnings(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.WARNING
-
-
-@contextmanager
-def _quiet_imageio_ffmpeg() -> Iterator[None]:
-    logger = logging.getLogger("imageio_ffmpeg")
-    drop = _DropWarnings()
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)

@@ -20,6 +20,9 @@ inline: a frame in, its edit out. Frames with no face are passed through unchang
 may be uint8 RGB arrays or `YUVFrame`s (what `VideoReader.iter_yuv` decodes): those are
 never converted to RGB as a whole, only each face's square (`exprengine/video/yuv.py`).
 
+`times` gives each frame's time in seconds (a variable-frame-rate video's own), for the
+expression's schedule and the tracker; without it frame i is at i / fps.
+
 `in_place=True` pastes into the given frames instead of copies (for frames the caller
 owns, such as a decoder's: one copy of the frame less per frame).
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,7 +78,7 @@ class StreamEditor:
                  detect_every: int = 10, detect_scale: float = 0.5, detect_async: bool = True, fps: float = 30.0,
                  align: bool = False, mask: str = "attention", colour_match: bool = True,
                  min_cutoff: float = 1.0, beta: float = 0.05, queue_size: int = 3, in_place: bool = False,
-                 rescan_every: int = 30):
+                 rescan_every: int = 30, times: Sequence[float] | None = None):
         if detect_every < 1:
             raise UserError(f"detect_every must be at least 1, got {detect_every}")
         if fps <= 0:
@@ -87,6 +90,7 @@ class StreamEditor:
         self.detect_async, self.fps, self.queue_size = detect_async, fps, queue_size
         self.in_place = in_place                # paste into the given frames (writable, the caller's to lose)
         self.rescan_every = rescan_every        # frames between whole-frame scans while faces are tracked
+        self.times = list(times) if times else None     # each frame's time, seconds (variable frame rate)
         self._last_full = -10 ** 9
         self.tracker = FaceTracker(min_cutoff, beta)
         self.stats = StreamStats()
@@ -142,7 +146,7 @@ class StreamEditor:
             self._last_full = index
 
     def _prepare(self, frame: np.ndarray, index: int):
-        t = index / self.fps
+        t = self.times[index] if self.times is not None and index < len(self.times) else index / self.fps
         rgb = self._check(frame, index)
         boxes = self._boxes(rgb, index, t)
         start = time.perf_counter()
@@ -172,7 +176,8 @@ class StreamEditor:
         changes = self.faces.changes(crops, originals, result)
         in_place = self.in_place and frame.flags.writeable
         if isinstance(frame, YUVFrame):
-            out = frame if in_place else YUVFrame(frame.data.copy(), frame.height, frame.width)
+            out = frame if in_place else YUVFrame(frame.data.copy(), frame.height, frame.width, frame.space,
+                                                  frame.full_range)
             for change, (top, left) in changes:
                 add_change(out, change, top, left)
         else:
