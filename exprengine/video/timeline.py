@@ -17,19 +17,38 @@ either as a spec (`expression`: "happiness@1.5,AU25=0.5") or as AU columns/keys
     t,expression                     frame,AU01,AU12,AU25
     0,natural                        0,0,0,0
     2.5,surprise@1.2                 60,0,2.0,1.0
+
+An OpenFace CSV (FeatureExtraction / FaceLandmarkVidMulti output: `frame, face_id, timestamp,
+confidence, success, ..., AU01_r, ..., AU45_r, AU01_c, ...`, header names with or without
+OpenFace's leading spaces) is a timeline too, read by `Keyframes.from_openface`: every tracked
+row is a keyframe of its 17 `AUxx_r` intensities; `AUxx_c` and the gaze, pose, landmark and
+shape columns are ignored. Time: OpenFace's `timestamp` (seconds from the first frame, which is
+frame index / fps for a video), so the track drives a video of any frame rate; when the
+timestamps do not increase (an image folder, `-fdir`, where OpenFace writes 0) its `frame`
+numbers are used instead, and as OpenFace counts frames from 1, its frame n is our frame index
+n - 1. Rows OpenFace marks `success` 0, or fitted with confidence below
+exprengine.data.labels.OPENFACE_MIN_CONFIDENCE, are skipped (the expression is interpolated
+across them), and with several `face_id`s the face tracked on the most frames is followed
+(ties: the lowest id); both are reported as an AUWarning.
+
+Every bad file is one UserError sentence: unreadable or non-UTF-8 text, invalid or too deeply
+nested JSON, malformed CSV (a field over the csv module's 131,072-character limit included),
+numbers that are not finite floats (400 digits overflow), unknown columns.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from exprengine.aus import AU_NAMES, NUM_AUS, AUs
+from exprengine.aus import AU_NAMES, NUM_AUS, AUs, AUWarning
 from exprengine.errors import UserError
 from exprengine.morph import SCHEDULES
 
@@ -53,10 +72,36 @@ def morph(src: AUs, dst: AUs, frames: int, schedule: str = "linear") -> Timeline
     return at
 
 
+def _short(value: object) -> str:
+    """A value for a one-line message: its repr, cut to 40 characters (a 400-digit number too)."""
+    try:
+        text = repr(value)
+    except ValueError:                  # an int too long for str()
+        text = f"<a number of about {int(value.bit_length() * 0.30103)} digits>"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _finite(text: str, p: Path, what: str) -> float:
+    try:
+        x = float(text)
+    except (TypeError, ValueError):
+        raise UserError(f"timeline {p}: OpenFace {what} {_short(text)} is not a number") from None
+    if not math.isfinite(x):
+        raise UserError(f"timeline {p}: OpenFace {what} {_short(text)} is not a finite number")
+    return x
+
+
+def _sort_key(face_id: str) -> tuple:
+    try:
+        return (0, float(face_id), face_id)
+    except ValueError:
+        return (1, 0.0, face_id)
+
+
 def _au_column(name: str) -> int | None:
     key = name.strip().upper().removesuffix("_R")
     key = key if key.startswith("AU") else f"AU{key}"
-    if key[2:].isdigit():
+    if key[2:].isdigit() and len(key) <= 6:            # a longer digit run is no AU (and int() may refuse it)
         key = f"AU{int(key[2:]):02d}"
     return AU_NAMES.index(key) if key in AU_NAMES else None
 
@@ -85,24 +130,73 @@ class Keyframes:
         if not p.is_file():
             raise UserError(f"timeline {p} " + ("is a directory" if p.is_dir() else "does not exist"))
         suffix = p.suffix.lower()
+        if suffix not in (".json", ".csv"):
+            raise UserError(f"timeline {p}: use a .json or .csv file")
         try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"timeline {p} cannot be read ({e})") from None
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise UserError(f"timeline {p} is not UTF-8 text") from None
+        except OSError as e:
+            raise UserError(f"timeline {p} cannot be read ({e.strerror or type(e).__name__})") from None
         if suffix == ".json":
             try:
                 rows = json.loads(text)
             except json.JSONDecodeError as e:
                 raise UserError(f"timeline {p} is not valid JSON ({e.msg}, line {e.lineno})") from None
+            except RecursionError:
+                raise UserError(f"timeline {p} is nested too deeply to be a list of keyframes") from None
+            except ValueError as e:     # e.g. an integer of more than 4300 digits
+                raise UserError(f"timeline {p} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
             if isinstance(rows, dict):
                 rows = rows.get("keyframes")
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise UserError(f"timeline {p}: expected a list of keyframes (objects with t or frame)")
-        elif suffix == ".csv":
-            rows = list(csv.DictReader(text.splitlines()))
-        else:
-            raise UserError(f"timeline {p}: use a .json or .csv file")
+            return cls.from_rows(rows, str(p))
+        try:
+            table = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as e:
+            raise UserError(f"timeline {p} is not a readable CSV file ({e})") from None
+        header = [h.strip() for h in table[0]] if table else []
+        if "face_id" in header or {"frame", "timestamp", "success"} <= set(header):
+            return cls.from_openface(p)
+        rows = [{key: (r[i] if i < len(r) else None) for i, key in enumerate(header)}
+                for r in table[1:] if r]
         return cls.from_rows(rows, str(p))
+
+    @classmethod
+    def from_openface(cls, path: str | os.PathLike) -> "Keyframes":
+        """An OpenFace FeatureExtraction / FaceLandmarkVidMulti CSV as keyframes (see the module
+        docstring: AUxx_r columns; timestamp seconds, else frame n -> index n - 1; failed and
+        low-confidence rows skipped; one face followed). Raises UserError; warns AUWarning."""
+        from exprengine.data.labels import OPENFACE_MIN_CONFIDENCE, read_openface_csv
+        p = Path(path)
+        table = read_openface_csv(p)
+        if table.kind != "FeatureExtraction":
+            raise UserError(f"timeline {p}: an OpenFace CSV needs its frame column (FeatureExtraction output)")
+        faces: dict[str, list[int]] = {}
+        for i, info in enumerate(table.meta):
+            faces.setdefault(info.get("face_id", "0"), []).append(i)
+        face = min(faces, key=lambda f: (-len(faces[f]), _sort_key(f)))
+        rows = faces[face]
+        timestamps = [_finite(table.meta[i].get("timestamp", ""), p, "timestamp") for i in rows] \
+            if "timestamp" in table.header else []
+        by_time = len(rows) > 1 and all(b > a for a, b in zip(timestamps, timestamps[1:]))
+        if by_time:
+            times = timestamps
+        else:
+            frames = [_finite(table.meta[i].get("frame", ""), p, "frame") for i in rows]
+            if any(f < 1 or f != int(f) for f in frames):
+                raise UserError(f"timeline {p}: OpenFace frame numbers must be whole numbers from 1")
+            times = [f - 1 for f in frames]
+        notes = []
+        if table.failed or table.low_confidence:
+            notes.append(f"skipped {table.failed} rows OpenFace marks failed (success 0) and {table.low_confidence} "
+                         f"fitted with confidence below {OPENFACE_MIN_CONFIDENCE}")
+        if len(faces) > 1:
+            notes.append(f"followed face_id {face} ({len(rows)} rows) of {len(faces)} tracked faces")
+        if notes:
+            warnings.warn(f"timeline {p}: " + "; ".join(notes), AUWarning, stacklevel=2)
+        return cls(times, [table.aus[i] for i in rows], not by_time, str(p))
 
     @classmethod
     def from_rows(cls, rows: list[dict], source: str = "timeline") -> "Keyframes":
@@ -115,26 +209,26 @@ class Keyframes:
             kinds.add("frame" if kind == "frame" else "t")
             try:
                 at = float(row[kind])
-            except (TypeError, ValueError):
-                raise UserError(f"{source}: keyframe {n}: {kind} {row[kind]!r} is not a number") from None
+            except (TypeError, ValueError, OverflowError):
+                raise UserError(f"{source}: keyframe {n}: {kind} {_short(row[kind])} is not a number") from None
             if not math.isfinite(at) or at < 0:
-                raise UserError(f"{source}: keyframe {n}: {kind} must be a number >= 0, got {row[kind]!r}")
+                raise UserError(f"{source}: keyframe {n}: {kind} must be a number >= 0, got {_short(row[kind])}")
             v = AUs.parse(str(row["expression"])).values.copy() if row.get("expression") not in (None, "") \
                 else np.zeros(NUM_AUS, np.float32)
             for key, value in row.items():
                 col = _au_column(key) if key not in ("frame", "t", "time", "expression") else None
                 if col is None:
                     if key not in ("frame", "t", "time", "expression"):
-                        raise UserError(f"{source}: keyframe {n}: unknown column {key!r} (AU01..AU45, t, frame, expression)")
+                        raise UserError(f"{source}: keyframe {n}: unknown column {_short(key)} (AU01..AU45, t, frame, expression)")
                     continue
                 if value in (None, ""):
                     continue
                 try:
                     x = float(value)
-                except (TypeError, ValueError):
-                    raise UserError(f"{source}: keyframe {n}: {key}={value!r} is not a number") from None
+                except (TypeError, ValueError, OverflowError):
+                    raise UserError(f"{source}: keyframe {n}: {key}={_short(value)} is not a number") from None
                 if not math.isfinite(x) or not 0 <= x <= 5:
-                    raise UserError(f"{source}: keyframe {n}: {key}={value!r} is outside 0..5")
+                    raise UserError(f"{source}: keyframe {n}: {key}={_short(value)} is outside 0..5")
                 v[col] = x
             times.append(at)
             values.append(v)
