@@ -291,7 +291,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
             return
         from exprengine.faces.editor import FaceEditor, as_rgb, select_faces
         photo = read_photo(image)
-        rgb = np.ascontiguousarray(as_rgb(photo))
+        rgb = np.ascontiguousarray(as_rgb(photo.pixels))
         faces = _detector(detector, min_face)
         found = faces.detect(rgb)
         chosen = select_faces(found, select)
@@ -304,24 +304,34 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
             click.echo(message)
             return
         editor = FaceEditor(_engine_or_default(engine_dir, device, policy), faces, align=align, mask=mask)
-        edited = editor.edit_crops(photo, editor.crops_for(rgb, [found[i] for i in chosen]), target)
-    write_image(out_path, edited)
+        edited = editor.edit_crops(photo.pixels, editor.crops_for(rgb, [found[i] for i in chosen]), target)
+    _write_photo(out_path, edited, photo)
     click.echo(f"found {len(found)} face(s), edited {len(chosen)} "
                f"({', '.join(f'#{i} {found[i].width}x{found[i].height} at ({found[i].left},{found[i].top})' for i in chosen)}): "
                f"wrote {out_path} ({target})")
 
 
 def _pass_through(source: str, photo, out_path: Path) -> None:
-    """The photo unchanged: the file's own bytes when the format stays the same, else re-encoded."""
+    """The photo (a `media.Photo`) unchanged: the file's own bytes when the output format is the
+    file's own format (every chunk and bit kept), else re-encoded by `_write_photo` as an edited
+    photo is (colour profile, EXIF, 16-bit samples kept where the output format can hold them)."""
     import shutil
 
-    from exprengine.media import atomic_output, write_image
-    same = Path(source).suffix.lower().replace(".jpeg", ".jpg") == out_path.suffix.lower().replace(".jpeg", ".jpg")
-    if same:
+    from exprengine.media import atomic_output, image_format
+    if image_format(out_path) == {"MPO": "JPEG"}.get(photo.format, photo.format):
         with atomic_output(out_path) as tmp:
             shutil.copyfile(source, tmp)
     else:
-        write_image(out_path, photo)
+        _write_photo(out_path, photo.pixels, photo)
+
+
+def _write_photo(out_path: Path, pixels, photo) -> None:
+    """Write a photo (edited or not) keeping its metadata; one note line for what the format drops."""
+    from exprengine.media import photo_losses, write_photo
+    lost = photo_losses(out_path, photo)
+    if lost:
+        _say(f"note: {lost}")
+    write_photo(out_path, pixels, photo)
 
 
 @cli.command()
