@@ -352,18 +352,22 @@ def _write_photo(out_path: Path, pixels, photo) -> None:
 @click.option("--reproducible", is_flag=True,
               help="Detect inline on the frames due instead of in the background (slower; same output every run).")
 @click.option("--no-audio", is_flag=True, help="Do not carry the input's audio over.")
-@click.option("--encoder-preset", default="veryfast", show_default=True, metavar="NAME",
-              help="x264 speed preset (ultrafast ... veryslow); ultrafast for real-time 1080p.")
+@click.option("--encoder-preset", default="veryfast", show_default=True,
+              type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                                 "veryslow", "placebo"]),
+              help="x264 speed preset; ultrafast for real-time 1080p.")
 @au_policy_options
 def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline, out, select, detector, min_face,
           align, mask, detect_every, detect_scale, reproducible, no_audio, encoder_preset, strict, max_intensity,
           above_max):
-    """Edit every face of every frame of a video; frame count, rate, size and audio are kept.
+    """Edit every face of every frame of a video; frame count, times, size, colours and audio are kept.
 
     The expression is held (--preset/--au), morphed across the clip (--from), or follows AU
     keyframes (--timeline). Faces are detected on a downscaled frame every few frames in the
     background, tracked with One-Euro smoothing, edited in one engine call per frame and
-    pasted back. The output file appears only when complete (Ctrl-C leaves none).
+    pasted back. Pixels outside the faces keep their values (8-bit video, limited or full range;
+    10-bit and HDR video are refused), every frame keeps its time and every audio track is kept
+    in sync. The output file appears only when complete (Ctrl-C or SIGTERM leaves none).
 
     \b
     Examples:
@@ -375,8 +379,16 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
 
     from exprengine.aus import AUs
     from exprengine.video import timeline as tl
-    from exprengine.video.io import VideoReader, VideoWriter, probe_video
+    from exprengine.media import check_writable_place
+    from exprengine.video.io import VideoReader, VideoWriter, check_editable, check_video_output, probe_video
     from exprengine.video.stream import StreamEditor
+    # Every argument is checked before any decoding or engine loading: the output place (never
+    # the input, even with --no-audio), the engine's manifest and files, then the video.
+    out_path = check_video_output(out)
+    check_writable_place(out_path, inputs=[video_path])
+    if engine_dir:
+        from exprengine.engines.manifest import Manifest
+        Manifest.read(engine_dir)
     with _reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
         if timeline:
@@ -389,33 +401,41 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
             target = _aus_from_options(presets, aus)
             policy.check(target.values)
             plan = tl.hold(target)
-        info = probe_video(video_path)
+        start = None
         if src and not timeline:
             start = AUs.parse(src)
             policy.check(start.values)
+        info = probe_video(video_path)
+        check_editable(info)                                # 10-bit and HDR: refused, not shifted
+        if start is not None:
             plan = tl.morph(start, target, info.frames, schedule)
         engine = _engine_or_default(engine_dir, device, policy)
         editor = StreamEditor(engine, plan, _detector(detector, min_face), select, detect_every=detect_every,
                               detect_scale=detect_scale, detect_async=not reproducible, fps=info.fps, align=align,
-                              mask=mask, in_place=True)
+                              mask=mask, in_place=True, times=info.pts or None)
         yuv = info.width % 2 == 0 and info.height % 2 == 0     # stay in the codec's 4:2:0 (odd sizes: RGB)
+        # Frames at the input's own times when they are not evenly spaced (variable frame rate).
+        timing = {} if info.constant_rate else {"pts": info.pts, "end": info.end}
         with editor, VideoReader(video_path) as reader, \
-                VideoWriter(out, info.width, info.height, fps_rational=info.fps_rational,
+                VideoWriter(out_path, info.width, info.height, fps_rational=info.fps_rational,
                             audio_from=None if no_audio else video_path, preset=encoder_preset,
-                            pix_fmt_in="yuv420p" if yuv else "rgb24") as writer, \
+                            pix_fmt_in="yuv420p" if yuv else "rgb24", color=info.color if yuv else None,
+                            inputs=[video_path], keep_audio_timing=True, **timing) as writer, \
                 tqdm(total=info.frames, desc="editing", unit="frame", disable=None) as bar:
             for frame in editor.process(reader.iter_yuv() if yuv else reader):
                 writer.write(frame)
                 bar.update()
     st = editor.stats.summary()
-    click.echo(f"wrote {out}: {st['frames']} frames at {info.fps:g} fps, {info.width}x{info.height}"
-               f"{', audio kept' if info.has_audio and not no_audio else ''}; {st['fps']} frames/s, "
-               f"{st['detections']} detector runs")
+    tracks = writer.audio_tracks if writer.audio_from is not None else 0
+    audio = ("no audio" if not tracks else "1 audio track kept" if tracks == 1 else f"{tracks} audio tracks kept")
+    rate = f"{info.fps:g} fps" if info.constant_rate else f"variable rate (average {info.fps:g} fps), times kept"
+    click.echo(f"wrote {out_path}: {st['frames']} frames at {rate}, {info.width}x{info.height}, {audio}; "
+               f"{st['fps']} frames/s, {st['detections']} detector runs")
 
 
-@cli.command()
+@cli.command(inputs=("image", "engine_dir"), outputs=("out", "sheet"), together=True)
 @click.argument("image", metavar="IMAGE")
-@engine_options
+@media_engine_options
 @click.option("--from", "src", default="natural", show_default=True, metavar="SPEC",
               help="Start expression: preset[@x] and/or AUxx=v, comma-separated.")
 @click.option("--to", "dst", required=True, metavar="SPEC",
