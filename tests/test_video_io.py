@@ -440,3 +440,37 @@ def test_yuv_frames_round_trip_without_rgb_conversion(tmp_path):
         w.write(frames[0])
     with pytest.raises(ValueError, match="even"):
         VideoWriter(tmp_path / "odd.mp4", 63, 48, "25/1", pix_fmt_in="yuv420p")
+
+
+def test_an_encoder_failure_is_one_sentence_and_ffmpeg_prints_nothing(tmp_path, monkeypatch, capfd):
+    real = VideoWriter._encoder_command
+
+    def failing(self):                      # ffmpeg refuses to start, as on a full disk it stops
+        cmd = real(self)
+        return cmd[:-1] + ["-c:v", "no-such-encoder", cmd[-1]]
+
+    monkeypatch.setattr(VideoWriter, "_encoder_command", failing)
+    target = tmp_path / "out.mp4"
+    with pytest.raises(UserError) as err:
+        write_video(target, moving_frames(30, 48, 64))
+    assert "ffmpeg" in one_sentence(err, target)
+    assert capfd.readouterr().err == "" and list(tmp_path.iterdir()) == []
+
+
+def test_frames_keep_the_times_given_and_full_range_yuv_keeps_its_values(tmp_path):
+    from exprengine.video.io import ColorTags
+    from exprengine.video.yuv import YUVFrame
+    times = [0.0, 0.1, 0.2, 0.233, 0.266, 0.3, 0.5, 0.7]
+    frames = [YUVFrame(np.full(64 * 48 * 3 // 2, 128, np.uint8), 48, 64) for _ in times]
+    for i, f in enumerate(frames):
+        f.y[:] = 8 + i                                           # near black, full range
+    path = tmp_path / "vfr.mkv"
+    with VideoWriter(path, 64, 48, "10/1", pix_fmt_in="yuv420p", color=ColorTags(range="pc"), pts=times,
+                     end=0.8) as w:
+        for f in frames:
+            w.write(f)
+    info = probe_video(path)
+    assert info.color.full_range and not info.constant_rate
+    assert info.pts == pytest.approx(times, abs=0.001) and info.end == pytest.approx(0.8, abs=0.001)
+    with VideoReader(path) as reader:
+        assert [int(np.median(f.y)) for f in reader.iter_yuv()] == [8 + i for i in range(len(times))]

@@ -171,14 +171,15 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     rate = _choose_rate(scan.rate, scan.avg_rate, scan.tbr)
     if rate is None:
         raise UserError(f"video {p} does not state its frame rate")
-    _check_length(p, scan, float(frames / rate), float(1 / rate))
-    if scan.returncode != 0:
-        raise UserError(f"video {p} is truncated or corrupt (ffmpeg exit status {scan.returncode})")
-    width, height = scan.size or scan.coded_size
     pts, end = (), None
     if len(scan.pts) == frames and scan.time_base is not None:
         pts = tuple(float(t * scan.time_base) for t in scan.pts)
         end = float((scan.pts[-1] + max(scan.last_duration, 0)) * scan.time_base)
+    # The video's length: where its last frame ends (variable frame rates), else frames / rate.
+    _check_length(p, scan, end if end is not None else float(frames / rate), float(1 / rate))
+    if scan.returncode != 0:
+        raise UserError(f"video {p} is truncated or corrupt (ffmpeg exit status {scan.returncode})")
+    width, height = scan.size or scan.coded_size
     return VideoInfo(path=p, width=width, height=height, fps=float(rate),
                      fps_rational=f"{rate.numerator}/{rate.denominator}", frames=frames,
                      duration=float(frames / rate), has_audio=scan.has_audio, pix_fmt=scan.pix_fmt,
