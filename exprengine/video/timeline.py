@@ -209,7 +209,9 @@ class Keyframes:
             kinds.add("frame" if kind == "frame" else "t")
             try:
                 at = float(row[kind])
-            except (TypeError, ValueError, OverflowError):
+            except OverflowError:
+                raise UserError(f"{source}: keyframe {n}: {kind} {_short(row[kind])} is too large") from None
+            except (TypeError, ValueError):
                 raise UserError(f"{source}: keyframe {n}: {kind} {_short(row[kind])} is not a number") from None
             if not math.isfinite(at) or at < 0:
                 raise UserError(f"{source}: keyframe {n}: {kind} must be a number >= 0, got {_short(row[kind])}")
@@ -225,7 +227,9 @@ class Keyframes:
                     continue
                 try:
                     x = float(value)
-                except (TypeError, ValueError, OverflowError):
+                except OverflowError:
+                    raise UserError(f"{source}: keyframe {n}: {key}={_short(value)} is outside 0..5") from None
+                except (TypeError, ValueError):
                     raise UserError(f"{source}: keyframe {n}: {key}={_short(value)} is not a number") from None
                 if not math.isfinite(x) or not 0 <= x <= 5:
                     raise UserError(f"{source}: keyframe {n}: {key}={_short(value)} is outside 0..5")
