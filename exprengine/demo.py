@@ -53,26 +53,37 @@ def bundled_face() -> np.ndarray:
         return read_image(p)
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+def _median_ms(fn: Callable[[], object], repeats: int, tick: Callable[[], object] = lambda: None) -> float:
     fn()  # warm-up (first-call allocations, lazy initialisation)
+    tick()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
+        tick()
     return 1000.0 * float(np.median(times))
 
 
-def timing_table(engines: dict[str, "object"], batches: list[int], repeats: int) -> tuple[str, list[dict]]:
-    """Median milliseconds per call of each engine at each batch, as markdown and as rows."""
+def timing_table(engines: dict[str, "object"], batches: list[int], repeats: int,
+                 progress: bool | None = False) -> tuple[str, list[dict]]:
+    """Median milliseconds per call of each engine at each batch, as markdown and as rows.
+
+    progress: a tqdm bar of the calls on stderr (True), none (False), or only on a terminal (None).
+    """
+    from tqdm import tqdm
+
     from exprengine.engines.build import random_network_inputs
     rows = []
-    for batch in batches:
-        image, aus = random_network_inputs(batch, next(iter(engines.values())).image_size, seed=batch)
-        row = {"batch": batch}
-        for name, eng in engines.items():
-            row[name] = _median_ms(lambda: eng.run(image, aus), repeats)
-        rows.append(row)
+    with tqdm(total=len(batches) * len(engines) * (repeats + 1), desc="timing", unit="call",
+              disable=_tqdm_disable(progress)) as bar:
+        for batch in batches:
+            image, aus = random_network_inputs(batch, next(iter(engines.values())).image_size, seed=batch)
+            row = {"batch": batch}
+            for name, eng in engines.items():
+                bar.set_postfix_str(f"{name}, batch {batch}")
+                row[name] = _median_ms(lambda: eng.run(image, aus), repeats, tick=lambda: bar.update(1))
+            rows.append(row)
     names = list(engines)
     base = names[0]
     lines = ["| batch | " + " | ".join(f"{n} ms/call" for n in names) + " | " +
@@ -84,8 +95,33 @@ def timing_table(engines: dict[str, "object"], batches: list[int], repeats: int)
     return "\n".join(lines), rows
 
 
+SHEET_SCALE = 2         # the demo's sheets and GIF show each 128x128 output enlarged this many times
+PHOTO_PANEL = 512       # faces_photo.png: the side of each panel, pixels
+
+
+def _tqdm_disable(progress: bool | None) -> bool | None:
+    return False if progress else None if progress is None else True
+
+
+def enlarge(frames: np.ndarray, factor: int, resample: str = "lanczos") -> np.ndarray:
+    """[N,H,W,3] uint8 -> [N,H*factor,W*factor,3] uint8, each frame resized by Pillow
+    ("lanczos" for viewing, "nearest" to show the pixels as they are)."""
+    return resize_to(frames, frames.shape[1] * factor, frames.shape[2] * factor, resample)
+
+
+def resize_to(frames: np.ndarray, height: int, width: int, resample: str = "lanczos") -> np.ndarray:
+    """[N,H,W,3] uint8 -> [N,height,width,3] uint8 by Pillow's resize."""
+    from PIL import Image
+    method = {"lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}[resample]
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), method)) for f in frames])
+
+
 def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", frames: int = 16,
-             repeats: int = 5, echo: Callable[[str], None] = print) -> dict:
+             repeats: int = 5, echo: Callable[[str], None] = print, progress: bool | None = None) -> dict:
+    """Run the demo into the folder `out` (replaced if it is an earlier demo's; any other
+    existing non-empty folder is a UserError). progress: tqdm bars on stderr for the long
+    steps (True), none (False), or only when stderr is a terminal (None). Returns demo.json's
+    contents."""
     import platform
 
     from exprengine.engine import Engine
@@ -134,7 +170,7 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
         for name, img in zip(names, edits):
             write_image(tmp / "edits" / f"{name}.png", img)
         write_image(tmp / "presets.png", contact_sheet(
-            np.concatenate([face[None], edits, face[None], truth]), columns=len(names) + 1,
+            enlarge(np.concatenate([face[None], edits, face[None], truth]), SHEET_SCALE), columns=len(names) + 1,
             labels=["input"] + labels + ["renderer:"] + [f"true {n}" for n in names]))
         regions = preset_region_report(engine)
         table = region_table(regions)
@@ -148,23 +184,25 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
         (tmp / "edits_photo").mkdir()
         for name, img in zip(names, photo_edits):
             write_image(tmp / "edits_photo" / f"{name}.png", img)
-        write_image(tmp / "presets_photo.png", contact_sheet(np.concatenate([photo[None], photo_edits]),
+        write_image(tmp / "presets_photo.png", contact_sheet(enlarge(np.concatenate([photo[None], photo_edits]),
+                                                                       SHEET_SCALE),
                                                                columns=len(names) + 1, labels=["photo"] + labels))
 
-        target = f"happiness@{DEMO_INTENSITY:g}"
+        target = f"surprise@{DEMO_INTENSITY:g}"        # the preset this model reproduces most visibly
         echo(f"[4/6] morphing the synthetic face natural -> {target} over {frames} frames in one engine call ...")
         calls = engine.backend_calls
         morph = engine.morph(face, "natural", target, frames=frames, schedule="ease-in-out")
         assert engine.backend_calls == calls + 1
-        write_animation(tmp / "morph.gif", np.concatenate([morph, morph[-2:0:-1]]), fps=12)
-        write_image(tmp / "morph_sheet.png", contact_sheet(morph, labels=[f"{i + 1}" for i in range(frames)]))
+        shown = enlarge(morph, SHEET_SCALE)
+        write_animation(tmp / "morph.gif", np.concatenate([shown, shown[-2:0:-1]]), fps=12)
+        write_image(tmp / "morph_sheet.png", contact_sheet(shown, labels=[f"{i + 1}" for i in range(frames)]))
 
         echo("[5/6] whole photo and video: finding faces, editing them, pasting them back ...")
-        faces = _faces_demo(engine, tmp, echo)
+        faces = _faces_demo(engine, tmp, echo, progress)
 
         echo(f"[6/6] timing eager PyTorch against the {backend} engine (median of {repeats}) ...")
         eager = Engine.from_generator(generator)
-        timing, rows = timing_table({"eager PyTorch": eager, backend: engine}, [1, frames], repeats)
+        timing, rows = timing_table({"eager PyTorch": eager, backend: engine}, [1, frames], repeats, progress)
         header = (f"Timing measured by `exprengine demo` on {platform.machine()} "
                   f"({platform.processor() or 'cpu'}), {generator.config.name} {list(generator.config.dims)}, "
                   f"fp32, median ms per engine call.\n\n")
@@ -174,8 +212,9 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
             f"every preset at {DEMO_INTENSITY:g}, above the renderer's true faces), regions.md (where the "
             "edits land), presets_photo.png and edits_photo/ (the bundled photo), morph.gif and "
             f"morph_sheet.png (natural -> {target}), faces_photo.png (a whole photo: faces found, "
-            "edited and pasted back), video.mp4 (a clip of a moving face, natural -> surprise), "
-            "timing.md, demo.json.\n")
+            "edited and pasted back; the face enlarged, and the change amplified 8x), video.mp4 (a clip "
+            "of a moving face, natural -> surprise), timing.md, demo.json. edits/ and edits_photo/ hold "
+            f"the model's 128x128 outputs as they are; the sheets and the GIF show them enlarged {SHEET_SCALE}x.\n")
         summary = {"model": generator.config.name, "weights": source, "random_init": not trained, "note": note,
                    "verification": manifest.verification, "regions": regions, "timing_ms": rows,
                    "frames": frames, "faces": faces}
@@ -187,11 +226,12 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
     return summary
 
 
-def _faces_demo(engine, out: Path, echo: Callable[[str], None]) -> dict:
+def _faces_demo(engine, out: Path, echo: Callable[[str], None], progress: bool | None = None) -> dict:
     """The faces pipeline on real pixels: scikit-image's astronaut photo (one face, and the
     mission patch the detector must ignore), and a 2-second clip of her face sliding across a
     640x480 frame, morphing natural -> surprise."""
     from skimage import data
+    from tqdm import tqdm
 
     from exprengine.faces.editor import FaceEditor
     from exprengine.media import contact_sheet, write_image
@@ -201,16 +241,15 @@ def _faces_demo(engine, out: Path, echo: Callable[[str], None]) -> dict:
     photo = data.astronaut()
     result = FaceEditor(engine).edit(photo, "surprise@2")
     top, left, side = result.crops[0].region if result.crops else (0, 0, min(photo.shape[:2]))
-    pad = side // 2
-    window = (slice(max(0, top - pad), top + side + pad), slice(max(0, left - pad), left + side + pad))
     moved = np.any(result.image != photo, axis=2)
     inside = np.zeros_like(moved)
     for c in result.crops:
         t, l, e = c.region
         inside[max(t, 0):t + e, max(l, 0):l + e] = True
     changed, outside = int(moved.sum()), int((moved & ~inside).sum())
-    write_image(out / "faces_photo.png", contact_sheet(np.stack([photo[window], result.image[window]]),
-                                                       labels=["photo", "surprise@2, pasted back"]))
+    write_image(out / "faces_photo.png", contact_sheet(
+        photo_panels(photo, result.image, (top, left, side)), columns=3,
+        labels=["photo", "surprise@2, pasted back", "|change| x8", "face", "face, surprise@2", "face |change| x8"]))
     echo(f"      astronaut photo: {len(result.found)} face(s) found, {changed} pixels changed, "
          f"{outside} of them outside the faces' squares")
     n = 60
@@ -218,13 +257,33 @@ def _faces_demo(engine, out: Path, echo: Callable[[str], None]) -> dict:
     frames = moving_face_frames(n, 480, 640, side=440, top=20, x0=20, x1=180)
     with StreamEditor(engine, plan, detect_scale=0.5, fps=30.0, in_place=True) as editor, \
             VideoWriter(out / "video.mp4", 640, 480, "30/1") as writer:
-        for frame in editor.process(frames):
+        for frame in tqdm(editor.process(frames), total=n, desc="video", unit="frame",
+                          disable=_tqdm_disable(progress)):
             writer.write(frame)
     stats = editor.stats.summary()
     echo(f"      video.mp4: {stats['frames']} frames, {stats['fps']} frames/s through the pipeline, "
          f"{stats['detections']} detector runs")
     return {"photo_faces": len(result.found), "photo_pixels_changed": changed, "photo_pixels_changed_outside": outside,
             "video": stats}
+
+
+def photo_panels(photo: np.ndarray, edited: np.ndarray, face: tuple[int, int, int], side: int = PHOTO_PANEL,
+                 gain: int = 8) -> np.ndarray:
+    """Six [side, side, 3] uint8 panels for faces_photo.png: the whole photo, the edited photo
+    and their difference times `gain` (each resized to side x side), then the same three for a
+    square around the face (`face` = its crop's top, left, side; the square is twice that,
+    kept inside the photo), enlarged so a faint edit can be judged. Differences are shown
+    with nearest-neighbour resizing, so each changed pixel stays visible as it is."""
+    h, w = photo.shape[:2]
+    top, left, size = face
+    box = max(1, min(2 * size, h, w))
+    y = int(np.clip(top + size // 2 - box // 2, 0, h - box))
+    x = int(np.clip(left + size // 2 - box // 2, 0, w - box))
+    change = np.clip(np.abs(edited.astype(np.int16) - photo.astype(np.int16)) * gain, 0, 255).astype(np.uint8)
+    whole = resize_to(np.stack([photo, edited]), side, side)
+    crop = resize_to(np.stack([photo, edited])[:, y:y + box, x:x + box], side, side)
+    return np.concatenate([whole, resize_to(change[None], side, side, "nearest"),
+                           crop, resize_to(change[None, y:y + box, x:x + box], side, side, "nearest")])
 
 
 def region_table(regions: dict[str, dict]) -> str:

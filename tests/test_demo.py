@@ -3,15 +3,21 @@ import json
 
 from PIL import Image
 
+import numpy as np
+
 from exprengine.aus import PRESETS
 from exprengine.cli import main
+from exprengine.demo import PHOTO_PANEL, SHEET_SCALE, photo_panels, run_demo
 
 
 def test_demo_with_the_default_model_writes_everything_and_measures_the_regions(tmp_path, capsys):
     out = tmp_path / "exprengine-demo"
     args = ["demo", "--out", str(out), "--frames", "4", "--repeats", "1"]
-    assert main(args) == 0
-    stdout = capsys.readouterr().out
+    run_demo(out, frames=4, repeats=1, progress=True)
+    captured = capsys.readouterr()
+    stdout = captured.out
+    for bar in ("convnext6 -> onnxruntime", "video:", "timing:"):          # every long step shows progress
+        assert bar in captured.err, bar
     assert "synthetic face world only" in stdout and "| batch |" in stdout and "| happiness |" in stdout
     assert "RANDOMLY" not in stdout
     for name in PRESETS:
@@ -19,7 +25,23 @@ def test_demo_with_the_default_model_writes_everything_and_measures_the_regions(
         assert Image.open(out / "edits_photo" / f"{name}.png").size == (128, 128)
     with Image.open(out / "morph.gif") as gif:
         assert gif.n_frames == 4 + 2                     # forward and back (bounce)
-    assert Image.open(out / "presets.png").size[0] > 9 * 128
+        assert gif.size == (128 * SHEET_SCALE,) * 2
+        shown = []
+        for i in range(4):
+            gif.seek(i)
+            shown.append(np.asarray(gif.convert("RGB")).astype(int))
+    side = 128 * SHEET_SCALE                             # the GIF against the sheet's exact frames
+    sheet = np.asarray(Image.open(out / "morph_sheet.png").convert("RGB")).astype(int)
+    tiles = [sheet[2:2 + side, 2 + i * (side + 2):2 + i * (side + 2) + side] for i in range(2)]
+    for tile, frame in zip(tiles, shown):
+        error = np.abs(frame - tile).max(axis=2)
+        bright = tile.min(axis=2) > 170                  # the eye whites (they turned green)
+        assert bright.sum() > 50 and error[bright].max() <= 16 and error.max() <= 24
+    still = np.all(tiles[0] == tiles[1], axis=2)         # unchanged pixels stay unchanged in the GIF
+    assert still.mean() > 0.5 and np.array_equal(shown[0][still], shown[1][still])
+    assert Image.open(out / "presets.png").size[0] > 9 * 128 * SHEET_SCALE
+    w, h = Image.open(out / "faces_photo.png").size       # large enough to judge: 512-pixel panels
+    assert w >= 3 * PHOTO_PANEL and h >= 2 * PHOTO_PANEL and PHOTO_PANEL >= 512
     assert (out / "presets_photo.png").exists() and (out / "morph_sheet.png").exists()
     assert (out / "engine" / "engine.json").exists() and "| surprise |" in (out / "regions.md").read_text()
     summary = json.loads((out / "demo.json").read_text())
@@ -55,3 +77,13 @@ def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--model", "convnext2", "--frames", "2", "--repeats", "1"]) == 2
     assert "not an earlier demo" in capsys.readouterr().err
     assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_photo_panels_show_the_whole_photo_the_face_enlarged_and_the_change():
+    photo = np.zeros((300, 400, 3), np.uint8)
+    edited = photo.copy()
+    edited[100:110, 200:210] = 5                         # a faint change inside the face
+    panels = photo_panels(photo, edited, (80, 180, 60), side=512)
+    assert panels.shape == (6, 512, 512, 3)
+    assert panels[2].max() == 5 * 8                      # the change, amplified 8x
+    assert (panels[5] > 0).mean() > 4 * (panels[2] > 0).mean()   # the face's square is enlarged
