@@ -226,3 +226,21 @@ def test_16_bit_png_with_a_face_keeps_every_sample_outside_it(tmp_path, capsys, 
     residual = samples.astype(np.int64) - a8.astype(np.int64) * 257
     expected = np.clip(edited8.astype(np.int64) * 257 + residual, 0, 65535)
     assert np.array_equal(result, expected)
+
+
+@pytest.mark.parametrize("planes", [2, 4])
+def test_16_bit_pngs_with_alpha_stay_exact(tmp_path, planes):
+    samples = np.random.default_rng(6).integers(0, 65536, (12, 16, planes)).astype(np.uint16)
+    src = tmp_path / "alpha16.png"
+    with open(src, "wb") as f:
+        png.Writer(16, 12, greyscale=planes == 2, alpha=True, bitdepth=16).write(f, samples.reshape(12, -1))
+    photo = read_photo(src)
+    rgba = samples[:, :, [0, 0, 0, 1]] if planes == 2 else samples      # gray + alpha reads as RGBA
+    assert photo.pixels.shape == (12, 16, 4) and np.array_equal(photo.high, rgba)
+    edited = photo.pixels.copy()
+    edited[0, 0, 0] = edited[0, 0, 0] // 2 + 1                          # one changed sample
+    write_photo(tmp_path / "out.png", edited, photo)
+    result = read_png16(tmp_path / "out.png")
+    expected = rgba.astype(np.int64)
+    expected[0, 0, 0] += (int(edited[0, 0, 0]) - int(photo.pixels[0, 0, 0])) * 257
+    assert np.array_equal(result, np.clip(expected, 0, 65535))
