@@ -127,6 +127,11 @@ class AUs:
         key = name.strip().lower()
         if key not in PRESETS:
             raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        # Checked here, before presets combine by maximum: happiness@-1 would otherwise vanish
+        # into "natural" and natural@99 pass unnoticed.
+        if not (np.isfinite(intensity) and 0 <= intensity <= AU_SCALE):
+            raise UserError(f"preset {name}@{intensity:g}: the intensity must be between 0 and {AU_SCALE:g} "
+                            f"(OpenFace's AU scale)")
         v = np.zeros(NUM_AUS, np.float32)
         for au in PRESETS[key].aus:
             v[AU_INDEX[au]] = intensity

@@ -5,8 +5,10 @@ stderr and exit status 2; nothing partial is written and inputs are never modifi
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import sys
 import warnings
 from contextlib import contextmanager
@@ -69,8 +71,52 @@ def _load_engine(engine_dir: str, device: str, policy: AUPolicy):
     return Engine.load(engine_dir, device=device, policy=policy)
 
 
+class _Command(click.Command):
+    """A command that names which of its parameters are input and output paths.
+
+    Before the command's body runs, every output is checked against every input and every
+    other output by the one rule in `media.check_outputs_apart` (no output may be an input,
+    through links or not, lie inside an input directory, or hold an input). With
+    `together=True` the body runs inside `media.outputs_together`: its outputs appear
+    together when it succeeds, or none does.
+    """
+
+    def __init__(self, *args, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = (),
+                 together: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inputs, self.outputs, self.together = inputs, outputs, together
+
+    def _paths(self, ctx: click.Context, names: tuple[str, ...]) -> dict[str, str]:
+        found = {}
+        params = {p.name: p for p in self.params}
+        for name in names:
+            values = ctx.params.get(name)
+            for value in values if isinstance(values, (tuple, list)) else [values]:
+                if value is None or str(value).lower() == "none" or not str(value).strip():
+                    continue
+                param = params[name]
+                label = param.opts[-1] if isinstance(param, click.Option) else (param.metavar or name.upper())
+                found[label if label not in found else f"{label} {value}"] = str(value)
+        return found
+
+    def invoke(self, ctx: click.Context):
+        from exprengine.media import check_outputs_apart, outputs_together
+        check_outputs_apart(self._paths(ctx, self.outputs), self._paths(ctx, self.inputs))
+        if not self.together:
+            return super().invoke(ctx)
+        finished = None
+        with outputs_together():
+            try:
+                return super().invoke(ctx)
+            except click.exceptions.Exit as e:     # a deliberate exit status (edit --require-face):
+                finished = e                       # what was written stays
+        raise finished
+
+
 class _Group(click.Group):
     """Prints the epilog's example lines as they are (click would re-wrap them)."""
+
+    command_class = _Command
 
     def format_epilog(self, ctx, formatter):
         if self.epilog:
@@ -95,7 +141,7 @@ def cli():
 
 
 # --- build / info ------------------------------------------------------------------------
-@cli.command()
+@cli.command(inputs=("checkpoint",), outputs=("out",), together=True)
 @click.option("--model", default=None, metavar="NAME",
               help="Generator architecture (see `exprengine models`). With neither --model nor "
                    "--checkpoint: the shipped default model (trained on synthetic faces).")
@@ -155,7 +201,7 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
                    if manifest.verification else ""))
 
 
-@cli.command()
+@cli.command(inputs=("engine_dir",))
 @click.argument("engine_dir", metavar="ENGINE")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def info(engine_dir, as_json):
@@ -213,17 +259,22 @@ def face_options(f):
     return f
 
 
+def media_engine_options(f):
+    """--engine (optional: the shipped model) and --device: shared by edit, video and morph."""
+    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where to run the engine.")(f)
+    f = click.option("--engine", "engine_dir", default=None, metavar="DIR",
+                     help="Engine directory made by `exprengine build` [default: the shipped model, eager PyTorch].")(f)
+    return f
+
+
 def media_options(f):
     """--engine (optional: the shipped model), --device, --preset, --au: shared by edit and video."""
     f = click.option("--au", "aus", multiple=True, metavar="AUxx=V",
                      help="Set one AU (AU12=1.8 or 12=1.8); applied after presets. Repeatable.")(f)
     f = click.option("--preset", "presets", multiple=True, metavar="NAME[@X]",
                      help="Expression preset, optionally with intensity (happiness@1.5). Repeatable.")(f)
-    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                     help="Where to run the engine.")(f)
-    f = click.option("--engine", "engine_dir", default=None, metavar="DIR",
-                     help="Engine directory made by `exprengine build` [default: the shipped model, eager PyTorch].")(f)
-    return f
+    return media_engine_options(f)
 
 
 def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy):
@@ -244,7 +295,7 @@ def _detector(detector: str, min_face: int):
     return FaceDetector(detector, min_size=min_face)
 
 
-@cli.command()
+@cli.command(inputs=("image", "engine_dir"), outputs=("out", "attention_out"), together=True)
 @click.argument("image", metavar="IMAGE")
 @media_options
 @click.option("--out", required=True, metavar="PATH", help="Output image (.png, .jpg, .webp, .bmp).")
@@ -291,6 +342,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
             return
         from exprengine.faces.editor import FaceEditor, as_rgb, select_faces
         photo = read_photo(image)
+        engine = _engine_or_default(engine_dir, device, policy)    # checked before any work, face or not
         rgb = np.ascontiguousarray(as_rgb(photo.pixels))
         faces = _detector(detector, min_face)
         found = faces.detect(rgb)
@@ -298,12 +350,14 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
         if not found:
             _pass_through(image, photo, out_path)
             message = f"no face found in {image}: wrote it unchanged to {out_path}"
+            if max(rgb.shape[:2]) <= 512:
+                message += " (if the image is already a face crop, add --crop to edit all of it)"
             if require_face:
                 _say(f"exprengine: warning: {message}")
                 raise click.exceptions.Exit(1)
             click.echo(message)
             return
-        editor = FaceEditor(_engine_or_default(engine_dir, device, policy), faces, align=align, mask=mask)
+        editor = FaceEditor(engine, faces, align=align, mask=mask)
         edited = editor.edit_crops(photo.pixels, editor.crops_for(rgb, [found[i] for i in chosen]), target)
     _write_photo(out_path, edited, photo)
     click.echo(f"found {len(found)} face(s), edited {len(chosen)} "
@@ -334,7 +388,7 @@ def _write_photo(out_path: Path, pixels, photo) -> None:
     write_photo(out_path, pixels, photo)
 
 
-@cli.command()
+@cli.command(inputs=("video_path", "engine_dir", "timeline"), outputs=("out",), together=True)
 @click.argument("video_path", metavar="VIDEO")
 @media_options
 @click.option("--from", "src", default=None, metavar="SPEC",
@@ -471,13 +525,15 @@ def morph(image, engine_dir, device, src, dst, frames, schedule, fps, bounce, ou
         sheet_path = None if sheet.lower() == "none" else Path(sheet)
     if sheet_path is not None:
         sheet_path = check_output_path(sheet_path, "image")
+        from exprengine.media import check_outputs_apart          # the default sheet name is derived
+        check_outputs_apart({"--out": out_path, "--sheet": sheet_path}, {"IMAGE": image, "--engine": engine_dir})
     with _reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
         src_aus, dst_aus = AUs.parse(src), AUs.parse(dst)
         policy.check(src_aus.values)
         policy.check(dst_aus.values)
         face = read_image(image)
-        engine = _load_engine(engine_dir, device, policy)
+        engine = _engine_or_default(engine_dir, device, policy)
         calls = -(-frames // engine.max_batch)
         _say(f"rendering {frames} frames in {calls} engine call{'s' if calls > 1 else ''} ...")
         rendered = engine.morph(face, src_aus, dst_aus, frames=frames, schedule=schedule,
@@ -525,9 +581,25 @@ def models():
 
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
+#: Bounds of one --dims width (channels of the stem and the two downsampling stages).
+MAX_WIDTH = 4096
 
 
-@cli.command()
+def _parse_dims(dims: str | None) -> tuple[int, int, int] | None:
+    """--dims A,B,C: three channel widths in 1..MAX_WIDTH, stem then the two downsampling stages."""
+    if dims is None:
+        return None
+    parts = [p.strip() for p in dims.split(",")]
+    if len(parts) != 3 or not all(re.fullmatch(r"\d{1,6}", p) for p in parts):
+        raise UserError(f"--dims {dims!r}: expected three comma-separated positive integers (stem, down 1, down 2), "
+                        f"e.g. 16,32,64")
+    widths = tuple(int(p) for p in parts)
+    if not all(1 <= w <= MAX_WIDTH for w in widths):
+        raise UserError(f"--dims {dims!r}: each width must be between 1 and {MAX_WIDTH}")
+    return widths
+
+
+@cli.command(inputs=("data", "init"), outputs=("out",))
 @click.option("--model", default="convnext6", show_default=True, metavar="NAME", help="Generator architecture.")
 @click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
               help="synthetic[:SEED[:IDENTITIES]] (rendered on the fly) or a data set directory.")
@@ -570,12 +642,9 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda needs an NVIDIA GPU, and none is visible")
-    try:
-        dims_t = tuple(int(x) for x in dims.split(",")) if dims else None
-    except ValueError:
-        raise UserError(f"--dims {dims!r}: expected three comma-separated integers") from None
-    if dims_t is not None and len(dims_t) != 3:
-        raise UserError(f"--dims needs three widths (stem, down 1, down 2), got {len(dims_t)}")
+    dims_t = _parse_dims(dims)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the run")
     if resume:
         saved = Trainer.checkpoint_config(out)
         trainer = Trainer.resume(out, training_data(saved.data, saved.generator_config().image_size), device, steps)
@@ -592,7 +661,7 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
     click.echo(f"trained {out} to step {trainer.step}: {Path(out) / 'generator.safetensors'}")
 
 
-@cli.command(name="eval")
+@cli.command(name="eval", inputs=("engine_dir", "real_dir", "inception"), outputs=("json_out", "sheet"), together=True)
 @click.argument("engine_dir", metavar="ENGINE")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--n", "count", type=click.IntRange(2, 100_000), default=200, show_default=True,
@@ -623,6 +692,12 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
     from exprengine.media import check_output_path, write_image
     if sheet:
         check_output_path(sheet, "image")
+    if json_out:
+        check_output_path(json_out, "file")
+    if real_dir and not Path(real_dir).is_dir():
+        raise UserError(f"--real {real_dir} is not a data set directory")
+    if inception and not Path(inception).is_file():
+        raise UserError(f"--inception {inception} is not a file (the FID Inception-v3 weights)")
     engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
     report, image = evaluate_synthetic(engine, count, seed, sheet_rows=8 if sheet else 0)
     report["engine"] = str(engine_dir)
@@ -643,7 +718,7 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
         write_image(sheet, image)
 
 
-@cli.command(name="train-au-estimator")
+@cli.command(name="train-au-estimator", outputs=("out",), together=True)
 @click.option("--out", required=True, metavar="PATH", help="Weights file to write (.safetensors).")
 @click.option("--examples", type=click.IntRange(100), default=10000, show_default=True)
 @click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
@@ -660,7 +735,7 @@ def train_au_estimator_command(out, examples, steps):
     click.echo(f"wrote {out}: mean absolute AU error {report['mae']:.3f} on held-out identities")
 
 
-@cli.command()
+@cli.command(inputs=("photos", "openface"), outputs=("out",))
 @click.argument("photos", metavar="PHOTOS_DIR")
 @click.option("--out", required=True, metavar="DATASET", help="Data set directory (created, or resumed).")
 @click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
@@ -690,7 +765,7 @@ def prepare(photos, out, detector, openface, test_fraction):
         click.echo(f"note: {report['openface']['note']}")
 
 
-@cli.command()
+@cli.command(inputs=("data", "inception"), outputs=("out",))
 @click.option("--out", required=True, metavar="DIR", help="Directory for the runs and the table.")
 @click.option("--models", default="ganimation,convnext2,convnext4,convnext6,convnext2-ln", show_default=True,
               help="Comma-separated registry models.")
@@ -732,7 +807,9 @@ def compare(out, models, objective, data, steps, batch, lr, seed, eval_n, device
         raise UserError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(list_generators())}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dims_t = tuple(int(x) for x in dims.split(",")) if dims else None
+    dims_t = _parse_dims(dims)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the comparison")
     config = TrainConfig(objective=objective, data=data, steps=steps, batch=batch, lr=lr, seed=seed, image_size=image_size, dims=dims_t,
                          critic_width=critic_width, checkpoint_every=max(1, steps // 10), sample_every=max(1, steps // 4))
     results = run_compare(out, config, names, eval_n, device, inception_path=inception)
@@ -740,7 +817,7 @@ def compare(out, models, objective, data, steps, batch, lr, seed, eval_n, device
     click.echo(markdown(results))
 
 
-@cli.command()
+@cli.command(outputs=("out",), together=True)
 @click.option("--n", "count", type=click.IntRange(1, 10_000_000), default=10000, show_default=True,
               help="Number of faces to render.")
 @click.option("--out", required=True, metavar="DIR", help="Data set directory to write (atomically).")
@@ -764,7 +841,7 @@ def synth(count, out, seed, identities, test_fraction, workers):
                f"({stats['images_per_second']:.0f} images/s with {stats['workers']} workers)")
 
 
-@cli.command()
+@cli.command(outputs=("out",))
 @click.option("--out", default="exprengine-demo", show_default=True, metavar="DIR",
               help="Output folder (replaced if it is an earlier demo's).")
 @click.option("--model", default="default", show_default=True, metavar="NAME",
@@ -794,15 +871,47 @@ def demo(out, model, backend, frames, repeats):
 
 
 # --- entry point ---------------------------------------------------------------------------
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that every clean-up runs as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line and exit status 2."""
+    import signal
+    import threading
+
+    def _terminated(signum, frame):         # SIGTERM/SIGHUP: clean up exactly as Ctrl-C does
+        for sig in previous:                # a second signal must not interrupt the clean-up
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Terminated(signum)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                previous[sig] = signal.signal(sig, _terminated)
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         code = cli.main(args=argv, prog_name="exprengine", standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool):     # a command's `raise Exit(n)`
             return code
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, _Terminated) as e:      # click turns KeyboardInterrupt into Abort
+        cause = e if isinstance(e, _Terminated) else e.__cause__
+        if isinstance(cause, _Terminated):
+            _say(f"exprengine: terminated by signal {cause.signum}; no partial output was left")
+            return 128 + cause.signum
         _say("exprengine: interrupted")
         return 130
     except KeyboardInterrupt:
@@ -815,13 +924,36 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         _say(f"exprengine: error: {e}")
         return EXIT_USER_ERROR
+    except OSError as e:
+        # A path the user gave that the system refuses (a name too long, a loop of links, no
+        # permission, a full disk) wherever it is first touched: their input, not our bug.
+        if e.errno not in _USER_ERRNOS or (e.filename is None and e.errno not in _DISK_ERRNOS):
+            return _internal_error(e)
+        where = f"{_short(e.filename)}: " if e.filename is not None else ""
+        _say(f"exprengine: error: {where}{e.strerror or e}")
+        return EXIT_USER_ERROR
     except Exception as e:   # a bug, not bad input: one line unless asked for the traceback
-        if os.environ.get("EXPRENGINE_DEBUG"):
-            raise
-        _say(f"exprengine: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-             "(rerun with EXPRENGINE_DEBUG=1 for the traceback, and please report it)")
-        return 1
+        return _internal_error(e)
     return 0
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+_USER_ERRNOS = _DISK_ERRNOS | {errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOENT,
+                               errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY}
+
+
+def _short(path) -> str:
+    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    return text if len(text) <= 80 else text[:40] + "..." + text[-30:]
+
+
+def _internal_error(e: BaseException) -> int:
+    """A bug, not bad input: one line (the traceback with EXPRENGINE_DEBUG=1) and exit status 1."""
+    if os.environ.get("EXPRENGINE_DEBUG"):
+        raise e
+    _say(f"exprengine: internal error: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''} "
+         "(rerun with EXPRENGINE_DEBUG=1 for the traceback, and please report it)")
+    return 1
 
 
 if __name__ == "__main__":

@@ -359,16 +359,21 @@ def check_output_path(path: str | os.PathLike, kind: str, inputs: Iterable[str |
 
     kind "image": a file ending in one of IMAGE_SUFFIXES. kind "animation": a .gif or .mp4
     file, or a directory for PNG frames (a path ending in "/", a missing path with no suffix,
-    or an existing empty directory). `inputs` are files the output must not overwrite.
+    or an existing empty directory). kind "file": any other file (a JSON report).
+    `inputs` are files the output must not overwrite (see `check_outputs_apart`).
     """
-    if kind not in ("image", "animation"):
-        raise ValueError(f"unknown output kind {kind!r}; use 'image' or 'animation'")
+    if kind not in ("image", "animation", "file"):
+        raise ValueError(f"unknown output kind {kind!r}; use 'image', 'animation' or 'file'")
     raw = os.fspath(path)
     p = Path(raw)
     if not raw.strip():
         raise UserError("the output path is empty")
     found = output_kind(raw)
-    if kind == "image":
+    if kind == "file":
+        if p.is_dir() or raw.endswith(("/", os.sep)):
+            raise UserError(f"output {raw} is a directory; give a file name")
+        found = "file"
+    elif kind == "image":
         if p.is_dir():
             raise UserError(f"output {p} is a directory; give an image file name such as {p / 'out.png'}")
         if raw.endswith(("/", os.sep)):
@@ -453,8 +458,8 @@ def check_outputs_apart(outputs: Mapping[str, str | os.PathLike], inputs: Mappin
                 raise UserError(f"{_named(label, out)} is inside the input directory {_named(in_label, src)}; "
                                 f"refusing to write into an input, give a place outside it")
             if _is_within(r_in, r_out):
-                raise UserError(f"{_named(label, out)} would hold the input {_named(in_label, src)} and "
-                                f"replace it; give an output place that does not contain an input")
+                raise UserError(f"{_named(label, out)} is a directory holding the input {_named(in_label, src)}; "
+                                f"writing it would replace the input, give an output place that does not contain it")
     for i, (label_a, a) in enumerate(outs):
         for label_b, b in outs[i + 1:]:
             if real(a) == real(b) or (a.exists() and b.exists() and _same_file(a, b)):

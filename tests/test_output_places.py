@@ -30,7 +30,7 @@ def place(tmp_path):
     ("engine/engine.json", "inside the input directory"),
     ("engine/new.json", "inside the input directory"),
     ("engine", "is the input"),
-    (".", "would hold the input"),
+    (".", "is a directory holding the input"),
 ])
 def test_an_output_that_resolves_to_an_input_is_refused(place, out, message):
     (place / "sub").mkdir(exist_ok=True)
