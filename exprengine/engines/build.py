@@ -58,8 +58,8 @@ def check_engine_destination(out: str | Path) -> Path:
             raise EngineError(f"{out} exists and is not a directory; choose another --out")
         if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
             raise EngineError(f"{out} is a non-empty directory that is not an engine; refusing to replace it")
-    if not out.resolve().parent.is_dir():
-        raise EngineError(f"the parent directory of {out} does not exist")
+    from exprengine.media import check_writable_place
+    check_writable_place(out, directory=True)     # missing parents are created when it is written
     return out
 
 
