@@ -300,3 +300,59 @@ def test_huge_image_size_is_refused_before_any_allocation(onnx_engine):
 def test_inspect_engine_reports_a_sound_engine(onnx_engine):
     m = inspect_engine(onnx_engine)
     assert m.model == "convnext2" and m.image_size == 128
+
+
+def test_artifact_swapped_after_the_manifest_was_read_is_not_deserialised(onnx_engine):
+    from exprengine.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+    manifest = Manifest.read(onnx_engine)               # verified here ...
+    path = onnx_engine / "model.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01                         # ... then changed in place, same size
+    path.write_bytes(bytes(data))
+    with pytest.raises(EngineError, match="corrupted"):
+        OnnxRuntimeBackend.load(onnx_engine, manifest, "cpu")   # the bytes loaded are the bytes hashed
+
+
+def test_aoti_package_is_loaded_only_when_listed_and_its_compiled_metadata_agrees(engine_factory, tmp_path, face):
+    engine = tmp_path / "aoti"
+    shutil.copytree(engine_factory("convnext2", "aoti"), engine)
+    from exprengine.engines.backends.aoti_backend import package_metadata
+    found = package_metadata((engine / "model.pt2").read_bytes(), "model.pt2")
+    original = manifest_data(engine)
+    assert found["exprengine.weights_sha256"] == original["weights_sha256"]
+    assert found["exprengine.model"] == "convnext2" and found["exprengine.image_size"] == "128"
+
+    write_manifest(engine, {**original, "weights_sha256": "f" * 64})          # the manifest claims other weights
+    with pytest.raises(EngineError, match="says weights sha256"):
+        Engine.load(engine, device="cpu")
+    with pytest.raises(EngineError, match="says weights sha256"):
+        inspect_engine(engine)
+
+    (engine / "notes.txt").write_text("decoy")                              # native code that is not listed
+    blob = (engine / "notes.txt").read_bytes()
+    write_manifest(engine, {**original, "artifacts": {"notes.txt": {
+        "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "role": "readme"}}})
+    with pytest.raises(EngineError, match="lists no aoti-package artifact"):
+        Engine.load(engine, device="cpu")
+
+    write_manifest(engine, original)
+    assert Engine.load(engine, device="cpu").edit(face, "happiness").shape == (1, 128, 128, 3)
+
+
+def test_aoti_package_without_compiled_metadata_loads_only_from_a_manifest_of_that_time(engine_factory, tmp_path):
+    import io
+    import zipfile
+    from exprengine.engines.backends.aoti_backend import AOTInductorBackend
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:          # what packages built before the metadata held
+        z.writestr("model/data/aotinductor/model/x.wrapper_metadata.json", json.dumps({"AOTI_DEVICE_KEY": "cpu"}))
+    manifest = Manifest.read(engine_factory("convnext2", "onnxruntime"))
+    legacy = Manifest(**{**manifest.__dict__, "backend": "aoti",
+                         "artifacts": {"model.pt2": {"bytes": 1, "sha256": "0" * 64}}})
+    AOTInductorBackend.check_metadata(legacy, tmp_path, "aoti-package", "model.pt2", buffer.getvalue())
+    current = Manifest(**{**legacy.__dict__, "artifacts": {"model.pt2": {"bytes": 1, "sha256": "0" * 64,
+                                                                          "role": "aoti-package"}}})
+    with pytest.raises(EngineError, match="carries no model"):
+        AOTInductorBackend.check_metadata(current, tmp_path, "aoti-package", "model.pt2", buffer.getvalue())
+    with pytest.raises(EngineError, match="not a readable AOTInductor package"):
+        AOTInductorBackend.check_metadata(current, tmp_path, "aoti-package", "model.pt2", b"not a zip")

@@ -135,6 +135,10 @@ def schema_error(raw) -> str | None:
     where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
                     for i, p in enumerate(error.absolute_path)) or "the top level"
     message = " ".join(error.message.split())
+    shown = repr(error.instance)
+    if len(shown) > 40 and message.startswith(shown):      # a long value: say what it is, not all of it
+        message = f"{shown[:24]}... ({type(error.instance).__name__} of {len(shown)} characters)" + \
+            message[len(shown):]
     if len(message) > 160:
         message = message[:150] + " ..."
     return f"{where}: {message}"
@@ -299,7 +303,7 @@ class Manifest:
             raise EngineError(f"{path} is not an exprengine engine manifest")
         version = raw.get("format_version")
         if type(version) is not int or version != FORMAT_VERSION:
-            shown = version if type(version) in (int, str) and len(str(version)) < 20 else "(invalid)"
+            shown = repr(version) if type(version) in (int, str) and len(str(version)) < 20 else "(invalid)"
             raise EngineError(f"engine {directory} has format version {shown}, "
                               f"this exprengine reads version {FORMAT_VERSION}; rebuild it")
         artifacts = raw.get("artifacts")
