@@ -23,6 +23,16 @@ from exprengine.errors import UserError
 
 EXIT_USER_ERROR = 2
 
+# Bounds of the numeric options shared by several commands: values outside them are refused
+# by click before any work, as one line (an unbounded batch or seed used to reach NumPy/torch
+# as an overflow or a MemoryError).
+SEED = click.IntRange(0, 2**32 - 1)                 # NumPy's and torch's seed range
+STEPS = click.IntRange(1, 1_000_000_000)
+BATCH = click.IntRange(1, 4096)                     # images per training step
+LEARNING_RATE = click.FloatRange(0, 1, min_open=True)
+#: Training sizes: powers of two (the critic halves the image down to 2x2, training/trainer.py).
+IMAGE_SIZE = click.Choice([16, 32, 64, 128, 256, 512])
+
 
 def _say(msg: str) -> None:
     click.echo(msg, err=True)
@@ -51,7 +61,8 @@ def au_policy_options(f):
     """--strict, --max-intensity, --above-max: shared by edit and morph."""
     f = click.option("--above-max", type=click.Choice(["warn", "clip", "error"]), default="warn",
                      show_default=True, help="What to do with an intensity above --max-intensity.")(f)
-    f = click.option("--max-intensity", type=float, default=DEFAULT_CAP, show_default=True,
+    f = click.option("--max-intensity", type=click.FloatRange(0, 5, min_open=True), default=DEFAULT_CAP,
+                     show_default=True,
                      help="Intensity cap (OpenFace scale 0..5; the thesis finds images break above ~2).")(f)
     f = click.option("--strict", is_flag=True,
                      help="Refuse conflicting AUs (e.g. AU23 with AU25) and intensities above the cap.")(f)
@@ -148,7 +159,7 @@ def cli():
 @click.option("--checkpoint", type=str, default=None, metavar="PATH",
               help="Weights: our .safetensors, or a GANimation .pth in either public layout. "
                    "--model without it: random weights (for testing the toolchain only).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random initialisation.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random initialisation.")
 @click.option("--backend", default="onnxruntime", show_default=True,
               type=click.Choice(["onnxruntime", "aoti", "torch", "torch-compile", "tensorrt"]), help="Engine backend.")
 @click.option("--out", required=True, metavar="DIR", help="Engine directory to write (an old engine there is replaced).")
@@ -606,16 +617,16 @@ def _parse_dims(dims: str | None) -> tuple[int, int, int] | None:
 @click.option("--out", required=True, metavar="DIR", help="Run directory (checkpoints, samples, curves).")
 @click.option("--objective", type=click.Choice(["gan", "paired"]), default="gan", show_default=True,
               help="gan: GANimation's losses (any data); paired: L1 to the renderer's true edit (synthetic only).")
-@click.option("--steps", type=click.IntRange(1), default=100_000, show_default=True,
+@click.option("--steps", type=STEPS, default=100_000, show_default=True,
               help="Critic steps (gan) or generator steps (paired).")
-@click.option("--batch", type=click.IntRange(1), default=25, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Initial weights and every step's draws.")
-@click.option("--checkpoint-every", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--sample-every", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--batch", type=BATCH, default=25, show_default=True)
+@click.option("--lr", type=LEARNING_RATE, default=1e-4, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Initial weights and every step's draws.")
+@click.option("--checkpoint-every", type=STEPS, default=1000, show_default=True)
+@click.option("--sample-every", type=STEPS, default=1000, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its checkpoint stopped.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--image-size", type=click.IntRange(16, 512), default=None, help="Override the model's image size.")
+@click.option("--image-size", type=IMAGE_SIZE, default=None, help="Override the model's image size.")
 @click.option("--dims", default=None, metavar="A,B,C", help="Override the model's widths (small experiments).")
 @click.option("--depth", type=click.IntRange(1, 64), default=None, help="Override the number of residual blocks.")
 @click.option("--critic-width", type=click.IntRange(1, 1024), default=64, show_default=True)
@@ -666,7 +677,7 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--n", "count", type=click.IntRange(2, 100_000), default=200, show_default=True,
               help="Edits to evaluate (held-out synthetic identities).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Synthetic world seed (as trained on).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Synthetic world seed (as trained on).")
 @click.option("--json", "json_out", default=None, metavar="PATH", help="Write the report as JSON.")
 @click.option("--sheet", default=None, metavar="PATH", help="PNG of examples: input | edit | ground truth.")
 @click.option("--real", "real_dir", default=None, metavar="DATASET",
@@ -720,8 +731,8 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
 
 @cli.command(name="train-au-estimator", outputs=("out",), together=True)
 @click.option("--out", required=True, metavar="PATH", help="Weights file to write (.safetensors).")
-@click.option("--examples", type=click.IntRange(100), default=10000, show_default=True)
-@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--examples", type=click.IntRange(100, 10_000_000), default=10000, show_default=True)
+@click.option("--steps", type=STEPS, default=2000, show_default=True)
 def train_au_estimator_command(out, examples, steps):
     """Train the independent AU estimator that `exprengine eval` measures edits with.
 
@@ -774,14 +785,14 @@ def prepare(photos, out, detector, openface, test_fraction):
 @click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
               help="synthetic[:SEED[:IDENTITIES]] rendered on the fly, or a synthetic set from `exprengine synth` "
                    "(gan objective; faster where rendering would starve a GPU).")
-@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True,
+@click.option("--steps", type=STEPS, default=20000, show_default=True,
               help="Critic steps (gan) or generator steps (paired) per model.")
-@click.option("--batch", type=click.IntRange(1), default=25, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-n", type=click.IntRange(2), default=200, show_default=True)
+@click.option("--batch", type=BATCH, default=25, show_default=True)
+@click.option("--lr", type=LEARNING_RATE, default=1e-4, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--eval-n", type=click.IntRange(2, 100_000), default=200, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--image-size", type=click.IntRange(16, 512), default=None, help="Smaller budgets: train at this size.")
+@click.option("--image-size", type=IMAGE_SIZE, default=None, help="Smaller budgets: train at this size.")
 @click.option("--dims", default=None, metavar="A,B,C", help="Smaller budgets: override the widths.")
 @click.option("--critic-width", type=click.IntRange(1, 1024), default=64, show_default=True)
 @click.option("--inception", default=None, metavar="PATH",
@@ -821,7 +832,7 @@ def compare(out, models, objective, data, steps, batch, lr, seed, eval_n, device
 @click.option("--n", "count", type=click.IntRange(1, 10_000_000), default=10000, show_default=True,
               help="Number of faces to render.")
 @click.option("--out", required=True, metavar="DIR", help="Data set directory to write (atomically).")
-@click.option("--seed", type=int, default=0, show_default=True, help="World seed: identities and expressions.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="World seed: identities and expressions.")
 @click.option("--identities", type=click.IntRange(2, 10_000_000), default=1000, show_default=True,
               help="Distinct identities (samples cycle through them).")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,

@@ -113,6 +113,15 @@ def test_eval_refuses_a_missing_report_directory_before_evaluating(engine, work,
     ["train", "--dims", "-8,16,32", "--out", "run"],
     ["train", "--dims", "8,16,99999999", "--out", "run"],
     ["train", "--out", "face.png"],                       # an existing file
+    ["train", "--batch", "1000000000", "--out", "run"],
+    ["train", "--data", "synthetic:-1", "--out", "run"],
+    ["train", "--data", "synthetic:1:99999999999999999999999", "--out", "run"],
+    ["train", "--image-size", "17", "--out", "run"],
+    ["train", "--image-size", "256", "--out", "run"],    # synthetic faces are 128x128
+    ["synth", "--seed", "-5", "--n", "2", "--out", "run"],
+    ["build", "--model", "convnext2", "--seed", "99999999999999999999999", "--out", "run"],
+    ["compare", "--batch", "100000000000", "--out", "cmp"],
+    ["edit", "face.png", "--crop", "--preset", "happiness", "--max-intensity", "7", "--out", "o.png"],
     ["edit", "face.png", "--crop", "--preset", "happiness", "--out", "x" * 300 + ".png"],
 ])
 def test_bad_numbers_and_names_are_one_line(args, work, capsys, monkeypatch):

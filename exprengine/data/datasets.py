@@ -103,6 +103,10 @@ def training_data(spec: str, size: int):
             identities = int(parts[1]) if len(parts) > 1 else 1000
         except ValueError:
             raise UserError(f"--data {spec}: expected synthetic[:SEED[:IDENTITIES]]") from None
+        if not 0 <= seed < 2**32 or not 2 <= identities <= 10_000_000:
+            raise UserError(f"--data {spec}: the seed must be in 0..{2**32 - 1} and the identities in 2..10000000")
+        if size > 128 or 128 % size:
+            raise UserError(f"synthetic faces are rendered at 128x128: the image size must divide 128, not {size}")
         train_ids = identities - max(1, identities // 10)
         return SyntheticFaces(1_000_000, seed, (0, train_ids), size=size)
     return FaceFolder(spec, "train", size)
