@@ -452,8 +452,8 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
     out_path = check_video_output(out)
     check_writable_place(out_path, inputs=[video_path])
     if engine_dir:
-        from exprengine.engines.manifest import Manifest
-        Manifest.read(engine_dir)
+        from exprengine.engine import inspect_engine
+        inspect_engine(engine_dir)            # manifest, hashes and the artifacts' own metadata
     with _reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
         if timeline:
