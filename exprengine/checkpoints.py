@@ -259,6 +259,9 @@ def convert_generator_state_dict(state_dict: Mapping[str, torch.Tensor], layout:
         weight = out.get(f"{conv}.weight")
         if weight is None:
             continue                        # reported as missing when loaded
+        if weight.ndim != 4:
+            raise UserError(f"checkpoint weight {conv}.weight ({layout}) has shape {tuple(weight.shape)}, "
+                            "not the 4 dimensions of a convolution")
         channels = weight.shape[1] if transposed else weight.shape[0]
         out.setdefault(f"{conv}.bias", weight.new_zeros(channels))
         out.setdefault(f"{norm}.weight", weight.new_ones(channels))
@@ -367,6 +370,12 @@ def _load_strictly(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
     if problems:
         name = getattr(getattr(model, "config", None), "name", type(model).__name__)
         raise UserError(f"checkpoint {source} does not fit model {name}: {'; '.join(problems)}")
+    for k, v in state_dict.items():          # weights are real numbers: a dense float tensor, all finite
+        if v.layout != torch.strided or v.is_meta or not v.is_floating_point():
+            what = f"{v.layout} layout" if v.layout != torch.strided else "no data" if v.is_meta else f"dtype {v.dtype}"
+            raise UserError(f"checkpoint {source} has weights that are not floating-point numbers ({k}: {what})")
+        if not torch.isfinite(v.to(own[k].dtype)).all():       # also a float64 too large for float32
+            raise UserError(f"checkpoint {source} has NaN or infinite weights ({k})")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True)
 
 

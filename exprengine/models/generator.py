@@ -41,9 +41,35 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
-        d = dict(d)
-        d["dims"] = tuple(d["dims"])
-        return cls(**d)
+        """The config from `to_dict()`'s form, read from a file: every field checked for type and
+        bounds (so a bad file cannot build a huge or invalid network). Raises UserError."""
+        from exprengine.errors import UserError
+        if not isinstance(d, dict):
+            raise UserError(f"a model config must be a JSON object, not {type(d).__name__}")
+        fields = {"name", "block", "expansion", "dims", "depth", "num_aus", "image_size"}
+        if set(d) != fields:
+            wrong = sorted(map(str, (set(d) - fields) or (fields - set(d))))[:3]
+            raise UserError(f"a model config needs exactly the fields {', '.join(sorted(fields))} "
+                            f"(wrong or missing: {', '.join(w[:40] for w in wrong)})")
+
+        def whole(key, value, low, high):
+            if type(value) is not int or not low <= value <= high:
+                raise UserError(f"model config {key} must be a whole number in {low}..{high}, "
+                                f"not {str(value)[:40]}")
+            return value
+        if not isinstance(d["name"], str) or not 1 <= len(d["name"]) <= 64:
+            raise UserError("model config name must be a name of 1 to 64 characters")
+        if d["block"] not in ("resnet", "convnext", "convnext-ln"):
+            raise UserError(f"model config block must be resnet, convnext or convnext-ln, not {str(d['block'])[:40]}")
+        if not isinstance(d["dims"], (list, tuple)) or len(d["dims"]) != 3:
+            raise UserError("model config dims must be a list of three widths")
+        dims = tuple(whole("dims", w, 1, 4096) for w in d["dims"])
+        size = whole("image_size", d["image_size"], 16, 1024)
+        if size % 4:
+            raise UserError(f"model config image_size must be a multiple of 4, not {size}")
+        return cls(name=d["name"], block=d["block"], expansion=whole("expansion", d["expansion"], 1, 16), dims=dims,
+                   depth=whole("depth", d["depth"], 0, 64), num_aus=whole("num_aus", d["num_aus"], NUM_AUS, NUM_AUS),
+                   image_size=size)
 
 
 class AttentionGenerator(nn.Module):
