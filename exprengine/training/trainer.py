@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,11 +98,73 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """The config from `to_dict()`'s form, read from a run's checkpoint: every field checked
+        for type and bounds (those of `exprengine train`'s options). Raises UserError."""
+        if not isinstance(d, dict):
+            raise UserError(f"a training config must be a JSON object, not {type(d).__name__}")
         d = dict(d)
         d.setdefault("objective", "gan")   # checkpoints written before objectives existed
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k)[:40] for k in set(d) - known)
+        if unknown:
+            raise UserError(f"the training config has unknown fields ({', '.join(unknown[:3])})")
+        for key, value in d.items():
+            if value is None and key in _OPTIONAL_FIELDS:
+                continue
+            check = _FIELD_CHECKS[key]
+            if not check(value):
+                raise UserError(f"the training config's {key} is {str(value)[:40]!s}, not {check.__doc__}")
         if d.get("dims") is not None:
             d["dims"] = tuple(d["dims"])
-        return cls(**d)
+        if d["objective"] not in OBJECTIVES:
+            raise UserError(f"the training config's objective is {d['objective']!r}, not one of {', '.join(OBJECTIVES)}")
+        config = cls(**d)
+        config.generator_config()          # an unknown model is a UserError
+        return config
+
+
+def _whole(low: int, high: int):
+    def check(v) -> bool:
+        return type(v) is int and low <= v <= high
+    check.__doc__ = f"a whole number in {low}..{high}"
+    return check
+
+
+def _real(low: float, high: float):
+    def check(v) -> bool:
+        return type(v) in (int, float) and math.isfinite(v) and low <= v <= high
+    check.__doc__ = f"a number in {low:g}..{high:g}"
+    return check
+
+
+def _text(v) -> bool:
+    """a text of 1 to 4096 characters"""
+    return isinstance(v, str) and 1 <= len(v) <= 4096
+
+
+def _dims(v) -> bool:
+    """three widths in 1..4096"""
+    return isinstance(v, list) and len(v) == 3 and all(type(w) is int and 1 <= w <= 4096 for w in v)
+
+
+def _image_size(v) -> bool:
+    """one of 16, 32, 64, 128, 256, 512"""
+    return type(v) is int and v in (16, 32, 64, 128, 256, 512)
+
+
+# Bounds of every TrainConfig field read back from a checkpoint (`exprengine train`'s option
+# bounds where it has one; generous but finite elsewhere).
+_FIELD_CHECKS = {
+    "model": _text, "objective": _text, "data": _text, "init": _text,
+    "steps": _whole(1, 1_000_000_000), "batch": _whole(1, 4096), "lr": _real(1e-12, 1.0),
+    "beta1": _real(0.0, 0.999999), "beta2": _real(0.0, 0.999999), "critic_steps": _whole(1, 1000),
+    "decay_fraction": _real(0.0, 1.0), "target_noise": _real(0.0, 1.0),
+    **{f"lambda_{k}": _real(0.0, 1e9) for k in ("gp", "au", "cycle", "attention", "tv", "paired")},
+    "seed": _whole(0, 2**32 - 1), "checkpoint_every": _whole(1, 1_000_000_000),
+    "sample_every": _whole(1, 1_000_000_000), "log_every": _whole(1, 1_000_000_000),
+    "image_size": _image_size, "dims": _dims, "depth": _whole(1, 64), "critic_width": _whole(1, 1024),
+}
+_OPTIONAL_FIELDS = ("init", "image_size", "dims", "depth")
 
 
 def make_critic(image_size: int, width: int) -> Discriminator:
@@ -322,37 +385,55 @@ class Trainer:
                 meta = f.metadata() or {}
                 values = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise UserError(f"checkpoint {path} is not readable ({str(e).splitlines()[0]})") from None
+            from exprengine.checkpoints import _first_line
+            raise UserError(f"checkpoint {path} is not readable ({_first_line(e)})") from None
         if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != str(CHECKPOINT_VERSION):
             raise UserError(f"{path} is not an exprengine training checkpoint (version {CHECKPOINT_VERSION})")
         return meta, values
 
     @classmethod
     def checkpoint_config(cls, out: str | os.PathLike) -> TrainConfig:
-        return TrainConfig.from_dict(json.loads(cls.read_checkpoint(out, tensors=False)[0]["config"]))
+        """The checked TrainConfig of the run in `out` (UserError for a missing or corrupt one)."""
+        meta = cls.read_checkpoint(out, tensors=False)[0]
+        return TrainConfig.from_dict(_json_metadata(meta, "config", Path(out) / CHECKPOINT))
 
     @classmethod
     def resume(cls, out: str | os.PathLike, data, device: str = "cpu", steps: int | None = None) -> "Trainer":
-        """Rebuild a run from `out/checkpoint.safetensors` (optionally extending its step budget)."""
+        """Rebuild a run from `out/checkpoint.safetensors` (optionally extending its step budget).
+
+        Everything read back is checked (config, step, log, every tensor's name and shape, the
+        optimiser state against the parameters): a corrupt checkpoint is a UserError, never a
+        crash in a later step. The optimisers' hyper-parameters come from the config (the file's
+        `optimizer_groups` is informational), the learning rate from the schedule."""
+        from exprengine.checkpoints import _load_strictly
         meta, tensors = cls.read_checkpoint(out)
-        config = TrainConfig.from_dict(json.loads(meta["config"]))
+        path = Path(out) / CHECKPOINT
+        config = TrainConfig.from_dict(_json_metadata(meta, "config", path))
+        step = meta.get("step", "")
+        if not (isinstance(step, str) and step.isascii() and step.isdigit() and len(step) <= 10):
+            raise UserError(f"checkpoint {path} has no valid step count (a whole number) in its metadata")
+        log = _json_metadata(meta, "log", path)
+        if not (isinstance(log, list) and all(isinstance(e, dict) and type(e.get("step")) is int and all(
+                isinstance(k, str) and type(v) in (int, float) for k, v in e.items()) for e in log)):
+            raise UserError(f"checkpoint {path} has a corrupt loss log (a list of step records) in its metadata")
         if steps is not None:
             config.steps = steps
         init, config.init = config.init, None     # the checkpoint's weights replace the initial ones
         trainer = cls(config, data, out, device)
         trainer.config.init = init
-        trainer.generator.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("generator.")})
-        trainer.critic.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("critic.")})
-        groups = json.loads(meta["optimizer_groups"])
+        parts: dict[str, dict[str, torch.Tensor]] = {"generator": {}, "critic": {}, "opt_g": {}, "opt_d": {}}
+        for k, v in tensors.items():
+            head, _, rest = k.partition(".")
+            if head not in parts or not rest:
+                raise UserError(f"checkpoint {path} has an unexpected tensor {k[:80]}")
+            parts[head][rest] = v
+        _load_strictly(trainer.generator, parts["generator"], f"{path} (generator)")
+        _load_strictly(trainer.critic, parts["critic"], f"{path} (critic)")
         for name, opt in (("opt_g", trainer.opt_g), ("opt_d", trainer.opt_d)):
-            state: dict[int, dict] = {}
-            for k, v in tensors.items():
-                if k.startswith(name + "."):
-                    _, index, key = k.split(".", 2)
-                    state.setdefault(int(index), {})[key] = v.to(trainer.device) if key != "step" else v
-            opt.load_state_dict({"state": state, "param_groups": groups[name]})
-        trainer.step = int(meta["step"])
-        trainer.log = json.loads(meta["log"])
+            opt.load_state_dict({"state": _optimizer_state(parts[name], opt, f"{path} ({name})", trainer.device),
+                                 "param_groups": opt.state_dict()["param_groups"]})
+        trainer.step = int(step)
+        trainer.log = log
         return trainer
 
     # --- what people look at ---------------------------------------------------------------------
@@ -384,6 +465,42 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_image(path, sheet)
         return path
+
+
+def _json_metadata(meta: dict, key: str, path: Path):
+    """The JSON value of a checkpoint's metadata `key`; UserError if it is missing or not JSON
+    (too deep, numbers of thousands of digits, ...)."""
+    if key not in meta:
+        raise UserError(f"checkpoint {path} has no {key} in its metadata")
+    try:
+        return json.loads(meta[key])
+    except (ValueError, RecursionError) as e:
+        raise UserError(f"checkpoint {path} has a corrupt {key} in its metadata ({type(e).__name__})") from None
+
+
+_OPTIMIZER_KEY = re.compile(r"(\d{1,6})\.(step|exp_avg|exp_avg_sq)")
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], opt: torch.optim.Optimizer, source: str,
+                     device: torch.device) -> dict[int, dict[str, torch.Tensor]]:
+    """Adam's per-parameter state from `INDEX.step|exp_avg|exp_avg_sq` tensors, checked against
+    the optimiser's parameters (index, shape, float, finite) so that no later step can fail."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        m = _OPTIMIZER_KEY.fullmatch(k)
+        if not m or int(m.group(1)) >= len(params):
+            raise UserError(f"checkpoint {source} has an unexpected optimiser tensor {k[:80]}")
+        index, key = int(m.group(1)), m.group(2)
+        shape = () if key == "step" else tuple(params[index].shape)
+        if tuple(v.shape) != shape or v.layout != torch.strided or not v.is_floating_point() \
+                or not torch.isfinite(v).all():
+            raise UserError(f"checkpoint {source}: optimiser tensor {k} is not a finite float tensor of shape {shape}")
+        state.setdefault(index, {})[key] = v if key == "step" else v.to(device)
+    incomplete = [i for i, entry in state.items() if len(entry) != 3]
+    if incomplete:
+        raise UserError(f"checkpoint {source}: the optimiser state of parameter {incomplete[0]} is incomplete")
+    return state
 
 
 def write_loss_curves(log: list[dict], path: Path) -> None:
