@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from exprengine.aus import AU_NAMES
+from exprengine.aus import AU_NAMES, AU_SCALE
 from exprengine.errors import UserError
 
 RENDERER_VERSION = 1
@@ -112,6 +113,73 @@ def training_data(spec: str, size: int):
     return FaceFolder(spec, "train", size)
 
 
+#: An id names a file in imgs/: a plain file name (no path separators, no '..', not hidden).
+_ID = re.compile(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,199}")
+_IDENTITY = re.compile(r"-?\d{1,9}")
+
+
+def _shown(text: str) -> str:
+    """A value from a file, short enough for a one-line message."""
+    return text[:40] + "..." if len(text) > 40 else text
+
+
+def read_aus_table(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The labels of an `aus.csv` (id, [identity,] AU01_r .. AU45_r; UTF-8, comma-separated):
+    (id -> float32 [17] intensities in 0..5, id -> identity for rows that give one).
+
+    Raises UserError for a file that is not UTF-8 CSV text (or has a field over csv's limit),
+    lacks or repeats a column, repeats an id, has an id that is not a plain file name, or a
+    value that is not a number in 0..5 (NaN, infinite, negative, above 5)."""
+    import csv
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = list(reader)
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text") from None
+    except csv.Error as e:
+        raise UserError(f"{path} is not a readable CSV table ({str(e).splitlines()[0][:80]})") from None
+    header = [h.strip() for h in header or []]
+    missing = [c for c in ("id", *OPENFACE_COLUMNS) if c not in header]
+    if not rows or missing:
+        raise UserError(f"{path} has no rows or lacks the columns {', '.join(missing) or '...'}")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise UserError(f"{path} has the column {_shown(repeated[0])} more than once")
+    where = {name: header.index(name) for name in ("id", *OPENFACE_COLUMNS)}
+    has_identity = "identity" in header
+    labels: dict[str, np.ndarray] = {}
+    identity: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue                                  # a blank line
+        if len(row) != len(header):
+            raise UserError(f"{path} line {line} has {len(row)} fields, the header {len(header)}")
+        key = row[where["id"]].strip()
+        if not _ID.fullmatch(key) or key in ("..", "."):
+            raise UserError(f"{path} line {line}: id {_shown(key)} is not a plain file name")
+        if key in labels:
+            raise UserError(f"{path} line {line}: id {_shown(key)} appears more than once")
+        try:
+            values = np.array([float(row[where[c]]) for c in OPENFACE_COLUMNS], np.float64)
+        except ValueError:
+            raise UserError(f"{path} line {line} has a missing or non-numeric AU value") from None
+        if not (np.isfinite(values).all() and (values >= 0).all() and (values <= AU_SCALE).all()):
+            raise UserError(f"{path} line {line} (id {_shown(key)}) has an AU value outside 0..{AU_SCALE:g} "
+                            "(OpenFace intensities; NaN and infinite values are refused too)")
+        labels[key] = values.astype(np.float32)
+        if has_identity:
+            cell = row[header.index("identity")].strip()
+            if _IDENTITY.fullmatch(cell):
+                identity[key] = int(cell)
+            elif cell:
+                raise UserError(f"{path} line {line}: identity {_shown(cell)} is not a whole number")
+    if not labels:
+        raise UserError(f"{path} has no rows")
+    return labels, identity
+
+
 class FaceFolder:
     """A face data set directory as a map-style data set for training. Two layouts:
 
@@ -137,7 +205,8 @@ class FaceFolder:
             ids = read_id_list(self.directory / f"{split}_ids.csv")
         unknown = [i for i in ids if i not in labels]
         if unknown:
-            raise UserError(f"{len(unknown)} images of the {split} split have no AU labels (first: {unknown[0]})")
+            raise UserError(f"{len(unknown)} images of the {split} split have no AU labels "
+                            f"(first: {_shown(unknown[0])})")
         if not ids:
             raise UserError(f"the {split} split of {self.directory} is empty")
         self.ids = ids
@@ -145,23 +214,9 @@ class FaceFolder:
         self.identities = [identity.get(i, -1) for i in ids]
 
     def _read_labels(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        import csv
         table, pkl = self.directory / "aus.csv", self.directory / "aus_openface.pkl"
         if table.is_file():
-            with open(table, newline="") as f:
-                rows = list(csv.DictReader(f))
-            missing = [c for c in OPENFACE_COLUMNS if not rows or c not in rows[0]]
-            if not rows or missing or "id" not in rows[0]:
-                raise UserError(f"{table} has no rows or lacks the columns id, {', '.join(missing) or '...'}")
-            try:
-                labels = {r["id"]: np.array([float(r[c]) for c in OPENFACE_COLUMNS], np.float32) for r in rows}
-            except (TypeError, ValueError):
-                raise UserError(f"{table} has a missing or non-numeric AU value") from None
-            bad = [i for i, v in labels.items() if not np.isfinite(v).all()]
-            if bad:
-                raise UserError(f"{table} has NaN or infinite AU values (id {bad[0]})")
-            identity = {r["id"]: int(r["identity"]) for r in rows if r.get("identity", "").strip().lstrip("-").isdigit()}
-            return labels, identity
+            return read_aus_table(table)
         if pkl.is_file():
             from exprengine.data.labels import read_ganimation_pickle
             return read_ganimation_pickle(pkl), {}
@@ -178,7 +233,8 @@ class FaceFolder:
             p = self.directory / "imgs" / f"{self.ids[i]}{suffix}"
             if p.is_file():
                 return p
-        raise UserError(f"image {self.ids[i]} is missing from {self.directory / 'imgs'}")
+        raise UserError(f"image {_shown(self.ids[i])} is missing from {self.directory / 'imgs'} "
+                        "(or is not a file)")
 
     def __getitem__(self, i: int):
         import torch

@@ -312,11 +312,21 @@ class Trainer:
         return {"g_paired": g_paired.item(), "g_attention": g_att.item(), "g_tv": g_tv.item()}
 
     def train(self, until: int | None = None, progress: bool = True) -> None:
-        """Advance to step `until` (default: the config's steps), checkpointing and sampling as configured."""
+        """Advance to step `until` (default: the config's steps), checkpointing and sampling as configured.
+        A run that fails before writing anything leaves no run directory it created."""
+        until = self.config.steps if until is None else min(until, self.config.steps)
+        created = not self.out.exists()
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self._train(until, progress)
+        except BaseException:
+            if created and not any(self.out.iterdir()):     # failed before writing anything
+                self.out.rmdir()
+            raise
+
+    def _train(self, until: int, progress: bool) -> None:
         from tqdm import tqdm
         c = self.config
-        until = c.steps if until is None else min(until, c.steps)
-        self.out.mkdir(parents=True, exist_ok=True)
         with tqdm(total=until, initial=self.step, desc="training", unit="step", disable=not progress,
                   dynamic_ncols=True) as bar:
             while self.step < until:
@@ -445,7 +455,7 @@ class Trainer:
         presets = [name for name, p in PRESETS.items() if p.aus]
         self.generator.eval()
         tiles, labels = [], []
-        for r in range(rows):
+        for r in range(min(rows, len(self.data))):      # a data set may hold fewer images
             image = self.data[r][0][None].to(self.device)
             tiles.append(to_uint8_nhwc(image.cpu().numpy())[0])
             labels.append("input")
