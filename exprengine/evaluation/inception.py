@@ -170,8 +170,9 @@ def load_fid_inception(path: str | os.PathLike) -> FIDInception:
                         "the path of pt_inception-2015-12-05-6726825d.pth)") from None
     except Exception as e:  # weights_only refuses anything but tensors and containers
         raise UserError(f"{path} is not a plain Inception state dict ({type(e).__name__})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{path} does not hold a state dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise UserError(f"{path} does not hold a state dict (a map of names to tensors)")
     state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state) - {k for k in expected if k.endswith("num_batches_tracked")})
@@ -181,6 +182,11 @@ def load_fid_inception(path: str | os.PathLike) -> FIDInception:
         first = (missing or unexpected or wrong)[0]
         raise UserError(f"{path} is not the FID Inception-v3 state dict ({len(missing)} missing, {len(unexpected)} "
                         f"unexpected, {len(wrong)} of another shape; first: {first})")
+    for k, v in state.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        if v.layout != torch.strided or v.is_meta or not v.is_floating_point() or not torch.isfinite(v.float()).all():
+            raise UserError(f"{path} is not usable Inception weights: {k} is not a finite floating-point tensor")
     model.load_state_dict(state, strict=False)
     return model.eval()
 

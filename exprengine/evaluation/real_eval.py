@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from exprengine.errors import UserError
 from exprengine.evaluation.metrics import fid_from_features, inception_score
 
 
@@ -17,7 +18,7 @@ def evaluate_real(engine, dataset, inception_path: str, n: int | None = None, se
     ds = FaceFolder(dataset, "test", size=engine.image_size)
     count = len(ds) if n is None else min(n, len(ds))
     if count < 2:
-        raise ValueError("need at least 2 test images")
+        raise UserError(f"FID needs at least 2 test images; the test split of {dataset} has {count}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(ds))[:count]
     faces = np.stack([np.rint((ds[int(i)][0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8) for i in order])
