@@ -326,21 +326,29 @@ class Trainer:
 
     def _train(self, until: int, progress: bool) -> None:
         from tqdm import tqdm
-        c = self.config
-        with tqdm(total=until, initial=self.step, desc="training", unit="step", disable=not progress,
+        # The bar is drawn on a terminal only, and erased when training fails (one error line).
+        with tqdm(total=until, initial=self.step, desc="training", unit="step", disable=None if progress else True,
                   dynamic_ncols=True) as bar:
-            while self.step < until:
-                values = self.train_step()
-                self._pending.append(values)
-                if self.step % c.log_every == 0 or self.step == until:
-                    self._flush_log()
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in self.log[-1].items()
-                                     if k in ("d_wasserstein", "d_au", "g_au", "g_cycle", "g_paired")})
-                if self.step % c.checkpoint_every == 0 or self.step == until:
-                    self.save()
-                if self.step % c.sample_every == 0 or self.step == until:
-                    self.write_samples()
-                bar.update(1)
+            try:
+                self._steps(until, bar)
+            except BaseException:
+                bar.leave = False
+                raise
+
+    def _steps(self, until: int, bar) -> None:
+        c = self.config
+        while self.step < until:
+            values = self.train_step()
+            self._pending.append(values)
+            if self.step % c.log_every == 0 or self.step == until:
+                self._flush_log()
+                bar.set_postfix({k: f"{v:.3g}" for k, v in self.log[-1].items()
+                                 if k in ("d_wasserstein", "d_au", "g_au", "g_cycle", "g_paired")})
+            if self.step % c.checkpoint_every == 0 or self.step == until:
+                self.save()
+            if self.step % c.sample_every == 0 or self.step == until:
+                self.write_samples()
+            bar.update(1)
 
     def _flush_log(self) -> None:
         if not self._pending:
