@@ -918,16 +918,10 @@ def _main(argv: list[str] | None) -> int:
             return code
     except click.exceptions.Exit as e:
         return e.exit_code
-    except (click.exceptions.Abort, _Terminated) as e:      # click turns KeyboardInterrupt into Abort
-        cause = e if isinstance(e, _Terminated) else e.__cause__
-        if isinstance(cause, _Terminated):
-            _say(f"exprengine: terminated by signal {cause.signum}; no partial output was left")
-            return 128 + cause.signum
-        _say("exprengine: interrupted")
-        return 130
-    except KeyboardInterrupt:
-        _say("exprengine: interrupted")
-        return 130
+    except click.exceptions.Abort as e:     # click turns KeyboardInterrupt into Abort
+        return _interrupted(_interrupt_in_chain(e) or KeyboardInterrupt())
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
     except click.ClickException as e:
         _say(f"exprengine: error: {e.format_message()}" + (
             f" (see `exprengine {e.ctx.info_name} --help`)" if getattr(e, "ctx", None) and e.ctx.parent else ""))
@@ -944,8 +938,31 @@ def _main(argv: list[str] | None) -> int:
         _say(f"exprengine: error: {where}{e.strerror or e}")
         return EXIT_USER_ERROR
     except Exception as e:   # a bug, not bad input: one line unless asked for the traceback
+        interrupt = _interrupt_in_chain(e)      # a library that wrapped our SIGTERM or Ctrl-C
+        if interrupt is not None:
+            return _interrupted(interrupt)
         return _internal_error(e)
     return 0
+
+
+def _interrupt_in_chain(e: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM/SIGHUP as `_Terminated`) that `e` was raised
+    from, if any: torch.export, for one, re-raises it as its own error."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    if isinstance(e, _Terminated):
+        _say(f"exprengine: terminated by signal {e.signum}; no partial output was left")
+        return 128 + e.signum
+    _say("exprengine: interrupted")
+    return 130
 
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
