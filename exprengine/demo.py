@@ -189,7 +189,8 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
                                                                columns=len(names) + 1, labels=["photo"] + labels))
 
         target = f"surprise@{DEMO_INTENSITY:g}"        # the preset this model reproduces most visibly
-        echo(f"[4/6] morphing the synthetic face natural -> {target} over {frames} frames in one engine call ...")
+        echo(f"[4/6] morphing the synthetic face natural -> {target} over {frames} frames in one engine call "
+             f"(morph.gif plays them forward, then back) ...")
         calls = engine.backend_calls
         morph = engine.morph(face, "natural", target, frames=frames, schedule="ease-in-out")
         assert engine.backend_calls == calls + 1
@@ -220,8 +221,8 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
                    "frames": frames, "faces": faces}
         (tmp / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     echo(timing)
-    echo(f"wrote {out}/ (presets.png, regions.md, presets_photo.png, morph.gif, faces_photo.png, video.mp4, "
-         "timing.md, engine/)")
+    echo(f"wrote {out}/ (presets.png, edits/, regions.md, presets_photo.png, edits_photo/, morph.gif, "
+         "morph_sheet.png, faces_photo.png, video.mp4, timing.md, demo.json, README.txt, engine/)")
     echo(note)
     return summary
 
