@@ -60,7 +60,8 @@ class GeneratorConfig:
         if not isinstance(d["name"], str) or not 1 <= len(d["name"]) <= 64:
             raise UserError("model config name must be a name of 1 to 64 characters")
         if d["block"] not in ("resnet", "convnext", "convnext-ln"):
-            raise UserError(f"model config block must be resnet, convnext or convnext-ln, not {str(d['block'])[:40]}")
+            raise UserError(f"model config block (the residual block type) must be resnet, convnext or convnext-ln, "
+                            f"not {str(d['block'])[:40]}")
         if not isinstance(d["dims"], (list, tuple)) or len(d["dims"]) != 3:
             raise UserError("model config dims must be a list of three widths")
         dims = tuple(whole("dims", w, 1, 4096) for w in d["dims"])
