@@ -709,6 +709,11 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
         raise UserError(f"--real {real_dir} is not a data set directory")
     if inception and not Path(inception).is_file():
         raise UserError(f"--inception {inception} is not a file (the FID Inception-v3 weights)")
+    if real_dir:                               # both read and checked now, not after the synthetic part
+        from exprengine.data.datasets import FaceFolder
+        from exprengine.evaluation.inception import load_fid_inception
+        FaceFolder(real_dir, "test", size=128)
+        load_fid_inception(inception)
     engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
     report, image = evaluate_synthetic(engine, count, seed, sheet_rows=8 if sheet else 0)
     report["engine"] = str(engine_dir)

@@ -199,3 +199,11 @@ def test_an_interrupt_wrapped_by_a_library_is_still_an_interrupt(monkeypatch, ca
     monkeypatch.setattr(cli, "_aus_from_options", wrapped)
     code, _, err = run_cli(["edit", "x.png", "--preset", "happiness", "--out", "o.png"], capsys)
     assert code == 128 + signal.SIGTERM and "terminated" in err and "internal error" not in err
+
+
+def test_eval_checks_the_real_data_and_inception_weights_before_evaluating(engine, work, capsys):
+    (work / "inception.pth").write_bytes(b"not a torch file")
+    (work / "real").mkdir()
+    t = time.perf_counter()
+    _refused(["eval", engine, "--real", work / "real", "--inception", work / "inception.pth"], capsys, work)
+    assert time.perf_counter() - t < 20
