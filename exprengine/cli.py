@@ -472,6 +472,12 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
             policy.check(start.values)
         info = probe_video(video_path)
         check_editable(info)                                # 10-bit and HDR: refused, not shifted
+        if timeline:
+            last, end = float(keys.times[-1]), float(info.frames - 1 if keys.in_frames else info.duration)
+            if last > end:
+                unit = "frame" if keys.in_frames else "s"
+                _say(f"warning: {timeline}: keyframes run to {last:g} {unit} but the video ends at {end:g} {unit}; "
+                     "the keys after the end are not reached")
         if start is not None:
             plan = tl.morph(start, target, info.frames, schedule)
         engine = _engine_or_default(engine_dir, device, policy)

@@ -140,3 +140,14 @@ def test_cli_video_with_a_bad_timeline_exits_2_with_one_line(tiny_clip, tmp_path
     lines = [line for line in run.stderr.strip().splitlines() if not line.startswith("warning:")]
     assert len(lines) == 1 and lines[0].startswith("exprengine: error: "), run.stderr
     assert not out.exists()
+
+
+def test_cli_video_warns_when_keyframes_run_past_the_end(tiny_clip, tmp_path):
+    keys = tmp_path / "keys.json"
+    keys.write_text('[{"t": 0, "expression": "natural"}, {"t": 30, "expression": "happiness"}]')
+    out = tmp_path / "o.mp4"
+    run = subprocess.run([sys.executable, "-m", "exprengine", "video", str(tiny_clip), "--timeline", str(keys),
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "keyframes run to 30 s" in run.stderr and "not reached" in run.stderr
+    assert out.is_file()
