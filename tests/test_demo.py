@@ -8,6 +8,7 @@ import numpy as np
 from exprengine.aus import PRESETS
 from exprengine.cli import main
 from exprengine.demo import PHOTO_PANEL, SHEET_SCALE, photo_panels, run_demo
+from exprengine.media import GIF_DITHER_SPREAD
 
 
 def test_demo_with_the_default_model_writes_everything_and_measures_the_regions(tmp_path, capsys):
@@ -36,7 +37,7 @@ def test_demo_with_the_default_model_writes_everything_and_measures_the_regions(
     for tile, frame in zip(tiles, shown):
         error = np.abs(frame - tile).max(axis=2)
         bright = tile.min(axis=2) > 170                  # the eye whites (they turned green)
-        assert bright.sum() > 50 and error[bright].max() <= 16 and error.max() <= 24
+        assert bright.sum() > 50 and error[bright].max() <= 16 + GIF_DITHER_SPREAD / 2 and error.max() <= 24
     still = np.all(tiles[0] == tiles[1], axis=2)         # unchanged pixels stay unchanged in the GIF
     assert still.mean() > 0.5 and np.array_equal(shown[0][still], shown[1][still])
     assert Image.open(out / "presets.png").size[0] > 9 * 128 * SHEET_SCALE
