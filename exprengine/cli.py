@@ -263,8 +263,9 @@ def face_options(f):
     f = click.option("--align", is_flag=True, help="Turn each face level (eyes from dlib's 5-point landmarks).")(f)
     f = click.option("--min-face", type=click.IntRange(8, 100000), default=40, show_default=True,
                      help="Smallest face edited, in pixels.")(f)
-    f = click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
-                     help="face_recognition's HOG detector, or its CNN detector (slower, finds more).")(f)
+    f = click.option("--detector", type=click.Choice(["hog", "cnn", "mediapipe"]), default="hog", show_default=True,
+                     help="face_recognition's HOG detector, its CNN detector (slower, finds more), or MediaPipe's "
+                          "Face Landmarker (fast; faces must fill a good part of the image).")(f)
     f = click.option("--face", "select", default="all", show_default=True, metavar="all|largest|N",
                      help="Which faces to edit: all, the largest, or number N (0 = most confident).")(f)
     return f
@@ -302,8 +303,8 @@ def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy):
 
 
 def _detector(detector: str, min_face: int):
-    from exprengine.faces.detect import FaceDetector
-    return FaceDetector(detector, min_size=min_face)
+    from exprengine.faces.landmarks import make_detector
+    return make_detector(detector, min_size=min_face)
 
 
 @cli.command(inputs=("image", "engine_dir"), outputs=("out", "attention_out"), together=True)
@@ -343,10 +344,15 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
         target = _aus_from_options(presets, aus)
         policy.check(target.values)
         if crop:
+            import dataclasses
             face = read_image(image)
+            source = read_photo(image)         # its colour profile and EXIF go to the edited crop
             engine = _engine_or_default(engine_dir, device, policy)
             result = engine.edit_detailed(face, target)
-            write_image(out_path, result.images[0])
+            edited_crop = result.images[0]
+            _write_photo(out_path, edited_crop, dataclasses.replace(
+                source, pixels=edited_crop, high=None,
+                icc_profile=source.icc_profile if source.pixels.ndim == 3 else None))
             if att_path:
                 write_image(att_path, np.repeat(np.rint(result.attention[0] * 255).astype(np.uint8)[:, :, None], 3, 2))
             click.echo(f"wrote {out_path} ({target})")
@@ -760,8 +766,8 @@ def train_au_estimator_command(out, examples, steps):
 @cli.command(inputs=("photos", "openface"), outputs=("out",))
 @click.argument("photos", metavar="PHOTOS_DIR")
 @click.option("--out", required=True, metavar="DATASET", help="Data set directory (created, or resumed).")
-@click.option("--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True,
-              help="face_recognition's detector model (cnn: more accurate, much slower on a CPU).")
+@click.option("--detector", type=click.Choice(["hog", "cnn", "mediapipe"]), default="hog", show_default=True,
+              help="face_recognition's detector model (cnn: more accurate, much slower on a CPU), or MediaPipe's.")
 @click.option("--openface", default=None, metavar="CSV_DIR",
               help="OpenFace -aus output for the crops or photos: FaceLandmarkImg's folder of <stem>.csv, "
                    "or FeatureExtraction -fdir's one CSV (row n = n-th image in sorted order).")

@@ -244,3 +244,17 @@ def test_16_bit_pngs_with_alpha_stay_exact(tmp_path, planes):
     expected = rgba.astype(np.int64)
     expected[0, 0, 0] += (int(edited[0, 0, 0]) - int(photo.pixels[0, 0, 0])) * 257
     assert np.array_equal(result, np.clip(expected, 0, 65535))
+
+
+def test_a_crop_edit_keeps_the_colour_profile_and_exif(tmp_path, capsys):
+    profile = p3_profile()
+    src = tmp_path / "face.jpg"
+    Image.fromarray(astronaut()[60:190, 160:290]).save(src, quality=95, icc_profile=profile, exif=camera_exif())
+    before = src.read_bytes()
+    out = tmp_path / "smile.jpg"
+    code, _, err = run_cli(["edit", src, "--crop", "--preset", "happiness", "--out", out], capsys)
+    assert code == 0, err
+    with Image.open(out) as result:
+        assert result.size == (128, 128) and result.info["icc_profile"] == profile
+        assert_camera_exif(result)
+    assert src.read_bytes() == before
