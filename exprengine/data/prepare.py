@@ -96,7 +96,8 @@ def in_test_split(identifier: str, fraction: float) -> bool:
 def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detector: str = "hog",
                    openface: str | os.PathLike | None = None, test_fraction: float = 0.1, size: int = 128,
                    progress: bool = True) -> dict:
-    from exprengine.faces.detect import FaceDetector, square_box, square_crop
+    from exprengine.faces.detect import square_box, square_crop
+    from exprengine.faces.landmarks import make_detector
     from exprengine.media import atomic_output, read_image, write_image
     photos_dir, out = Path(photos_dir), Path(out)
     photos = list_photos(photos_dir)
@@ -109,7 +110,7 @@ def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detect
     (out / "imgs").mkdir(parents=True, exist_ok=True)
     done = read_journal(out / JOURNAL)
     todo = [p for p in photos if p.stem not in done]
-    finder = FaceDetector(detector) if todo else None
+    finder = make_detector(detector) if todo else None
     with open(out / JOURNAL, "a") as journal:
         for photo in tqdm(todo, desc="preparing", unit="photo", disable=not progress,
                           initial=len(photos) - len(todo), total=len(photos)):
