@@ -260,7 +260,8 @@ def face_options(f):
     """Detection and paste-back options shared by edit and video."""
     f = click.option("--mask", type=click.Choice(["attention", "shape"]), default="attention", show_default=True,
                      help="Paste-back mask: the face's shape, or the shape times where the model changed it.")(f)
-    f = click.option("--align", is_flag=True, help="Turn each face level (eyes from dlib's 5-point landmarks).")(f)
+    f = click.option("--align", is_flag=True, help="Turn each face level (eyes from dlib's 5-point landmarks, or from the "
+                                             "mesh with --detector mediapipe).")(f)
     f = click.option("--min-face", type=click.IntRange(8, 100000), default=40, show_default=True,
                      help="Smallest face edited, in pixels.")(f)
     f = click.option("--detector", type=click.Choice(["hog", "cnn", "mediapipe"]), default="hog", show_default=True,
