@@ -19,7 +19,8 @@ import click
 from exprengine import __version__
 from exprengine.aus import (AU_DESCRIPTIONS, AU_NAMES, CONFLICTS, DEFAULT_CAP, PRESETS, AUPolicy, AUs,
                             AUWarning)
-from exprengine.errors import UserError
+from exprengine.errors import DISK_ERRNOS, UserError
+from exprengine.video import X264_PRESETS
 
 EXIT_USER_ERROR = 2
 
@@ -335,7 +336,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
     """
     import numpy as np
 
-    from exprengine.media import check_output_path, read_image, read_photo, write_image
+    from exprengine.media import check_output_path, read_photo, write_image
     out_path = check_output_path(out, "image")
     if attention_out and not crop:
         raise UserError("--attention is for --crop edits (a whole photo has one attention map per face)")
@@ -346,8 +347,9 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
         policy.check(target.values)
         if crop:
             import dataclasses
-            face = read_image(image)
+            from exprengine.faces.editor import as_rgb
             source = read_photo(image)         # its colour profile and EXIF go to the edited crop
+            face = np.ascontiguousarray(as_rgb(source.pixels))
             engine = _engine_or_default(engine_dir, device, policy)
             result = engine.edit_detailed(face, target)
             edited_crop = result.images[0]
@@ -425,8 +427,7 @@ def _write_photo(out_path: Path, pixels, photo) -> None:
               help="Detect inline on the frames due instead of in the background (slower; same output every run).")
 @click.option("--no-audio", is_flag=True, help="Do not carry the input's audio over.")
 @click.option("--encoder-preset", default="veryfast", show_default=True,
-              type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-                                 "veryslow", "placebo"]),
+              type=click.Choice(X264_PRESETS),
               help="x264 speed preset; ultrafast for real-time 1080p.")
 @au_policy_options
 def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline, out, select, detector, min_face,
@@ -454,13 +455,10 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
     from exprengine.media import check_writable_place
     from exprengine.video.io import VideoReader, VideoWriter, check_editable, check_video_output, probe_video
     from exprengine.video.stream import StreamEditor
-    # Every argument is checked before any decoding or engine loading: the output place (never
-    # the input, even with --no-audio), the engine's manifest and files, then the video.
+    # Every argument is checked before any decoding: the output place (that it is no input is the
+    # command's own check), the expression, the engine (loading verifies it), then the video.
     out_path = check_video_output(out)
-    check_writable_place(out_path, inputs=[video_path])
-    if engine_dir:
-        from exprengine.engine import inspect_engine
-        inspect_engine(engine_dir)            # manifest, hashes and the artifacts' own metadata
+    check_writable_place(out_path)
     with _reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
         if timeline:
@@ -477,6 +475,7 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
         if src and not timeline:
             start = AUs.parse(src)
             policy.check(start.values)
+        engine = _engine_or_default(engine_dir, device, policy)
         info = probe_video(video_path)
         check_editable(info)                                # 10-bit and HDR: refused, not shifted
         if timeline:
@@ -487,7 +486,6 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
                      "the keys after the end are not reached")
         if start is not None:
             plan = tl.morph(start, target, info.frames, schedule)
-        engine = _engine_or_default(engine_dir, device, policy)
         editor = StreamEditor(engine, plan, _detector(detector, min_face), select, detect_every=detect_every,
                               detect_scale=detect_scale, detect_async=not reproducible, fps=info.fps, align=align,
                               mask=mask, in_place=True, times=info.pts or None)
@@ -718,21 +716,15 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
         check_output_path(sheet, "image")
     if json_out:
         check_output_path(json_out, "file")
-    if real_dir and not Path(real_dir).is_dir():
-        raise UserError(f"--real {real_dir} is not a data set directory")
-    if inception and not Path(inception).is_file():
-        raise UserError(f"--inception {inception} is not a file (the FID Inception-v3 weights)")
-    if real_dir:                               # both read and checked now, not after the synthetic part
-        from exprengine.data.datasets import FaceFolder
-        from exprengine.evaluation.inception import load_fid_inception
-        FaceFolder(real_dir, "test", size=128)
-        load_fid_inception(inception)
     engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
+    real = None
+    if real_dir:                # first: it reads and checks the data set and the weights before any edit
+        from exprengine.evaluation.real_eval import evaluate_real
+        real = evaluate_real(engine, real_dir, inception)
     report, image = evaluate_synthetic(engine, count, seed, sheet_rows=8 if sheet else 0)
     report["engine"] = str(engine_dir)
-    if real_dir:
-        from exprengine.evaluation.real_eval import evaluate_real
-        report["real"] = evaluate_real(engine, real_dir, inception)
+    if real is not None:
+        report["real"] = real
         click.echo(f"{'real: FID':22s} {report['real']['fid']:.3f} (n={report['real']['n']}), IS edits "
                    f"{report['real']['inception_score_edits'][0]:.3f}, IS real {report['real']['inception_score_real'][0]:.3f}")
     for key in ("psnr", "ssim", "au_mae", "au_mae_ground_truth", "preserved_psnr", "background_change"):
@@ -950,7 +942,7 @@ def _main(argv: list[str] | None) -> int:
     except OSError as e:
         # A path the user gave that the system refuses (a name too long, a loop of links, no
         # permission, a full disk) wherever it is first touched: their input, not our bug.
-        if e.errno not in _USER_ERRNOS or (e.filename is None and e.errno not in _DISK_ERRNOS):
+        if e.errno not in _USER_ERRNOS or (e.filename is None and e.errno not in DISK_ERRNOS):
             return _internal_error(e)
         where = f"{_short(e.filename)}: " if e.filename is not None else ""
         _say(f"exprengine: error: {where}{e.strerror or e}")
@@ -983,9 +975,8 @@ def _interrupted(e: KeyboardInterrupt) -> int:
     return 130
 
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
-_USER_ERRNOS = _DISK_ERRNOS | {errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOENT,
-                               errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY}
+_USER_ERRNOS = DISK_ERRNOS | {errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                              errno.EEXIST, errno.ENOTEMPTY}
 
 
 def _short(path) -> str:

@@ -11,7 +11,6 @@ output is complete.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import math
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from exprengine.errors import UserError
+from exprengine.errors import DISK_ERRNOS, UserError
 
 #: Largest image `read_image` accepts, in pixels (width * height); larger files are refused.
 MAX_PIXELS = 8192 * 8192
@@ -52,8 +51,6 @@ JPEG_QUALITY = 95
 MP4_QUALITY = 8
 
 _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
-# Errors from the body of an atomic write that are about the disk, not the data: shown as one line.
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENAMETOOLONG}
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -688,7 +685,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         try:
             yield tmp_path
         except OSError as e:
-            if e.errno in _DISK_ERRNOS:
+            if e.errno in DISK_ERRNOS:
                 raise _disk_error(target, e) from None
             raise
         try:
@@ -728,7 +725,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         try:
             yield tmp
         except OSError as e:
-            if e.errno in _DISK_ERRNOS:
+            if e.errno in DISK_ERRNOS:
                 raise _disk_error(target, e) from None
             raise
         finally:

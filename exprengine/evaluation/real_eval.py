@@ -19,12 +19,12 @@ def evaluate_real(engine, dataset, inception_path: str, n: int | None = None, se
     count = len(ds) if n is None else min(n, len(ds))
     if count < 2:
         raise UserError(f"FID needs at least 2 test images; the test split of {dataset} has {count}")
+    model = load_fid_inception(inception_path)          # both inputs checked before any edit
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(ds))[:count]
     faces = np.stack([np.rint((ds[int(i)][0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8) for i in order])
     targets = np.stack([ds.aus(int(i)) for i in rng.permutation(order)])
     edits = engine.edit(faces, targets)
-    model = load_fid_inception(inception_path)
     real_f, real_p = inception_outputs(model, faces)
     edit_f, edit_p = inception_outputs(model, edits)
     splits = max(1, min(10, count // 50))

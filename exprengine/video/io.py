@@ -35,6 +35,7 @@ import numpy as np
 
 from exprengine.errors import UserError
 from exprengine.media import atomic_output, check_writable_place
+from exprengine.video import X264_PRESETS
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -56,8 +57,6 @@ _END_TOLERANCE_WITH_AUDIO = 0.2
 
 # Output suffix -> ffmpeg muxer.
 _MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-                 "veryslow", "placebo")
 _AUDIO_CODEC = ["-c:a", "aac", "-b:a", "192k"]
 
 _LOG_LINE = re.compile(r"^((?:\[[^\]]* @ [^\]]*\] )*)\[(\w+)\] ?(.*)$")
