@@ -130,17 +130,9 @@ def read_aus_table(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     Raises UserError for a file that is not UTF-8 CSV text (or has a field over csv's limit),
     lacks or repeats a column, repeats an id, has an id that is not a plain file name, or a
     value that is not a number in 0..5 (NaN, infinite, negative, above 5)."""
-    import csv
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            rows = list(reader)
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text") from None
-    except csv.Error as e:
-        raise UserError(f"{path} is not a readable CSV table ({str(e).splitlines()[0][:80]})") from None
-    header = [h.strip() for h in header or []]
+    from exprengine.textfiles import read_csv
+    header, *rows = read_csv(path, "AU table") or [[]]
+    header = [h.strip() for h in header]
     missing = [c for c in ("id", *OPENFACE_COLUMNS) if c not in header]
     if not rows or missing:
         raise UserError(f"{path} has no rows or lacks the columns {', '.join(missing) or '...'}")

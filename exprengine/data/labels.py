@@ -25,8 +25,6 @@ fields over the csv module's size limit, numbers too large for a float.
 from __future__ import annotations
 
 import _compat_pickle
-import csv
-import io
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ import numpy as np
 
 from exprengine.aus import AU_NAMES, AU_SCALE, NUM_AUS
 from exprengine.errors import UserError
+from exprengine.textfiles import read_csv, read_text
 
 OPENFACE_COLUMNS = tuple(f"{name}_r" for name in AU_NAMES)
 # OpenFace 2.x marks a landmark fit successful when the validator's certainty, written as the
@@ -68,24 +67,8 @@ def _number(text: str, what: str) -> float:
     return x
 
 
-def read_csv_rows(p: Path, what: str) -> list[list[str]]:
-    """All rows of a UTF-8 CSV file (a BOM is allowed) as lists of strings; unreadable or
-    undecodable files and malformed CSV (including a field over csv.field_size_limit(),
-    131,072 characters) are one UserError sentence naming `what` and `p`."""
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {p} is not UTF-8 text") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} {p} ({e.strerror or type(e).__name__})") from None
-    try:
-        return list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as e:
-        raise UserError(f"{what} {p} is not a readable CSV file ({e})") from None
-
-
 def _read_openface(p: Path) -> OpenFaceTable:
-    rows = read_csv_rows(p, "OpenFace file")
+    rows = read_csv(p, "OpenFace file")
     if not rows:
         raise UserError(f"OpenFace file {p} is empty")
     header = [h.strip() for h in rows[0]]
@@ -287,7 +270,7 @@ def _same_folder(a: Path, b: Path) -> bool:
 def _frame_count(p: Path) -> int:
     """The highest `frame` in a FeatureExtraction CSV, counting failed rows (OpenFace writes one
     row per frame it read, tracked or not)."""
-    rows = read_csv_rows(p, "OpenFace file")
+    rows = read_csv(p, "OpenFace file")
     header = [h.strip() for h in rows[0]]
     column = header.index("frame")
     last = 0
@@ -389,12 +372,7 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"id list {p} does not exist")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise UserError(f"id list {p} is not UTF-8 text") from None
-    except OSError as e:
-        raise UserError(f"cannot read id list {p} ({e.strerror or type(e).__name__})") from None
+    text = read_text(p, "id list")
     ids = []
     for line in text.splitlines():
         token = line.split(",")[0].strip()

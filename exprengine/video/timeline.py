@@ -37,8 +37,6 @@ numbers that are not finite floats (400 digits overflow), unknown columns.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -50,6 +48,7 @@ import numpy as np
 
 from exprengine.aus import AU_NAMES, NUM_AUS, AUs, AUWarning
 from exprengine.errors import UserError
+from exprengine.textfiles import parse_csv, read_text
 from exprengine.morph import SCHEDULES
 
 Timeline = Callable[[int, float], np.ndarray]
@@ -132,12 +131,7 @@ class Keyframes:
         suffix = p.suffix.lower()
         if suffix not in (".json", ".csv"):
             raise UserError(f"timeline {p}: use a .json or .csv file")
-        try:
-            text = p.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise UserError(f"timeline {p} is not UTF-8 text") from None
-        except OSError as e:
-            raise UserError(f"timeline {p} cannot be read ({e.strerror or type(e).__name__})") from None
+        text = read_text(p, "timeline")
         if suffix == ".json":
             try:
                 rows = json.loads(text)
@@ -152,10 +146,7 @@ class Keyframes:
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise UserError(f"timeline {p}: expected a list of keyframes (objects with t or frame)")
             return cls.from_rows(rows, str(p))
-        try:
-            table = list(csv.reader(io.StringIO(text, newline="")))
-        except csv.Error as e:
-            raise UserError(f"timeline {p} is not a readable CSV file ({e})") from None
+        table = parse_csv(text, "timeline", p)
         header = [h.strip() for h in table[0]] if table else []
         if "face_id" in header or {"frame", "timestamp", "success"} <= set(header):
             return cls.from_openface(p)
