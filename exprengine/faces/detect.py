@@ -89,23 +89,27 @@ def _models():
     return face_recognition_models
 
 
-class FaceDetector:
-    def __init__(self, model: str = "hog", upsample: int = 1, min_score: float = 0.3, min_size: int = 40):
-        if model not in ("hog", "cnn"):
-            raise UserError(f"face detector model must be hog or cnn, not {model!r}")
-        dlib = _dlib()
-        self.model, self.upsample, self.min_score, self.min_size = model, upsample, min_score, min_size
-        self._landmarks = None
-        if model == "hog":
-            self._detector = dlib.get_frontal_face_detector()
-        else:
-            self._detector = dlib.cnn_face_detection_model_v1(_models().cnn_face_detector_model_location())
+class BoxDetector:
+    """What every face detector shares (dlib's `FaceDetector`, `landmarks.MediaPipeDetector`):
+    whole-image detection at a scale, detection near known faces for tracking, and the
+    false-positive filters. A subclass sets `min_score`, `min_size` and `near_face_px` and
+    implements `_detect(image) -> [Box]`: every face in `image` (uint8 HxWx3 or HxW), in its
+    coordinates, with the subclass's own memory bound."""
+
+    min_score: float
+    min_size: int
+    #: Face size detect_near scales its windows to (what the detector needs to find a face).
+    near_face_px: int = 80
+
+    def _detect(self, image: np.ndarray) -> list[Box]:
+        raise NotImplementedError
 
     def detect(self, image: np.ndarray, scale: float = 1.0) -> list[Box]:
         """uint8 HxWx3 RGB (or HxW luma) -> faces, most confident first (after the false-positive filters).
 
-        `scale` < 1 detects on a downscaled copy (faster: HOG time grows with the pixel count)
-        and returns boxes in the full image's coordinates; `min_size` applies at full size.
+        `scale` < 1 detects on a downscaled copy (faster: detection time grows with the pixel
+        count) and returns boxes in the full image's coordinates; `min_size` applies at full
+        size. UserError for a scale outside (0, 1].
         """
         assert image.dtype == np.uint8 and (image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3), image.shape
         if not 0 < scale <= 1:
@@ -121,30 +125,58 @@ class FaceDetector:
         """The false-positive filters: score at least `min_score`, both sides at least `min_size`."""
         return [b for b in boxes if b.score >= self.min_score and min(b.width, b.height) >= self.min_size]
 
-    def detect_near(self, image: np.ndarray, around: list[Box], margin: float = 0.75, face_px: int = 80) -> list[Box]:
+    def detect_near(self, image: np.ndarray, around: list[Box], margin: float = 0.75,
+                    face_px: int | None = None) -> list[Box]:
         """Faces near known ones (tracking): each box grown by `margin` of its size on every side,
-        that window scaled so the face is about `face_px` pixels (what HOG needs), detected, and
-        mapped back; much cheaper than a whole-frame scan. Duplicates are merged by overlap."""
+        that window scaled so the face is about `face_px` pixels (default `near_face_px`),
+        detected, and mapped back; much cheaper than a whole-frame scan. Duplicates are merged
+        by overlap; most confident first."""
         h, w = image.shape[:2]
         found: list[Box] = []
         for b in around:
-            side = max(b.width, b.height)
-            m = int(round(margin * side))
-            left, top, right, bottom = max(0, b.left - m), max(0, b.top - m), min(w, b.right + m), min(h, b.bottom + m)
-            if right - left < 8 or bottom - top < 8:
+            window, left, top, factor = face_window(image, b, margin, face_px or self.near_face_px)
+            if min(window.shape[:2]) < 8:
                 continue
-            window = np.ascontiguousarray(image[top:bottom, left:right])
-            scale = min(1.0, face_px / max(side, 1))
-            if scale < 1:
-                window = _downscaled(window, scale)
             for d in self._detect(window):
-                d = d.scaled(1 / scale)
+                d = d.scaled(factor)
                 found.append(Box(d.left + left, d.top + top, min(w, d.right + left), min(h, d.bottom + top), d.score))
         merged: list[Box] = []
         for b in sorted(self._kept(found), key=lambda b: -b.score):
             if all(b.iou(k) < 0.3 for k in merged):
                 merged.append(b)
         return merged
+
+
+def face_window(image: np.ndarray, box: Box, margin: float, face_px: int | None = None
+                ) -> tuple[np.ndarray, int, int, float]:
+    """The part of `image` around `box` (grown by `margin` of its longer side on every side),
+    downscaled so the face is at most `face_px` pixels; with the window's (left, top) in `image`
+    and the factor from window to full-size pixels."""
+    h, w = image.shape[:2]
+    side = max(box.width, box.height, 1)
+    m = int(round(margin * side))
+    left, top, right, bottom = max(0, box.left - m), max(0, box.top - m), min(w, box.right + m), min(h, box.bottom + m)
+    window = np.ascontiguousarray(image[top:bottom, left:right])
+    scale = min(1.0, face_px / side) if face_px else 1.0
+    if scale < 1 and min(window.shape[:2]) > 0:
+        small = _downscaled(window, scale)
+        return small, left, top, window.shape[1] / small.shape[1]
+    return window, left, top, 1.0
+
+
+class FaceDetector(BoxDetector):
+    """dlib's HOG or CNN (MMOD) face detector, as face_recognition uses them."""
+
+    def __init__(self, model: str = "hog", upsample: int = 1, min_score: float = 0.3, min_size: int = 40):
+        if model not in ("hog", "cnn"):
+            raise UserError(f"face detector model must be hog or cnn, not {model!r}")
+        dlib = _dlib()
+        self.model, self.upsample, self.min_score, self.min_size = model, upsample, min_score, min_size
+        self._landmarks = None
+        if model == "hog":
+            self._detector = dlib.get_frontal_face_detector()
+        else:
+            self._detector = dlib.cnn_face_detection_model_v1(_models().cnn_face_detector_model_location())
 
     def _detect(self, image: np.ndarray) -> list[Box]:
         h, w = image.shape[:2]

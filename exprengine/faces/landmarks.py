@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from exprengine.errors import UserError
-from exprengine.faces.detect import Box, FaceDetector, _downscaled
+from exprengine.faces.detect import Box, BoxDetector, FaceDetector, _downscaled, face_window
 
 MODEL_FILE = "face_landmarker.task"
 #: sha256 of the shipped face_landmarker.task (3,758,596 bytes; Google, Apache-2.0).
@@ -121,7 +121,9 @@ class FaceMesh:
     blendshapes: np.ndarray       # float32 [52] in 0..1, in the order of `BLENDSHAPES` names
 
 
-class MediaPipeDetector:
+class MediaPipeDetector(BoxDetector):
+    near_face_px = 160                 # BlazeFace short range wants faces of a good size
+
     def __init__(self, min_size: int = 40, min_confidence: float = 0.5, num_faces: int = 8,
                  model: str | os.PathLike | None = None):
         if not 0 < min_confidence < 1:
@@ -201,56 +203,13 @@ class MediaPipeDetector:
         small = _downscaled(image, (MAX_WORK_PIXELS / (h * w)) ** 0.5)
         return small, w / small.shape[1]
 
-    # --- FaceDetector's interface ---------------------------------------------------------------------
-    def _kept(self, boxes: list[Box]) -> list[Box]:
-        return [b for b in boxes if b.score >= self.min_score and min(b.width, b.height) >= self.min_size]
-
-    def detect(self, image: np.ndarray, scale: float = 1.0) -> list[Box]:
-        """uint8 HxWx3 RGB (or HxW luma) -> faces, most confident first (score: BlazeFace's
-        confidence in 0..1). `scale` < 1 detects on a downscaled copy; boxes are in the full
-        image's coordinates and `min_size` applies at full size. UserError for a bad scale."""
-        assert image.dtype == np.uint8 and (image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3), image.shape
-        if not 0 < scale <= 1:
-            raise UserError(f"detection scale must be in (0, 1], got {scale}")
-        work = _downscaled(image, scale) if scale < 1 else image
-        work, _ = self._bounded(work)
-        factor = image.shape[1] / work.shape[1]
-        boxes = [b.scaled(factor, image.shape) if factor != 1 else b for b in self._run_detector(work)]
-        return sorted(self._kept(boxes), key=lambda b: -b.score)
-
-    def _window(self, image: np.ndarray, box: Box, margin: float, face_px: int | None = None
-                ) -> tuple[np.ndarray, int, int, float]:
-        """The part of `image` around `box` (grown by `margin` of its side on every side), downscaled
-        so the face is at most `face_px` wide; with its (left, top) and the factor back to full size."""
-        h, w = image.shape[:2]
-        side = max(box.width, box.height, 1)
-        m = int(round(margin * side))
-        left, top, right, bottom = max(0, box.left - m), max(0, box.top - m), min(w, box.right + m), min(h, box.bottom + m)
-        window = np.ascontiguousarray(image[top:bottom, left:right])
-        scale = min(1.0, face_px / side) if face_px else 1.0
-        if scale < 1:
-            small = _downscaled(window, scale)
-            return small, left, top, window.shape[1] / small.shape[1]
-        return window, left, top, 1.0
-
-    def detect_near(self, image: np.ndarray, around: list[Box], margin: float = 0.75, face_px: int = 160) -> list[Box]:
-        """Faces near known ones (tracking): a window around each box (grown by `margin` of its side
-        on every side, face scaled to at most `face_px` pixels), detected there, mapped back;
-        duplicates merged by overlap. Most confident first."""
-        h, w = image.shape[:2]
-        found: list[Box] = []
-        for b in around:
-            window, left, top, factor = self._window(image, b, margin, face_px)
-            if min(window.shape[:2]) < 8:
-                continue
-            for d in self._run_detector(window):
-                d = d.scaled(factor)
-                found.append(Box(d.left + left, d.top + top, min(w, d.right + left), min(h, d.bottom + top), d.score))
-        merged: list[Box] = []
-        for b in sorted(self._kept(found), key=lambda b: -b.score):
-            if all(b.iou(k) < 0.3 for k in merged):
-                merged.append(b)
-        return merged
+    # --- BoxDetector's detection ----------------------------------------------------------------------
+    def _detect(self, image: np.ndarray) -> list[Box]:
+        """Every face BlazeFace finds (score: its confidence in 0..1), on a copy of at most
+        MAX_WORK_PIXELS; boxes in `image`'s coordinates."""
+        work, factor = self._bounded(image)
+        boxes = self._run_detector(work)
+        return [b.scaled(factor, image.shape) for b in boxes] if factor != 1 else boxes
 
     def eye_centres(self, image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
         """(left eye, right eye) centres in image (x, y), float64, each the mean of the mesh's two
@@ -279,7 +238,7 @@ class MediaPipeDetector:
                 out.append(FaceMesh(_mesh_box(points, image.shape), points, shapes))
             return sorted(out, key=lambda m: -m.box.area)
         for box in boxes:
-            window, left, top, factor = self._window(image, box, margin, face_px=512)
+            window, left, top, factor = face_window(image, box, margin, face_px=512)
             found = self._run_mesher(window)
             if not found:
                 continue
