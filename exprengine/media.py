@@ -749,22 +749,13 @@ def _check_frames(frames: np.ndarray, what: str) -> np.ndarray:
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write uint8 HxWx3 RGB (or HxW grayscale, or HxWx4 RGBA) as PNG, JPEG (quality 95), WebP
-    or BMP by suffix, atomically. RGBA keeps its alpha in PNG and WebP; JPEG and BMP, which
-    cannot hold it, get the RGB channels."""
-    p = check_output_path(path, "image")
+    or BMP by suffix, atomically: `write_photo` with nothing to keep. RGBA keeps its alpha in
+    PNG and WebP; JPEG and BMP, which cannot hold it, get the RGB channels. ValueError for
+    another shape or dtype."""
     a = np.asarray(image)
-    if a.dtype == np.uint8 and a.ndim == 2 and 0 not in a.shape:
-        img = Image.fromarray(np.ascontiguousarray(a), "L")
-    elif a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 4 and 0 not in a.shape:
-        fmt_alpha = _PIL_FORMATS[p.suffix.lower()] in ("PNG", "WEBP")
-        img = Image.fromarray(np.ascontiguousarray(a if fmt_alpha else a[:, :, :3]), "RGBA" if fmt_alpha else "RGB")
-    else:
-        img = Image.fromarray(_check_frames(image, "image"), "RGB")
-    fmt = _PIL_FORMATS[p.suffix.lower()]
-    options = {"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
-    with atomic_output(p) as tmp:
-        img.save(tmp, format=fmt, **options)
-    return p
+    if not (a.dtype == np.uint8 and (a.ndim == 2 or a.ndim == 3 and a.shape[2] == 4) and 0 not in a.shape):
+        a = _check_frames(image, "image")
+    return write_photo(path, a, Photo(a))
 
 
 def write_animation(path: str | os.PathLike, frames: np.ndarray, fps: float = 12.0, loop: bool = True) -> Path:
