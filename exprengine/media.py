@@ -15,6 +15,8 @@ import fcntl
 import math
 import os
 import shutil
+import signal
+import threading
 import stat
 import tempfile
 import warnings
@@ -666,6 +668,68 @@ def _is_within(path: Path, directory: Path) -> bool:
 
 
 @contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block ends: creating a temporary and taking
+    charge of removing it must not be split by one (it would leave the temporary behind).
+
+    The Python handlers are swapped for one that only notes the signal, and the first signal
+    noted is handed to the original handler when the block ends (a KeyboardInterrupt, or the
+    CLI's SIGTERM exception, raised there). A signal mask would not do: CPython runs handlers
+    in the main thread whichever thread the kernel delivers to, and video has worker threads.
+    Outside the main thread (where handlers cannot be changed) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    held = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if noted:
+            handler = previous[noted[0]]
+            if callable(handler):
+                handler(noted[0], None)          # raises here, inside the caller's clean-up region
+            elif handler != signal.SIG_IGN:
+                signal.raise_signal(noted[0])    # the default action
+
+
+@contextmanager
+def temp_beside(target: str | os.PathLike, suffix: str, *, directory: bool = False,
+                keep: bool = False) -> Iterator[Path]:
+    """A new empty temporary file (or `directory`) beside `target`, named `.<target name>.XXXX<suffix>`.
+
+    It is removed when the block raises (Ctrl-C and SIGTERM included, also one that arrives
+    while it is being created), and when the block ends unless `keep` (the caller has moved it
+    into place or will). UserError (one line) when it cannot be created.
+    """
+    target = Path(target)
+    parent = Path(os.path.abspath(target)).parent
+    tmp = None
+    try:
+        with signals_deferred():
+            try:
+                if directory:
+                    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=suffix, dir=parent))
+                else:
+                    fd, name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=suffix, dir=parent)
+                    os.close(fd)
+                    tmp = Path(name)
+            except OSError as e:
+                raise _disk_error(target, e) from None
+        yield tmp
+    except BaseException:
+        if tmp is not None:
+            _remove(tmp, directory)
+        raise
+    if not keep:
+        _remove(tmp, directory)
+
+
+@contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; on success it replaces `path` atomically.
 
@@ -674,14 +738,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     umask's. Inside `outputs_together` the replacement waits for the end of the block.
     """
     target = Path(path)
-    parent = Path(os.path.abspath(target)).parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".part" + target.suffix[:16], dir=parent)
-    except OSError as e:
-        raise _disk_error(target, e) from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+    with temp_beside(target, ".part" + target.suffix[:16], keep=True) as tmp_path:
         try:
             yield tmp_path
         except OSError as e:
@@ -696,9 +753,6 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:
             raise _disk_error(target, e) from None
         _put_in_place(tmp_path, target, is_dir=False)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
@@ -712,16 +766,18 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     replacement waits for the end of the block.
     """
     target = Path(path)
-    parent = Path(os.path.abspath(target)).parent
-    if target.exists() and not target.is_dir():
+    try:                              # one stat: another process may be swapping the directory now
+        is_file = not stat.S_ISDIR(os.stat(target).st_mode)
+    except OSError:
+        is_file = False
+    if is_file:
         raise UserError(f"cannot write directory {target}: a file of that name exists")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".part", dir=parent))
+        Path(os.path.abspath(target)).parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _disk_error(target, e) from None
-    token = _OPEN_DIRS.set(_OPEN_DIRS.get() + (tmp,))
-    try:
+    with temp_beside(target, ".part", directory=True, keep=True) as tmp:
+        token = _OPEN_DIRS.set(_OPEN_DIRS.get() + (tmp,))
         try:
             yield tmp
         except OSError as e:
@@ -732,9 +788,6 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             _OPEN_DIRS.reset(token)
         os.chmod(tmp, 0o777 & ~_umask())
         _put_in_place(tmp, target, is_dir=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --- writers ---------------------------------------------------------------------------------

@@ -124,3 +124,41 @@ def test_concurrent_replacements_of_one_directory_are_safe(tmp_path):
     assert not found, found[:3]
     assert [p.name for p in tmp_path.iterdir()] == ["engine"]           # no .old or .part folders
     assert sorted(p.name for p in target.iterdir()) == ["who"]
+
+
+def test_a_signal_while_a_temporary_is_created_is_raised_after_its_clean_up_is_in_charge(tmp_path):
+    """SIGTERM delivered inside temp_beside's creation (here: raised by hand while deferred)
+    reaches the handler only when the block ends, inside the region that removes the temporary."""
+    import signal
+
+    import exprengine.media as media
+
+    class Stop(BaseException):
+        pass
+
+    def stop(signum, frame):
+        raise Stop(signum)
+    old = signal.signal(signal.SIGTERM, stop)
+    real_mkstemp = media.tempfile.mkstemp
+
+    def signalled_mkstemp(*args, **kwargs):          # SIGTERM arrives while the file is created
+        made = real_mkstemp(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)
+        return made
+    try:
+        media.tempfile.mkstemp = signalled_mkstemp
+        try:
+            with pytest.raises(Stop):
+                with media.temp_beside(tmp_path / "out.mp4", ".video.mp4"):
+                    raise AssertionError("not reached: the deferred signal is raised first")
+        finally:
+            media.tempfile.mkstemp = real_mkstemp
+        with pytest.raises(Stop):
+            with media.signals_deferred():
+                signal.raise_signal(signal.SIGTERM)
+                created = tmp_path / "noted.txt"      # still runs: the signal only noted
+                created.write_text("x")
+        assert (tmp_path / "noted.txt").exists()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noted.txt"]

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -34,7 +34,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from exprengine.errors import UserError
-from exprengine.media import atomic_output, check_writable_place
+from exprengine.media import atomic_output, check_writable_place, signals_deferred, temp_beside
 from exprengine.video import X264_PRESETS
 
 if TYPE_CHECKING:
@@ -444,17 +444,22 @@ class VideoWriter:
         self._state = "open"
         stack = ExitStack()
         try:
-            self._final_tmp = stack.enter_context(atomic_output(self.path))
-            # With audio the frames go to a second temporary first; the audio is added once
-            # their number, and so the video's length, is known.
-            self._video_tmp = stack.enter_context(_temp_beside(self.path)) if self._audio else self._final_tmp
-            self._log = stack.enter_context(tempfile.TemporaryFile())
-            stack.callback(self._stop)              # first out: ffmpeg is gone before its files are
-            self._proc = subprocess.Popen(self._encoder_command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                          stderr=self._log, start_new_session=True)   # signals reach us, not ffmpeg
-            if self.pts is not None:
-                fourcc = b"I420" if self._pix_fmt_in == "yuv420p" else b"RGB\x18"
-                self._pipe(_mkv_header(self.width, self.height, fourcc))
+            # Signals wait until the stack holds every clean-up (a SIGTERM between creating a
+            # temporary and registering its removal would leave it behind).
+            with signals_deferred():
+                self._final_tmp = stack.enter_context(atomic_output(self.path))
+                # With audio the frames go to a second temporary first; the audio is added once
+                # their number, and so the video's length, is known.
+                self._video_tmp = (stack.enter_context(temp_beside(self.path, ".video" + self.path.suffix))
+                                   if self._audio else self._final_tmp)
+                self._log = stack.enter_context(tempfile.TemporaryFile())
+                stack.callback(self._stop)              # first out: ffmpeg is gone before its files are
+                self._proc = subprocess.Popen(self._encoder_command(), stdin=subprocess.PIPE,
+                                              stdout=subprocess.DEVNULL, stderr=self._log,
+                                              start_new_session=True)   # signals reach us, not ffmpeg
+                if self.pts is not None:
+                    fourcc = b"I420" if self._pix_fmt_in == "yuv420p" else b"RGB\x18"
+                    self._pipe(_mkv_header(self.width, self.height, fourcc))
         except BaseException as e:
             self._state = "closed"
             stack.__exit__(type(e), e, e.__traceback__)     # kills ffmpeg, removes the temporaries
@@ -506,13 +511,7 @@ class VideoWriter:
     def _ffmpeg_said(self, code: int | None = None) -> str:
         """ffmpeg's log, summarised in a few words."""
         self._log.seek(0)
-        lines = [line.strip() for line in self._log.read().decode("utf-8", "replace").splitlines() if line.strip()]
-        for line in lines:
-            if "No space left" in line:
-                return "no space left on the device"
-        if lines:
-            return _short(re.sub(r"^\[[^\]]*\] ", "", lines[-1]))
-        return f"ffmpeg exit status {code if code is not None else self._proc.returncode}"
+        return _ffmpeg_summary(self._log.read(), code if code is not None else self._proc.returncode)
 
     def _stop(self) -> None:
         """Kill the encoder (if it still runs) and reap it."""
@@ -593,10 +592,19 @@ class VideoWriter:
                                   stderr=subprocess.PIPE, check=False, start_new_session=True)
             if done.returncode == 0:
                 return
-            lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            detail = ("no space left on the device" if any("No space left" in line for line in lines)
-                      else _short(lines[-1]) if lines else f"ffmpeg exit status {done.returncode}")
+            detail = _ffmpeg_summary(done.stderr, done.returncode)
         raise UserError(f"cannot write {self.path}: adding the audio of {self.audio_from} failed ({detail})")
+
+
+def _ffmpeg_summary(log: bytes, code: int | None) -> str:
+    """What ffmpeg's stderr `log` says went wrong, in a few words: a full disk plainly, else its
+    last line without its [component] tag, else its exit status."""
+    lines = [line.strip() for line in log.decode("utf-8", "replace").splitlines() if line.strip()]
+    if any("No space left" in line for line in lines):
+        return "no space left on the device"
+    if lines:
+        return _short(re.sub(r"^\[[^\]]*\] ", "", lines[-1]))
+    return f"ffmpeg exit status {code}"
 
 
 # --- Matroska on a pipe --------------------------------------------------------------------------
@@ -921,17 +929,3 @@ def _short(text: str, limit: int = 120) -> str:
     lines = [s.strip() for s in text.strip().splitlines() if s.strip()]
     first = lines[0].rstrip(".") if lines else "unknown error"
     return first if len(first) <= limit else first[:limit - 3] + "..."
-
-
-@contextmanager
-def _temp_beside(target: Path) -> Iterator[Path]:
-    parent = Path(os.path.abspath(target)).parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:48]}.", suffix=".video" + target.suffix, dir=parent)
-    except OSError as e:
-        raise UserError(f"cannot write {target}: {e.strerror or e}") from None
-    os.close(fd)
-    try:
-        yield Path(tmp)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
