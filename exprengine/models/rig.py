@@ -1,0 +1,369 @@
+"""The landmark-driven AU rig: edits real faces with no training data.
+
+Where the generators (generator.py) learn what an AU looks like from a face world, the rig
+moves the face the way FACS describes each AU's muscle action (Ekman, Friesen & Hager,
+*Facial Action Coding System: The Manual*, 2002; the "appearance changes" of each AU) and
+paints what a warp cannot show (a closed lid, the inside of an open mouth):
+
+    q      = R^T (p - o) / s                      the 478 mesh points in the face's frame
+    d      = sum_k  x_k * F_k(q)                  AU fields, face units per intensity unit
+    disp   = s * R d                              back to the crop's coordinates
+    v(y)   = sum_i K_i(y) (-disp_i) / (sum_i K_i(y) + c)      backward flow, at the moved
+                                                  points y_i = p_i + disp_i (Gaussian RBF of
+                                                  width sigma_i = the mesh's local spacing)
+    W      = grid_sample(image, grid + v)         the warped face (bilinear)
+    C      = W, with the mouth cavity painted inside the parted inner lips
+    A      = 1 - clamp(|v| / 0.5 px + cavity)     1 keeps the input pixel
+    output = A * image + (1 - A) * C              (the same blend as the generators)
+
+o is the midpoint of the eye centres (mean of each eye's two corners), R turns the image
+axes onto the eye line (x: the subject's left, y: down the face), s is the inter-ocular
+distance; so every number of the rig is in inter-ocular distances ("IOD", about 63 mm on an
+adult) and follows the head's roll and size. Intensities x are on the OpenFace 0..5 scale;
+the network-space input is x / 5 like every engine's.
+
+Forward takes landmarks: float32 [N,478,2], the MediaPipe Face Landmarker mesh in the
+crop's pixels (x right, y down, pixel i spanning [i, i+1)). The mesh topology (which index
+is which point) is MediaPipe's canonical face mesh; the index lists below are facts about
+that topology, checked against `mediapipe`'s own connection lists in tests/test_rig.py.
+
+Everything is plain tensor arithmetic (no data-dependent control flow), so the module
+exports to ONNX (GridSample) and compiles like the generators.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from exprengine.aus import AU_NAMES, AU_SCALE, NUM_AUS
+
+NUM_POINTS = 478
+
+# --- MediaPipe canonical face mesh: index lists (subject's right = image left on a frontal face) ---
+RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS = (33, 133), (362, 263)
+#: eyelid margins, outer corner to inner corner; the lower list pairs point-for-point with the upper
+RIGHT_UPPER_LID = (246, 161, 160, 159, 158, 157, 173)
+RIGHT_LOWER_LID = (7, 163, 144, 145, 153, 154, 155)
+LEFT_UPPER_LID = (466, 388, 387, 386, 385, 384, 398)
+LEFT_LOWER_LID = (249, 390, 373, 374, 380, 381, 382)
+#: rows of the upper lid's skin above the margin (to the crease, then to the brow), same columns
+RIGHT_LID_ROWS = ((247, 30, 29, 27, 28, 56, 190), (113, 225, 224, 223, 222, 221, 189))
+LEFT_LID_ROWS = ((467, 260, 259, 257, 258, 286, 414), (342, 445, 444, 443, 442, 441, 413))
+RIGHT_BELOW_LID = (110, 24, 23, 22, 26, 112)
+LEFT_BELOW_LID = (339, 254, 253, 252, 256, 341)
+RIGHT_IRIS, LEFT_IRIS = tuple(range(468, 473)), tuple(range(473, 478))
+RIGHT_BROW_INNER, LEFT_BROW_INNER = (107, 66, 55, 65), (336, 296, 285, 295)
+RIGHT_BROW_OUTER, LEFT_BROW_OUTER = (70, 63, 46, 53), (300, 293, 276, 283)
+RIGHT_BROW, LEFT_BROW = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107), (276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
+#: lips: outer and inner contours, without the corners, and the points of each lip's body between them
+MOUTH_CORNERS = (61, 291)                      # outer corners (right, left)
+INNER_CORNERS = (78, 308)
+UPPER_OUTER = (185, 40, 39, 37, 0, 267, 269, 270, 409)
+LOWER_OUTER = (146, 91, 181, 84, 17, 314, 405, 321, 375)
+UPPER_INNER = (191, 80, 81, 82, 13, 312, 311, 310, 415)
+LOWER_INNER = (95, 88, 178, 87, 14, 317, 402, 318, 324)
+UPPER_BODY = (11, 12, 38, 41, 42, 72, 73, 74, 183, 184, 268, 271, 272, 302, 303, 304, 407, 408)
+LOWER_BODY = (15, 16, 62, 76, 77, 85, 86, 89, 90, 96, 179, 180, 292, 306, 307, 315, 316, 319, 320, 325, 403, 404)
+#: the inner lip contour as one polygon (right corner, upper lip to the left corner, lower lip back)
+INNER_LIP_POLYGON = (78,) + UPPER_INNER + (308,) + LOWER_INNER[::-1]
+NOSE_WINGS = ((48, 64, 98, 129), (278, 294, 327, 358))
+CHIN = (152, 175, 199, 200, 18, 148, 377)
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """Everything needed to rebuild a rig (stored in engine manifests like a generator's config)."""
+
+    name: str = "rig"
+    family: str = "rig"
+    image_size: int = 256           # crop side in pixels
+    flow_grid: int = 128            # the flow is interpolated on a grid this size, then upsampled
+    num_aus: int = NUM_AUS
+    version: int = 1                # bump when the fields below change what an edit looks like
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RigConfig":
+        """The config from `to_dict()`'s form, every field checked; UserError otherwise."""
+        from exprengine.errors import UserError
+        fields = {"name", "family", "image_size", "flow_grid", "num_aus", "version"}
+        if not isinstance(d, dict) or set(d) != fields:
+            raise UserError(f"a rig config needs exactly the fields {', '.join(sorted(fields))}")
+        if d["family"] != "rig" or not isinstance(d["name"], str) or not 1 <= len(d["name"]) <= 64:
+            raise UserError("a rig config's family must be 'rig' and its name 1 to 64 characters")
+        for key, low, high in (("image_size", 64, 1024), ("flow_grid", 16, 256), ("version", 1, 1)):
+            if type(d[key]) is not int or not low <= d[key] <= high:
+                raise UserError(f"rig config {key} must be a whole number in {low}..{high}, not {str(d[key])[:40]}")
+        if d["num_aus"] != NUM_AUS or d["image_size"] % 4:
+            raise UserError(f"rig config needs num_aus {NUM_AUS} and an image_size that is a multiple of 4")
+        return cls(**d)
+
+
+def _mask(*groups: tuple[int, ...], value: float = 1.0) -> torch.Tensor:
+    m = torch.zeros(NUM_POINTS)
+    for g in groups:
+        m[list(g)] = value
+    return m
+
+
+def _smoothstep(t: torch.Tensor) -> torch.Tensor:
+    t = t.clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+class FaceRig(nn.Module):
+    """AU rig: (image [N,3,S,S] in [-1,1], aus [N,17] = intensity/5, landmarks [N,478,2] crop
+    pixels) -> (C [N,3,S,S] in [-1,1], A [N,1,S,S] in [0,1]); `edit` blends A*image + (1-A)*C.
+
+    Constants are in IOD (inter-ocular distances) per intensity unit; see the module
+    docstring for the equations and docs/rig.md for each AU's muscle and what it moves.
+    """
+
+    # AU45's closure saturates: x / BLINK_FULL of the way (x = 2.5 closes the eye completely)
+    BLINK_FULL = 2.5
+
+    def __init__(self, config: RigConfig | None = None):
+        super().__init__()
+        self.config = config or RigConfig()
+        s, g = self.config.image_size, self.config.flow_grid
+        # pixel-centre grids in grid_sample's normalised coordinates (align_corners=False)
+        self.register_buffer("grid", self._pixel_grid(s), persistent=False)
+        self.register_buffer("coarse", self._pixel_grid(g).reshape(1, g * g, 2), persistent=False)
+        self.register_buffer("upper_lid", _mask(RIGHT_UPPER_LID, LEFT_UPPER_LID), persistent=False)
+        self.register_buffer("lower_lid", _mask(RIGHT_LOWER_LID, LEFT_LOWER_LID), persistent=False)
+        self.register_buffer("lid_row1", _mask(RIGHT_LID_ROWS[0], LEFT_LID_ROWS[0]), persistent=False)
+        self.register_buffer("lid_row2", _mask(RIGHT_LID_ROWS[1], LEFT_LID_ROWS[1]), persistent=False)
+        self.register_buffer("below_lid", _mask(RIGHT_BELOW_LID, LEFT_BELOW_LID), persistent=False)
+        self.register_buffer("iris", _mask(RIGHT_IRIS, LEFT_IRIS), persistent=False)
+        self.register_buffer("eye", _mask(RIGHT_UPPER_LID, LEFT_UPPER_LID, RIGHT_LOWER_LID, LEFT_LOWER_LID,
+                                          RIGHT_IRIS, LEFT_IRIS, RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS),
+                             persistent=False)
+        self.register_buffer("upper_lip", _mask(UPPER_OUTER, UPPER_INNER, UPPER_BODY), persistent=False)
+        self.register_buffer("lower_lip", _mask(LOWER_OUTER, LOWER_INNER, LOWER_BODY), persistent=False)
+        self.register_buffer("lip", _mask(UPPER_OUTER, UPPER_INNER, UPPER_BODY, LOWER_OUTER, LOWER_INNER,
+                                          LOWER_BODY, MOUTH_CORNERS, INNER_CORNERS), persistent=False)
+        # blink: each upper-lid column's lower partner; the rows above follow their column
+        self.upper_cols = (RIGHT_UPPER_LID + LEFT_UPPER_LID)
+        self.lower_cols = (RIGHT_LOWER_LID + LEFT_LOWER_LID)
+        self.row1_cols = RIGHT_LID_ROWS[0] + LEFT_LID_ROWS[0]
+        self.row2_cols = RIGHT_LID_ROWS[1] + LEFT_LID_ROWS[1]
+
+    @staticmethod
+    def _pixel_grid(size: int) -> torch.Tensor:
+        """[size,size,2] (x, y) of pixel centres in [-1, 1] (grid_sample, align_corners=False)."""
+        c = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+        y, x = torch.meshgrid(c, c, indexing="ij")
+        return torch.stack([x, y], dim=-1)
+
+    # --- the face's frame -----------------------------------------------------------------------
+    @staticmethod
+    def face_frame(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """points [N,478,2] -> origin [N,1,2], x axis [N,1,2], y axis [N,1,2], IOD [N,1,1]."""
+        right = points[:, list(RIGHT_EYE_CORNERS)].mean(1, keepdim=True)
+        left = points[:, list(LEFT_EYE_CORNERS)].mean(1, keepdim=True)
+        origin = (right + left) / 2
+        axis = left - right
+        iod = axis.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        ex = axis / iod
+        ey = torch.stack([-ex[..., 1], ex[..., 0]], dim=-1)
+        return origin, ex, ey, iod
+
+    # --- the AU fields: [N,478,2] displacement in IOD for intensity 1 ---------------------------
+    @staticmethod
+    def _near(q: torch.Tensor, centre: torch.Tensor, radius: float) -> torch.Tensor:
+        """[N,478] Gaussian falloff exp(-|q - centre|^2 / 2 r^2) around centre [N,1,2]."""
+        return torch.exp(-((q - centre) ** 2).sum(-1) / (2 * radius * radius))
+
+    @staticmethod
+    def _centre(q: torch.Tensor, idx: tuple[int, ...]) -> torch.Tensor:
+        return q[:, list(idx)].mean(1, keepdim=True)
+
+    @staticmethod
+    def _vec(w: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+        """weights [N,478] -> displacement [N,478,2] = w * (dx, dy)."""
+        return torch.stack([w * dx, w * dy], dim=-1)
+
+    def fields(self, q: torch.Tensor) -> list[torch.Tensor]:
+        """The 17 AU fields (OpenFace order, `AU_NAMES`): each [N,478,2], IOD per intensity unit,
+        AU45 per unit of closure (0 open .. 1 shut). x: the subject's left, y: down."""
+        qy = q[..., 1]
+        c, near, vec = self._centre, self._near, self._vec
+        above_eyes = _smoothstep((-0.13 - qy) / 0.08) * (1 - self.eye)         # brows and forehead, lids fixed
+        mouth_y = c(q, (13, 14))[..., 1]                                        # [N,1]
+        not_lip = 1 - self.lip
+        jaw = self.lower_lip + not_lip * _smoothstep((qy - mouth_y + 0.05) / 0.35)   # what the jaw carries
+        upper_mouth = self.upper_lip + not_lip * _smoothstep((mouth_y - qy) / 0.15) * _smoothstep((qy - 0.45) / 0.2)
+        f = []
+        # AU01 inner brow raiser (frontalis, pars medialis): the inner brows rise
+        w = sum(near(q, c(q, i), 0.28) for i in (RIGHT_BROW_INNER, LEFT_BROW_INNER)) * above_eyes
+        f.append(vec(w, 0.0, -0.05))
+        # AU02 outer brow raiser (frontalis, pars lateralis): the outer brows rise
+        w = sum(near(q, c(q, i), 0.30) for i in (RIGHT_BROW_OUTER, LEFT_BROW_OUTER)) * above_eyes
+        f.append(vec(w, 0.0, -0.05))
+        # AU04 brow lowerer (corrugator, depressor supercilii, procerus): brows down and together
+        wr = near(q, c(q, RIGHT_BROW_INNER), 0.35) * above_eyes
+        wl = near(q, c(q, LEFT_BROW_INNER), 0.35) * above_eyes
+        f.append(vec(wr, 0.02, 0.04) + vec(wl, -0.02, 0.04))
+        # AU05 upper lid raiser (levator palpebrae superioris): the upper lid margin rises
+        w = self.upper_lid + 0.45 * self.lid_row1 + 0.15 * self.lid_row2
+        f.append(vec(w, 0.0, -0.03))
+        # AU06 cheek raiser (orbicularis oculi, pars orbitalis): cheeks up, lower lids pushed up
+        cheeks = sum(near(q, c(q, i) + q.new_tensor([0.0, 0.42]), 0.28)
+                     for i in (RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS)) * (1 - self.upper_lid - self.lid_row1 - self.iris)
+        f.append(vec(cheeks * (1 - self.lip) + 0.5 * self.lower_lid, 0.0, -0.03))
+        # AU07 lid tightener (orbicularis oculi, pars palpebralis): lower lid up, upper slightly down
+        f.append(vec(self.lower_lid + 0.5 * self.below_lid, 0.0, -0.022) + vec(self.upper_lid, 0.0, 0.008))
+        # AU09 nose wrinkler (levator labii superioris alaeque nasi): nose wings and upper lip up,
+        # inner brows pulled down
+        wings = sum(near(q, c(q, i), 0.18) for i in NOSE_WINGS)
+        brows = sum(near(q, c(q, i), 0.2) for i in (RIGHT_BROW_INNER, LEFT_BROW_INNER)) * above_eyes
+        f.append(vec(wings * (1 - self.eye), 0.0, -0.035) + vec(upper_mouth * near(q, c(q, (0,)), 0.35), 0.0, -0.015)
+                 + vec(brows, 0.0, 0.02))
+        # AU10 upper lip raiser (levator labii superioris): the upper lip rises, most beside the philtrum
+        w = upper_mouth * (near(q, c(q, (40, 39)), 0.25) + near(q, c(q, (269, 270)), 0.25)).clamp(max=1.0)
+        f.append(vec(w, 0.0, -0.04))
+        # AU12 lip corner puller (zygomaticus major): corners up and out, obliquely toward the cheekbone
+        wr, wl = near(q, c(q, (61,)), 0.3), near(q, c(q, (291,)), 0.3)
+        f.append(vec(wr, -0.035, -0.04) + vec(wl, 0.035, -0.04))
+        # AU14 dimpler (buccinator): corners tightened inward and slightly up
+        wr, wl = near(q, c(q, (61,)), 0.15), near(q, c(q, (291,)), 0.15)
+        f.append(vec(wr, 0.02, -0.01) + vec(wl, -0.02, -0.01))
+        # AU15 lip corner depressor (depressor anguli oris): corners pulled down
+        wr, wl = near(q, c(q, (61,)), 0.28), near(q, c(q, (291,)), 0.28)
+        f.append(vec(wr, -0.008, 0.045) + vec(wl, 0.008, 0.045))
+        # AU17 chin raiser (mentalis): the chin boss and the lower lip pushed up
+        w = near(q, c(q, (18, 200)), 0.3) * jaw
+        f.append(vec(w, 0.0, -0.035) + vec(self.lower_lip, 0.0, -0.015))
+        # AU20 lip stretcher (risorius, platysma): corners pulled out sideways, lips flattened
+        wr, wl = near(q, c(q, (61,)), 0.3), near(q, c(q, (291,)), 0.3)
+        f.append(vec(wr, -0.05, 0.01) + vec(wl, 0.05, 0.01))
+        # AU23 lip tightener (orbicularis oris): the red of the lips narrows, corners in
+        out_up, out_lo = _mask(UPPER_OUTER).to(q), _mask(LOWER_OUTER).to(q)
+        wr, wl = near(q, c(q, (61,)), 0.12), near(q, c(q, (291,)), 0.12)
+        f.append(vec(out_up, 0.0, 0.015) + vec(out_lo, 0.0, -0.015) + vec(wr, 0.012, 0.0) + vec(wl, -0.012, 0.0))
+        # AU25 lips part: the lower lip drops from the upper, the upper lifts a little
+        w = near(q, c(q, (14, 17)), 0.4) * jaw
+        f.append(vec(w, 0.0, 0.035) + vec(self.upper_lip * near(q, c(q, (13,)), 0.35), 0.0, -0.01))
+        # AU26 jaw drop (masseter relaxed; the mandible rotates down): what the jaw carries moves down
+        w = jaw * torch.exp(-q[..., 0] ** 2 / (2 * 1.0 ** 2))
+        f.append(vec(w, 0.0, 0.08))
+        # AU45 blink (orbicularis oculi relaxes levator): upper lid down onto the lower lid
+        f.append(self._blink(q))
+        return f
+
+    def _blink(self, q: torch.Tensor) -> torch.Tensor:
+        """[N,478,2]: the displacement that shuts both eyes (closure 1)."""
+        up, lo = list(self.upper_cols), list(self.lower_cols)
+        gap = q[:, lo] - q[:, up]                                      # [N,14,2]
+        d = torch.zeros_like(q)
+        d[:, up] = gap
+        d[:, list(self.row1_cols)] = 0.62 * gap
+        d[:, list(self.row2_cols)] = 0.22 * gap
+        d[:, list(RIGHT_IRIS)] = gap[:, :7].mean(1, keepdim=True)
+        d[:, list(LEFT_IRIS)] = gap[:, 7:].mean(1, keepdim=True)
+        return d
+
+    def displacement(self, landmarks: torch.Tensor, intensities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """landmarks [N,478,2] (crop pixels), intensities [N,17] (0..5) -> (each point's move
+        [N,478,2] in pixels, its vote in the flow [N,478]: 0 where a shutting lid covers it)."""
+        origin, ex, ey, iod = self.face_frame(landmarks)
+        rel = landmarks - origin
+        q = torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
+        fields = self.fields(q)
+        blink = AU_NAMES.index("AU45")
+        closure = (intensities[:, blink:blink + 1] / self.BLINK_FULL).clamp(0, 1)      # [N,1]
+        d = sum(intensities[:, k, None, None] * fields[k] for k in range(NUM_AUS) if k != blink)
+        d = d + closure[..., None] * fields[blink]
+        weight = 1 - closure * self.lower_lid
+        return iod * (d[..., :1] * ex + d[..., 1:] * ey), weight
+
+    # --- dense flow -----------------------------------------------------------------------------
+    def flow(self, landmarks: torch.Tensor, disp: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Backward flow [N,S,S,2] in normalised units: output(p) = input(p + flow(p)), from
+        each point's move disp [N,478,2] (pixels), points voting with weight [N,478] (0: a point
+        covered by the edit, e.g. the lower lid under a closing upper lid)."""
+        n, s, g = landmarks.shape[0], self.config.image_size, self.config.flow_grid
+        to_norm = 2.0 / s
+        moved = (landmarks + disp) * to_norm - 1                        # [N,478,2] normalised
+        value = -disp * to_norm
+        # each point's width: its mesh neighbourhood (distance to its 3rd nearest neighbour)
+        pd = torch.cdist(moved, moved) + (1 - weight[:, None, :]) * 4.0  # [N,478,478]; non-voters far
+        spacing = pd.topk(4, dim=-1, largest=False).values[..., 3]      # [N,478]
+        sigma = spacing.clamp(min=1.5 * 2.0 / g)                       # at least 1.5 flow-grid cells
+        d2 = torch.cdist(self.coarse.expand(n, -1, -1), moved) ** 2      # [N,G*G,478]
+        r2 = d2 / sigma[:, None, :] ** 2
+        k = torch.exp(-r2 / (2 * 2.5 ** 2)) / (r2 + 0.05)                # near-interpolating, local
+        k = k * weight[:, None, :]
+        num = torch.bmm(k, value)                                       # [N,G*G,2]
+        den = k.sum(-1, keepdim=True) + 0.05
+        v = (num / den).reshape(n, g, g, 2).permute(0, 3, 1, 2)
+        v = F.interpolate(v, size=(s, s), mode="bilinear", align_corners=False)
+        return v.permute(0, 2, 3, 1)
+
+    # --- appearance -----------------------------------------------------------------------------
+    def _inside(self, polygon: torch.Tensor) -> torch.Tensor:
+        """[N,S,S] 1 inside the closed polygon [N,P,2] (normalised coords), by crossing count."""
+        s = self.config.image_size
+        px = self.grid[..., 0].reshape(1, s * s, 1)
+        py = self.grid[..., 1].reshape(1, s * s, 1)
+        a, b = polygon, torch.roll(polygon, -1, dims=1)
+        ax, ay, bx, by = a[..., 0][:, None], a[..., 1][:, None], b[..., 0][:, None], b[..., 1][:, None]
+        straddles = (ay > py) != (by > py)
+        dy = torch.where((by - ay).abs() < 1e-9, torch.full_like(by, 1e-9), by - ay)
+        x_cross = ax + (py - ay) * (bx - ax) / dy
+        crossings = (straddles & (px < x_cross)).to(torch.float32).sum(-1)
+        inside = crossings - 2 * torch.floor(crossings / 2)
+        return inside.reshape(-1, s, s)
+
+    def cavity(self, landmarks: torch.Tensor, disp: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """[N,1,S,S] in [0,1]: the newly opened mouth (inside the moved inner lips, where the
+        warped pixels do not come from inside the original mouth, e.g. its own teeth)."""
+        s = self.config.image_size
+        idx = list(INNER_LIP_POLYGON)
+        before = self._inside(landmarks[:, idx] * (2.0 / s) - 1)[:, None]
+        after = self._inside((landmarks + disp)[:, idx] * (2.0 / s) - 1)[:, None]
+        carried = F.grid_sample(before, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        soft = F.avg_pool2d(after, 3, stride=1, padding=1, count_include_pad=False)
+        return (soft * (1 - carried)).clamp(0, 1)
+
+    def forward(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image [N,3,S,S] in [-1,1], aus [N,17] = intensity/5, landmarks [N,478,2] crop pixels
+        -> (C [N,3,S,S] in [-1,1], A [N,1,S,S] in [0,1])."""
+        s = self.config.image_size
+        assert image.ndim == 4 and image.shape[1:] == (3, s, s), f"image must be [N,3,{s},{s}], got {tuple(image.shape)}"
+        assert aus.shape == (image.shape[0], NUM_AUS), f"aus must be [N,{NUM_AUS}], got {tuple(aus.shape)}"
+        assert landmarks.shape == (image.shape[0], NUM_POINTS, 2), \
+            f"landmarks must be [N,{NUM_POINTS},2], got {tuple(landmarks.shape)}"
+        intensities = aus * AU_SCALE
+        disp, weight = self.displacement(landmarks, intensities)
+        v = self.flow(landmarks, disp, weight)
+        grid = self.grid.unsqueeze(0) + v
+        warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        hole = self.cavity(landmarks, disp, grid)
+        # the cavity: dark red-brown, darkest under the upper lip
+        yy = self.grid[..., 1].reshape(1, 1, s, s)
+        shade = torch.cat([0.16 + 0.10 * yy, 0.05 + 0.03 * yy, 0.06 + 0.03 * yy], dim=1) * 2 - 1
+        colour = warped * (1 - hole) + shade * hole
+        moved_px = v.norm(dim=-1).unsqueeze(1) * (s / 2)
+        attention = 1 - (moved_px / 0.5 + hole).clamp(0, 1)
+        return colour, attention
+
+    def edit(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        from exprengine.kernels.blend import blend
+        colour, attention = self(image, aus, landmarks)
+        return blend(image, colour, attention)
+
+
+def rig_sha256(config: RigConfig) -> str:
+    """The rig's identity in place of a weights hash: its config and the source of its fields."""
+    import inspect
+    text = json.dumps(config.to_dict(), sort_keys=True) + inspect.getsource(FaceRig)
+    return hashlib.sha256(text.encode()).hexdigest()
