@@ -210,7 +210,7 @@ class FaceRig(nn.Module):
         # AU04 brow lowerer (corrugator, depressor supercilii, procerus): brows down and together
         wr = near(q, c(q, RIGHT_BROW_INNER), 0.35) * above_eyes
         wl = near(q, c(q, LEFT_BROW_INNER), 0.35) * above_eyes
-        f.append(vec(wr, 0.02, 0.04) + vec(wl, -0.02, 0.04))
+        f.append(vec(wr, 0.03, 0.065) + vec(wl, -0.03, 0.065))
         # AU05 upper lid raiser (levator palpebrae superioris): the upper lid margin rises
         w = self.upper_lid + 0.45 * self.lid_row1 + 0.15 * self.lid_row2
         f.append(vec(w, 0.0, -0.03))
@@ -231,13 +231,13 @@ class FaceRig(nn.Module):
         f.append(vec(w, 0.0, -0.04))
         # AU12 lip corner puller (zygomaticus major): corners up and out, obliquely toward the cheekbone
         wr, wl = near(q, c(q, (61,)), 0.3), near(q, c(q, (291,)), 0.3)
-        f.append(vec(wr, -0.035, -0.04) + vec(wl, 0.035, -0.04))
+        f.append(vec(wr, -0.05, -0.07) + vec(wl, 0.05, -0.07))
         # AU14 dimpler (buccinator): corners tightened inward and slightly up
         wr, wl = near(q, c(q, (61,)), 0.15), near(q, c(q, (291,)), 0.15)
         f.append(vec(wr, 0.02, -0.01) + vec(wl, -0.02, -0.01))
         # AU15 lip corner depressor (depressor anguli oris): corners pulled down
         wr, wl = near(q, c(q, (61,)), 0.28), near(q, c(q, (291,)), 0.28)
-        f.append(vec(wr, -0.008, 0.045) + vec(wl, 0.008, 0.045))
+        f.append(vec(wr, -0.012, 0.085) + vec(wl, 0.012, 0.085))
         # AU17 chin raiser (mentalis): the chin boss and the lower lip pushed up
         w = near(q, c(q, (18, 200)), 0.3) * jaw
         f.append(vec(w, 0.0, -0.035) + vec(self.lower_lip, 0.0, -0.015))
@@ -253,7 +253,7 @@ class FaceRig(nn.Module):
         f.append(vec(w, 0.0, 0.035) + vec(self.upper_lip * near(q, c(q, (13,)), 0.35), 0.0, -0.01))
         # AU26 jaw drop (masseter relaxed; the mandible rotates down): what the jaw carries moves down
         w = jaw * torch.exp(-q[..., 0] ** 2 / (2 * 1.0 ** 2))
-        f.append(vec(w, 0.0, 0.08))
+        f.append(vec(w, 0.0, 0.13))
         # AU45 blink (orbicularis oculi relaxes levator): upper lid down onto the lower lid
         f.append(self._blink(q))
         return f
@@ -265,7 +265,7 @@ class FaceRig(nn.Module):
         d = torch.zeros_like(q)
         d[:, up] = gap
         d[:, list(self.row1_cols)] = 0.62 * gap
-        d[:, list(self.row2_cols)] = 0.22 * gap
+        d[:, list(self.row2_cols)] = 0.1 * gap
         d[:, list(RIGHT_IRIS)] = gap[:, :7].mean(1, keepdim=True)
         d[:, list(LEFT_IRIS)] = gap[:, 7:].mean(1, keepdim=True)
         return d
@@ -288,24 +288,83 @@ class FaceRig(nn.Module):
     def flow(self, landmarks: torch.Tensor, disp: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Backward flow [N,S,S,2] in normalised units: output(p) = input(p + flow(p)), from
         each point's move disp [N,478,2] (pixels), points voting with weight [N,478] (0: a point
-        covered by the edit, e.g. the lower lid under a closing upper lid)."""
+        covered by the edit, e.g. the lower lid under a shutting upper lid). Computed on the
+        flow grid (RBF everywhere, the eyelid model inside each eye's band), then upsampled."""
         n, s, g = landmarks.shape[0], self.config.image_size, self.config.flow_grid
         to_norm = 2.0 / s
         moved = (landmarks + disp) * to_norm - 1                        # [N,478,2] normalised
         value = -disp * to_norm
-        # each point's width: its mesh neighbourhood (distance to its 3rd nearest neighbour)
+        # each point's width: its mesh neighbourhood (distance to its 3rd nearest voting neighbour)
         pd = torch.cdist(moved, moved) + (1 - weight[:, None, :]) * 4.0  # [N,478,478]; non-voters far
         spacing = pd.topk(4, dim=-1, largest=False).values[..., 3]      # [N,478]
         sigma = spacing.clamp(min=1.5 * 2.0 / g)                       # at least 1.5 flow-grid cells
-        d2 = torch.cdist(self.coarse.expand(n, -1, -1), moved) ** 2      # [N,G*G,478]
+        grid = self.coarse.expand(n, -1, -1)                            # [N,G*G,2]
+        d2 = torch.cdist(grid, moved) ** 2                              # [N,G*G,478]
         r2 = d2 / sigma[:, None, :] ** 2
         k = torch.exp(-r2 / (2 * 2.5 ** 2)) / (r2 + 0.05)                # near-interpolating, local
         k = k * weight[:, None, :]
-        num = torch.bmm(k, value)                                       # [N,G*G,2]
-        den = k.sum(-1, keepdim=True) + 0.05
-        v = (num / den).reshape(n, g, g, 2).permute(0, 3, 1, 2)
+        v = torch.bmm(k, value) / (k.sum(-1, keepdim=True) + 0.05)      # [N,G*G,2]
+        v = self._eyelids(landmarks, disp, grid, v)
+        v = v.reshape(n, g, g, 2).permute(0, 3, 1, 2)
         v = F.interpolate(v, size=(s, s), mode="bilinear", align_corners=False)
         return v.permute(0, 2, 3, 1)
+
+    @staticmethod
+    def _interp(x: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Piecewise-linear y(x) through knots (xs [N,K] ascending, ys [N,K]) at x [N,M] -> [N,M];
+        the end values beyond the ends."""
+        x0, x1, y0, y1 = xs[:, None, :-1], xs[:, None, 1:], ys[:, None, :-1], ys[:, None, 1:]
+        xq = x[..., None]
+        t = ((xq - x0) / (x1 - x0).clamp_min(1e-6)).clamp(0, 1)
+        inside = ((xq >= x0) & (xq < x1)).to(x.dtype)
+        y = (inside * (y0 + t * (y1 - y0))).sum(-1)
+        first = (x < xs[:, :1]).to(x.dtype)
+        last = (x >= xs[:, -1:]).to(x.dtype)
+        return y + first * ys[:, :1] + last * ys[:, -1:]
+
+    def _eyelids(self, landmarks: torch.Tensor, disp: torch.Tensor, grid: torch.Tensor,
+                 v: torch.Tensor) -> torch.Tensor:
+        """The flow inside each eye's band (from above the upper lid's crease to below the lower
+        lid) as the lids' own motion: each column of the band is stretched piecewise-linearly so
+        the lid margins land where the AU fields move them (a shut lid covers the eye, its skin
+        stretched), replacing the RBF flow there. grid [N,M,2], v [N,M,2] normalised."""
+        s = self.config.image_size
+        origin, ex, ey, iod = self.face_frame(landmarks)
+
+        def frame(p):                                                   # pixels -> face units
+            rel = p - origin
+            return torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
+        q, qm = frame(landmarks), frame(landmarks + disp)
+        g = frame((grid + 1) * (s / 2))                                  # [N,M,2]
+        gx, gy = g[..., 0], g[..., 1]
+        for corners, upper, lower in ((RIGHT_EYE_CORNERS, RIGHT_UPPER_LID, RIGHT_LOWER_LID),
+                                      (LEFT_EYE_CORNERS[::-1], LEFT_UPPER_LID, LEFT_LOWER_LID)):
+            # knots from the outer corner to the inner one, turned to ascend in x
+            up = [corners[0], *upper, corners[1]]
+            lo = [corners[0], *lower, corners[1]]
+            if corners == LEFT_EYE_CORNERS[::-1]:
+                up, lo = up[::-1], lo[::-1]
+            xs = q[:, up, 0]
+            u = self._interp(gx, xs, q[:, up, 1])
+            lw = self._interp(gx, q[:, lo, 0], q[:, lo, 1])
+            u2 = self._interp(gx, xs, qm[:, up, 1])
+            l2 = self._interp(gx, q[:, lo, 0], qm[:, lo, 1])
+            top, bot = u - 0.18, lw + 0.12
+            u2 = torch.maximum(u2, top + 0.02)
+            l2 = torch.minimum(l2, bot - 0.02)
+            meet = (u2 + l2) / 2
+            crossed = (u2 > l2).to(gy.dtype)
+            u2, l2 = u2 * (1 - crossed) + meet * crossed, l2 * (1 - crossed) + meet * crossed
+            src = torch.where(gy <= u2, top + (gy - top) * (u - top) / (u2 - top).clamp_min(1e-6),
+                              torch.where(gy >= l2, lw + (gy - l2) * (bot - lw) / (bot - l2).clamp_min(1e-6),
+                                          u + (gy - u2) * (lw - u) / (l2 - u2).clamp_min(1e-6)))
+            x_lo, x_hi = xs[:, :1], xs[:, -1:]
+            m = _smoothstep(torch.minimum(gy - top, bot - gy) / 0.04) * \
+                _smoothstep(torch.minimum(gx - x_lo, x_hi - gx) / 0.05)
+            dy = (src - gy) * iod[..., 0]                               # pixels along the face's y axis
+            v_eye = dy[..., None] * ey * (2.0 / s)
+            v = m[..., None] * v_eye + (1 - m[..., None]) * v
+        return v
 
     # --- appearance -----------------------------------------------------------------------------
     def _inside(self, polygon: torch.Tensor) -> torch.Tensor:
@@ -322,16 +381,22 @@ class FaceRig(nn.Module):
         inside = crossings - 2 * torch.floor(crossings / 2)
         return inside.reshape(-1, s, s)
 
-    def cavity(self, landmarks: torch.Tensor, disp: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        """[N,1,S,S] in [0,1]: the newly opened mouth (inside the moved inner lips, where the
-        warped pixels do not come from inside the original mouth, e.g. its own teeth)."""
+    def mouth(self, landmarks: torch.Tensor, disp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(own [N,1,S,S], hole [N,1,S,S]) in [0,1] over the mouth the edit opens (inside the
+        moved inner lips, softened): `own` inside the original inner lips (eroded, so a closed
+        mouth's sliver is nothing), where the face's own mouth (its teeth) stays in place;
+        `hole` the newly opened rest, painted as the cavity. Both 0 when nothing moves."""
         s = self.config.image_size
         idx = list(INNER_LIP_POLYGON)
         before = self._inside(landmarks[:, idx] * (2.0 / s) - 1)[:, None]
         after = self._inside((landmarks + disp)[:, idx] * (2.0 / s) - 1)[:, None]
-        carried = F.grid_sample(before, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        soft = F.avg_pool2d(after, 3, stride=1, padding=1, count_include_pad=False)
-        return (soft * (1 - carried)).clamp(0, 1)
+        opened = F.avg_pool2d(after, 5, stride=1, padding=2, count_include_pad=False)
+        was = F.avg_pool2d(before, 5, stride=1, padding=2, count_include_pad=False)
+        core = F.avg_pool2d(-F.max_pool2d(-before, 5, stride=1, padding=2), 3, stride=1, padding=1,
+                            count_include_pad=False)
+        hole = (opened - was).clamp(0, 1)
+        own = torch.minimum(core * opened, 1 - hole)
+        return own, hole
 
     def forward(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,11 +412,14 @@ class FaceRig(nn.Module):
         v = self.flow(landmarks, disp, weight)
         grid = self.grid.unsqueeze(0) + v
         warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        hole = self.cavity(landmarks, disp, grid)
-        # the cavity: dark red-brown, darkest under the upper lip
-        yy = self.grid[..., 1].reshape(1, 1, s, s)
-        shade = torch.cat([0.16 + 0.10 * yy, 0.05 + 0.03 * yy, 0.06 + 0.03 * yy], dim=1) * 2 - 1
-        colour = warped * (1 - hole) + shade * hole
+        own, hole = self.mouth(landmarks, disp)
+        # the cavity: dark red-brown, darkest under the upper lip, lighter toward the tongue
+        lips = (landmarks + disp)[:, [13, 14], 1] * (2.0 / s) - 1                       # [N,2] y of the inner lips
+        yy = self.grid[..., 1].reshape(1, s, s)
+        t = ((yy - lips[:, :1, None]) / (lips[:, 1:, None] - lips[:, :1, None]).clamp_min(1e-3)).clamp(0, 1)[:, None]
+        dark, light = torch.tensor([0.08, 0.025, 0.03]), torch.tensor([0.36, 0.13, 0.13])
+        shade = (dark.view(1, 3, 1, 1) + t * (light - dark).view(1, 3, 1, 1)).to(image) * 2 - 1
+        colour = warped * (1 - own - hole) + image * own + shade * hole
         moved_px = v.norm(dim=-1).unsqueeze(1) * (s / 2)
         attention = 1 - (moved_px / 0.5 + hole).clamp(0, 1)
         return colour, attention
