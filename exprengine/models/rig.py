@@ -44,6 +44,11 @@ from exprengine.aus import AU_NAMES, AU_SCALE, NUM_AUS
 
 NUM_POINTS = 478
 
+#: The crop a rig edits, in IOD (see below) about the eye midpoint: its centre CROP_CENTRE below
+#: it, down the face, and its side CROP_SIDE: from above the forehead's top (about -0.9) to below
+#: the chin dropped by AU26 at intensity 5 (about 2.0 + 0.65), with room for the flow to fade.
+CROP_CENTRE, CROP_SIDE = 0.7, 4.0
+
 # --- MediaPipe canonical face mesh: index lists (subject's right = image left on a frontal face) ---
 RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS = (33, 133), (362, 263)
 #: eyelid margins, outer corner to inner corner; the lower list pairs point-for-point with the upper
@@ -301,7 +306,7 @@ class FaceRig(nn.Module):
         grid = self.coarse.expand(n, -1, -1)                            # [N,G*G,2]
         d2 = torch.cdist(grid, moved) ** 2                              # [N,G*G,478]
         r2 = d2 / sigma[:, None, :] ** 2
-        k = torch.exp(-r2 / (2 * 2.5 ** 2)) / (r2 + 0.05)                # near-interpolating, local
+        k = torch.exp(-r2 / (2 * 1.5 ** 2)) / (r2 + 0.05)                # near-interpolating, local
         k = k * weight[:, None, :]
         v = torch.bmm(k, value) / (k.sum(-1, keepdim=True) + 0.05)      # [N,G*G,2]
         v = self._eyelids(landmarks, disp, grid, v)
