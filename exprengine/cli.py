@@ -683,7 +683,8 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
     click.echo(f"trained {out} to step {trainer.step}: {Path(out) / 'generator.safetensors'}")
 
 
-@cli.command(name="eval", inputs=("engine_dir", "real_dir", "inception"), outputs=("json_out", "sheet"), together=True)
+@cli.command(name="eval", inputs=("engine_dir", "real_dir", "inception", "photos"),
+             outputs=("json_out", "sheet", "photo_sheets"), together=True)
 @click.argument("engine_dir", metavar="ENGINE")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--n", "count", type=click.IntRange(2, 100_000), default=200, show_default=True,
@@ -695,7 +696,13 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
               help="Also FID/IS on the test split of a real data set (needs --inception).")
 @click.option("--inception", default=None, metavar="PATH",
               help="FID Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth; not downloadable here).")
-def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, inception):
+@click.option("--photos", default=None, metavar="DIR",
+              help="Evaluate on the real face photos in DIR instead of synthetic faces: every AU and preset on "
+                   "every face, measured by MediaPipe blendshapes, dlib identity distance and pixels changed "
+                   "outside the faces.")
+@click.option("--photo-sheets", default=None, metavar="DIR",
+              help="With --photos: one labelled contact sheet PNG per face, into DIR (new or empty).")
+def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, inception, photos, photo_sheets):
     """Evaluate an engine: synthetic faces against exact ground truth (PSNR, SSIM, AU error),
     and optionally FID / Inception Score on real photos.
 
@@ -707,7 +714,36 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
     Examples:
       exprengine eval engines/cx6 --n 500 --json eval.json --sheet eval.png
       exprengine eval engines/cx6 --real data/celeba --inception pt_inception-2015-12-05-6726825d.pth
+      exprengine eval engines/cx6 --photos ~/.cache/exprengine/photos --photo-sheets sheets/ --json photos.json
+
+    --photos runs only the photo evaluation (the synthetic one is skipped: run eval without
+    --photos for it). `python -m exprengine.evaluation.photo_sets DIR` gathers a photo set.
     """
+    if photo_sheets and not photos:
+        raise UserError("--photo-sheets needs --photos DIR")
+    if photos:
+        if real_dir or sheet:
+            raise UserError("--real and --sheet belong to the synthetic evaluation, which --photos skips; "
+                            "run them without --photos")
+        from exprengine.evaluation.photo_eval import evaluate_photos, format_report, photo_paths
+        from exprengine.media import atomic_directory, atomic_output, check_output_path
+        paths = photo_paths(photos)
+        if json_out:
+            check_output_path(json_out, "file")
+        if photo_sheets:
+            check_output_path(photo_sheets, "animation")        # a new or empty directory
+        engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
+        if photo_sheets:
+            with atomic_directory(photo_sheets) as tmp:
+                report = evaluate_photos(engine, paths, sheet_dir=tmp, progress=True)
+        else:
+            report = evaluate_photos(engine, paths, progress=True)
+        report = {"engine": str(engine_dir), **report}
+        click.echo(format_report(report))
+        if json_out:
+            with atomic_output(json_out) as tmp:
+                Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+        return
     if real_dir and not inception:
         raise UserError("--real needs --inception PATH (the FID Inception-v3 weights cannot be downloaded here)")
     from exprengine.evaluation.synthetic_eval import evaluate_synthetic

@@ -33,3 +33,18 @@ def rng():
 def face():
     from exprengine.demo import bundled_face
     return bundled_face()
+
+
+@pytest.fixture(scope="session")
+def real_photos():
+    """Paths of the real face photo set (exprengine.evaluation.photo_sets) at $EXPRENGINE_PHOTOS
+    or ~/.cache/exprengine/photos; skips when it has not been gathered."""
+    from exprengine.evaluation.photo_sets import default_photo_dir, list_photos
+    directory = default_photo_dir()
+    if not directory.is_dir():
+        pytest.skip(f"no real photo set at {directory}: run python -m exprengine.evaluation.photo_sets {directory}")
+    paths = list_photos(directory)
+    if not paths:
+        pytest.skip(f"the real photo set at {directory} is empty: run python -m exprengine.evaluation.photo_sets "
+                    f"{directory}")
+    return paths
