@@ -79,6 +79,23 @@ INNER_LIP_POLYGON = (78,) + UPPER_INNER + (308,) + LOWER_INNER[::-1]
 NOSE_WINGS = ((48, 64, 98, 129), (278, 294, 327, 358))
 CHIN = (152, 175, 199, 200, 18, 148, 377)
 
+#: left partners of the right-side points used as anchors
+MIRROR = {33: 263, 145: 374, 48: 278, 133: 362}
+
+#: Creases painted by AU06 and AU09 (what their muscles fold, that a warp cannot show): segments
+#: in the face's frame, from `anchor` (mesh points, averaged) + start to + end, IOD, given for
+#: the subject's right side and mirrored to the left when `mirror`. FACS: AU06 brings crow's
+#: feet at the outer eye corners and deepens the furrow below the lower lid; AU09 wrinkles the
+#: skin across the root and sides of the nose.
+CREASES = {
+    "AU06": [((33,), (-0.07, -0.04), (-0.24, -0.10), True), ((33,), (-0.08, 0.01), (-0.26, 0.02), True),
+             ((33,), (-0.07, 0.05), (-0.22, 0.13), True), ((145,), (-0.18, 0.13), (0.14, 0.15), True)],
+    "AU09": [((168,), (-0.08, 0.03), (0.08, 0.03), False), ((168,), (-0.09, 0.11), (0.09, 0.11), False),
+             ((48,), (0.04, -0.22), (0.10, -0.08), True)],
+}
+CREASE_WIDTH = 0.02           # IOD: the Gaussian half-width of a crease's shadow
+CREASE_DEPTH = 0.06           # fraction darker at a crease's centre per intensity unit
+
 
 @dataclass(frozen=True)
 class RigConfig:
@@ -222,7 +239,7 @@ class FaceRig(nn.Module):
         # AU06 cheek raiser (orbicularis oculi, pars orbitalis): cheeks up, lower lids pushed up
         cheeks = sum(near(q, c(q, i) + q.new_tensor([0.0, 0.42]), 0.28)
                      for i in (RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS)) * (1 - self.upper_lid - self.lid_row1 - self.iris)
-        f.append(vec(cheeks * (1 - self.lip) + 0.5 * self.lower_lid, 0.0, -0.03))
+        f.append(vec(cheeks * (1 - self.lip) + self.lower_lid + 0.6 * self.below_lid, 0.0, -0.03))
         # AU07 lid tightener (orbicularis oculi, pars palpebralis): lower lid up, upper slightly down
         f.append(vec(self.lower_lid + 0.5 * self.below_lid, 0.0, -0.022) + vec(self.upper_lid, 0.0, 0.008))
         # AU09 nose wrinkler (levator labii superioris alaeque nasi): nose wings and upper lip up,
@@ -403,6 +420,35 @@ class FaceRig(nn.Module):
         own = torch.minimum(core * opened, 1 - hole)
         return own, hole
 
+    def creases(self, landmarks: torch.Tensor, intensities: torch.Tensor) -> torch.Tensor:
+        """[N,1,S,S] <= 0: how much darker each pixel gets from the AU06/AU09 creases (`CREASES`):
+        sum over segments of -CREASE_DEPTH * x * exp(-d^2 / 2 w^2), d the pixel's distance to the
+        segment in IOD, clamped to -0.5; a faint highlight just above each crease makes it a fold."""
+        s = self.config.image_size
+        origin, ex, ey, iod = self.face_frame(landmarks)
+        rel = landmarks - origin
+        q = torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
+        pix = (self.grid.reshape(1, s * s, 2) + 1) * (s / 2) - origin
+        g = torch.stack([(pix * ex).sum(-1), (pix * ey).sum(-1)], dim=-1) / iod        # [N,S*S,2]
+        total = torch.zeros_like(g[..., 0])
+        for au, segments in CREASES.items():
+            amount = intensities[:, AU_NAMES.index(au), None]                        # [N,1]
+            for anchor, start, end, mirror in segments:
+                for side in ((1.0, -1.0) if mirror else (1.0,)):
+                    idx = anchor if side > 0 else tuple(MIRROR.get(i, i) for i in anchor)
+                    a = q[:, list(idx)].mean(1, keepdim=True)
+                    p0 = a + q.new_tensor([start[0] * side, start[1]])
+                    p1 = a + q.new_tensor([end[0] * side, end[1]])
+                    seg = p1 - p0
+                    t = (((g - p0) * seg).sum(-1) / (seg * seg).sum(-1).clamp_min(1e-9)).clamp(0, 1)
+                    near = g - (p0 + t[..., None] * seg)
+                    d2 = (near * near).sum(-1)
+                    # the fold: shadow on the line, a faint highlight one width above it
+                    above = near[..., 1] + 1.5 * CREASE_WIDTH
+                    light = torch.exp(-((near[..., 0] ** 2) + above ** 2) / (2 * CREASE_WIDTH ** 2))
+                    total = total + amount * CREASE_DEPTH * (0.35 * light - torch.exp(-d2 / (2 * CREASE_WIDTH ** 2)))
+        return total.clamp(-0.5, 0.2).reshape(-1, 1, s, s)
+
     def forward(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """image [N,3,S,S] in [-1,1], aus [N,17] = intensity/5, landmarks [N,478,2] crop pixels
@@ -425,8 +471,10 @@ class FaceRig(nn.Module):
         dark, light = torch.tensor([0.08, 0.025, 0.03]), torch.tensor([0.36, 0.13, 0.13])
         shade = (dark.view(1, 3, 1, 1) + t * (light - dark).view(1, 3, 1, 1)).to(image) * 2 - 1
         colour = warped * (1 - own - hole) + image * own + shade * hole
+        fold = self.creases(landmarks + disp, intensities)
+        colour = ((colour + 1) * (1 + fold) - 1).clamp(-1, 1)
         moved_px = v.norm(dim=-1).unsqueeze(1) * (s / 2)
-        attention = 1 - (moved_px / 0.5 + hole).clamp(0, 1)
+        attention = 1 - (moved_px / 0.5 + hole + fold.abs() * 255).clamp(0, 1)
         return colour, attention
 
     def edit(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
