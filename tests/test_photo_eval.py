@@ -229,6 +229,8 @@ def test_report_structure(report):
     assert [r["preset"] for r in report["presets"]] == list(PRESETS)
     for r in report["aus"]:
         assert r["n"] == 1 and r["missing"] == 0 and r["proxy"] == "+".join(pe.PROXIES[r["au"]])
+        assert r["at_ceiling"] == (r["au"] == "AU12")                   # the astronaut smiles: mouthSmile 0.88
+        assert r["right_way_with_room"] == (None if r["au"] == "AU12" else r["right_way"])
         assert 0 <= r["right_way"] <= 1 and r["identity_max"] >= r["identity_mean"] >= 0
     face = report["per_face"][0]
     assert face["photo"] == "astronaut.png" and len(face["box"]) == 4 and len(face["rows"]) == 42

@@ -19,7 +19,8 @@ and measured:
     blendshape scores are ARKit-style coefficients in 0..1 estimated by MediaPipe's model, not
     FACS AU intensities; they show direction and a rough size only. A face whose proxy is
     already near 1 (the astronaut smiles: mouthSmile 0.88) cannot rise by MOVE_THRESHOLD;
-    `at_ceiling` counts those.
+    `at_ceiling` counts those and `right_way_with_room` leaves them out (the targets do not:
+    they count every face, as the issue states them).
 (b) **What moved that should not**: the largest |change| among the proxies of the *other* AUs,
     leaving out AUs that share a proxy blendshape (AU25 and AU26 both read jawOpen) and the
     COUPLED pairs, where FACS codes the two together or one movement moves the other's
@@ -173,7 +174,7 @@ def judge_targets(report: dict) -> list[dict]:
             continue
         targets.append({"name": f"{au}@{TARGET_INTENSITY:g}", "what": what, "value": r["right_way"],
                         "goal": TARGET_FRACTION, "met": r["right_way"] >= TARGET_FRACTION,
-                        "mean_change": r["mean_change"], "n": r["n"]})
+                        "mean_change": r["mean_change"], "n": r["n"], "at_ceiling": r.get("at_ceiling", 0)})
     at_target = [r for r in report["aus"] if r["intensity"] == TARGET_INTENSITY and r["n"]]
     at_target += [r for r in report["presets"] if r["intensity"] == TARGET_INTENSITY and r["n"]]
     ids = [r["identity_max"] for r in at_target if r["identity_max"] is not None]
@@ -359,7 +360,9 @@ def evaluate_photos(engine, paths: Sequence[str | os.PathLike], detector="mediap
     intensities, preset_intensity, threshold, outside_change_pixels (whole-photo edits plus
     batched edits), seconds, note, aus (one dict per AU and intensity: au, intensity, proxy,
     n, mean_change, right_way (fraction of faces moved up by >= threshold), at_ceiling,
-    missing, worst_other, worst_other_au, mean_worst_other, identity_mean, identity_max),
+    missing, worst_other, worst_other_au, mean_worst_other, identity_mean, identity_max,
+    at_ceiling: faces whose proxy starts above 1 - threshold, right_way_with_room: the fraction
+    among the others),
     presets (preset, intensity, n, proxies {AU: mean change}, right_way {AU: fraction},
     worst_other, worst_other_au, identity_mean, identity_max), per_face (photo, face, box,
     measured, original {AU: proxy}, rows {label: {"changes": [17] or None, "identity"}}),
@@ -463,11 +466,14 @@ def _aggregate(per_face: list[dict], rows: list[EditRow], intensities) -> dict:
         if row.kind == "au":
             j = AU_NAMES.index(row.name)
             col = arr[:, j]
-            ceiling = [f["original"][row.name] for f in faces]
+            room = np.array([f["original"][row.name] <= 1 - MOVE_THRESHOLD for f in faces], bool)
+            moved = col >= MOVE_THRESHOLD
             aus.append({"au": row.name, "proxy": "+".join(PROXIES[row.name]),
                         "mean_change": _round(float(np.nanmean(col))) if np.isfinite(col).any() else None,
-                        "right_way": _round(float(np.sum(col >= MOVE_THRESHOLD) / len(faces))) if faces else None,
-                        "at_ceiling": sum(v is not None and v > 1 - MOVE_THRESHOLD for v in ceiling), **common})
+                        "right_way": _round(float(moved.sum() / len(faces))) if faces else None,
+                        "at_ceiling": int((~room).sum()),
+                        "right_way_with_room": _round(float((moved & room).sum() / room.sum())) if room.any() else None,
+                        **common})
         else:
             cols = {au: arr[:, AU_NAMES.index(au)] for au in row.aus}
             presets.append({"preset": row.name,
@@ -541,6 +547,8 @@ def format_report(report: dict) -> str:
         elif t["name"] == "outside":
             value = f"{t['value']}"
         else:
-            value = f"{_fmt(t['value'], '.0%')} of faces (mean change {_fmt(t.get('mean_change'), '+.3f')})"
+            value = f"{_fmt(t['value'], '.0%')} of faces (mean change {_fmt(t.get('mean_change'), '+.3f')}" \
+                    + (f"; {t['at_ceiling']} face(s) start above {1 - report['threshold']:g})" if t.get("at_ceiling")
+                       else ")")
         lines.append(f"  {t['name']:9} {t['what']}: {value}  {state}")
     return "\n".join(lines)
