@@ -102,8 +102,14 @@ def test_restarts_and_bad_meshes():
     with pytest.raises(ValueError):
         MeshSmoother(min_cutoff=0.0)
     assert inter_ocular(p) == pytest.approx(50.0)
-    three = np.concatenate([p, rng.normal(size=(478, 1))], axis=1)    # MediaPipe's [478,3] works too
-    assert s(three, 0.0).shape == (478, 3)
+    three = np.concatenate([p, rng.normal(size=(478, 1))], axis=1)    # MediaPipe's [478,3] works too,
+    s.reset()
+    s(three, 0.0)
+    flat = MeshSmoother()
+    flat(p, 0.0)
+    later = three + (3.0, 1.0, 0.0)
+    later[:, 2] += rng.normal(0.0, 50.0, 478)                         # z does not change the cutoff
+    np.testing.assert_allclose(s(later, 1 / FPS)[:, :2], flat(later[:, :2], 1 / FPS), rtol=1e-6)
 
 
 def test_one_euro_speed_axis_shares_a_cutoff_per_point():
@@ -125,16 +131,18 @@ def test_tracks_own_their_smoothers():
     box = Box(250, 170, 390, 330, 1.0)
     tracker.update([box])
     tracker.step(0.0)
-    assert tracker.smooth_meshes([0], [p], 0.0)[0] == pytest.approx(p.astype(np.float32))
+    track = tracker.tracks[0]
+    assert tracker.smooth_meshes([track], [p], 0.0)[0] == pytest.approx(p.astype(np.float32))
     tracker.step(1 / FPS)
-    first, missing = tracker.smooth_meshes([0, 0], [q, None], 1 / FPS)
+    first, missing = tracker.smooth_meshes([track, track], [q, None], 1 / FPS)
     assert missing is None and 0 < np.abs(first - p).max() < np.abs(q - p).max()
     tracker.update([])                                                  # lost: the track is dropped
     tracker.update([box])                                               # found again: a new track
     tracker.step(2 / FPS)
-    np.testing.assert_allclose(tracker.smooth_meshes([0], [q], 2 / FPS)[0], q, rtol=1e-6)
+    assert tracker.tracks[0] is not track
+    np.testing.assert_allclose(tracker.smooth_meshes(tracker.tracks, [q], 2 / FPS)[0], q, rtol=1e-6)
     with pytest.raises(ValueError):
-        tracker.smooth_meshes([0], [], 3 / FPS)
+        tracker.smooth_meshes(tracker.tracks, [], 3 / FPS)
 
 
 # --- a real clip ----------------------------------------------------------------------------------

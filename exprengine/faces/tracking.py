@@ -30,15 +30,18 @@ class OneEuroFilter:
 
     `speed_axis`: None filters every element with the cutoff of its own speed |dx_hat|; an axis
     (e.g. -1 for [P,2] points) uses the Euclidean norm of dx_hat along it, so the (x, y) of a
-    point share one cutoff and the filter does not depend on the image axes' orientation.
+    point share one cutoff and the filter does not depend on the image axes' orientation;
+    `speed_count` then takes only the first that many entries along it (2: the x, y of
+    [P,3] points measure the speed, z is filtered with their cutoff).
     `speed_unit` (per call) divides the speed before beta multiplies it: the length the
     speed is measured in (MeshSmoother passes the face's inter-ocular distance in pixels).
     A first sample, or one with dt <= 0, restarts the filter at that sample.
     """
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0,
-                 speed_axis: int | None = None):
+                 speed_axis: int | None = None, speed_count: int | None = None):
         self.min_cutoff, self.beta, self.d_cutoff, self.speed_axis = min_cutoff, beta, d_cutoff, speed_axis
+        self.speed_count = speed_count
         self._x: np.ndarray | None = None
         self._dx: np.ndarray | None = None
 
@@ -65,7 +68,9 @@ class OneEuroFilter:
         if self.speed_axis is None:
             speed = np.abs(self._dx)
         else:
-            speed = np.linalg.norm(self._dx, axis=self.speed_axis, keepdims=True)
+            dx = self._dx if self.speed_count is None else \
+                np.take(self._dx, np.arange(self.speed_count), axis=self.speed_axis)
+            speed = np.linalg.norm(dx, axis=self.speed_axis, keepdims=True)
         cutoff = self.min_cutoff + self.beta * speed / speed_unit
         self._x = self._x + self._alpha(cutoff, dt) * (x - self._x)
         return self._x.copy()
@@ -96,8 +101,8 @@ class MeshSmoother:
 
         alpha(fc) = 1 / (1 + 1 / (2 pi fc dt))
         dx_hat_t  = dx_hat_{t-1} + alpha(d_cutoff) ((p_t - x_{t-1}) / dt - dx_hat_{t-1})   pixels/s
-        fc_i      = min_cutoff + beta * |dx_hat_{t,i}| / s         Hz; |.| the norm over point i's D
-        x_t,i     = x_{t-1,i} + alpha(fc_i) (p_t,i - x_{t-1,i})
+        fc_i      = min_cutoff + beta * |dx_hat_{t,i}| / s         Hz; |.| the norm of point i's (x, y)
+        x_t,i     = x_{t-1,i} + alpha(fc_i) (p_t,i - x_{t-1,i})       (z, if given, too)
 
     min_cutoff and d_cutoff are in Hz, beta in Hz per (IOD/s). Dividing the speed by the face's
     own size makes the filter scale-equivariant: a mesh k times larger (a nearer or larger
@@ -118,7 +123,7 @@ class MeshSmoother:
         if not (min_cutoff > 0 and d_cutoff > 0 and beta >= 0):
             raise ValueError(f"mesh smoothing needs min_cutoff > 0, d_cutoff > 0 and beta >= 0, got "
                              f"{min_cutoff}, {d_cutoff}, {beta}")
-        self.filter = OneEuroFilter(min_cutoff, beta, d_cutoff, speed_axis=-1)
+        self.filter = OneEuroFilter(min_cutoff, beta, d_cutoff, speed_axis=-1, speed_count=2)
         self._t: float | None = None
 
     def reset(self) -> None:
@@ -205,21 +210,22 @@ class FaceTracker:
     def boxes(self) -> list[Box]:
         return [tr.smoothed_box() for tr in self.tracks]
 
-    def smooth_meshes(self, tracks: list[int], meshes: list[np.ndarray | None], t: float) -> list[np.ndarray | None]:
+    def smooth_meshes(self, tracks: list[Track], meshes: list[np.ndarray | None], t: float
+                      ) -> list[np.ndarray | None]:
         """Each face's mesh smoothed over time: `meshes[k]` (float [478,2] or [478,3], the
-        frame's pixels, or None where the mesh was not found) belongs to the face
-        `self.tracks[tracks[k]]` (the indices `boxes()` and `select_faces` use), at time `t`
-        (seconds, the frame's). Returns float32 meshes (None stays None). Call it once per
-        frame after `step(t)`, with meshes in the frame's coordinates (not a crop's, whose
-        box moves). ValueError for a mesh of another shape (MeshSmoother)."""
+        frame's pixels, or None where the mesh was not found) belongs to `tracks[k]` (an entry
+        of `self.tracks`: the same object for a face while it is tracked), at time `t` (seconds,
+        the frame's). Returns float32 meshes (None stays None). Each track keeps its own
+        MeshSmoother, made on its first mesh: a new track (a new face, or one lost and found
+        again) starts afresh. Meshes must be in the frame's coordinates (not a crop's, whose
+        box moves). ValueError for a mesh of another shape (MeshSmoother) or mismatched lists."""
         if len(tracks) != len(meshes):
             raise ValueError(f"{len(tracks)} tracks for {len(meshes)} meshes")
         out = []
-        for index, points in zip(tracks, meshes):
+        for track, points in zip(tracks, meshes):
             if points is None:
                 out.append(None)
                 continue
-            track = self.tracks[index]
             if track.mesh is None:
                 track.mesh = MeshSmoother(self.mesh_min_cutoff, self.mesh_beta)
             out.append(track.mesh(points, t))
