@@ -148,8 +148,8 @@ class FaceRig(nn.Module):
     docstring for the equations and docs/rig.md for each AU's muscle and what it moves.
     """
 
-    # AU45's closure saturates: x / BLINK_FULL of the way (x = 2.5 closes the eye completely)
-    BLINK_FULL = 2.5
+    # AU45's closure saturates: x / BLINK_FULL of the way (x = 2 closes the eye completely)
+    BLINK_FULL = 2.0
 
     def __init__(self, config: RigConfig | None = None):
         super().__init__()
@@ -225,17 +225,17 @@ class FaceRig(nn.Module):
         f = []
         # AU01 inner brow raiser (frontalis, pars medialis): the inner brows rise
         w = sum(near(q, c(q, i), 0.28) for i in (RIGHT_BROW_INNER, LEFT_BROW_INNER)) * above_eyes
-        f.append(vec(w, 0.0, -0.05))
+        f.append(vec(w, 0.0, -0.065))
         # AU02 outer brow raiser (frontalis, pars lateralis): the outer brows rise
         w = sum(near(q, c(q, i), 0.30) for i in (RIGHT_BROW_OUTER, LEFT_BROW_OUTER)) * above_eyes
-        f.append(vec(w, 0.0, -0.05))
+        f.append(vec(w, 0.0, -0.065))
         # AU04 brow lowerer (corrugator, depressor supercilii, procerus): brows down and together
         wr = near(q, c(q, RIGHT_BROW_INNER), 0.35) * above_eyes
         wl = near(q, c(q, LEFT_BROW_INNER), 0.35) * above_eyes
-        f.append(vec(wr, 0.03, 0.065) + vec(wl, -0.03, 0.065))
+        f.append(vec(wr, 0.04, 0.09) + vec(wl, -0.04, 0.09))
         # AU05 upper lid raiser (levator palpebrae superioris): the upper lid margin rises
         w = self.upper_lid + 0.45 * self.lid_row1 + 0.15 * self.lid_row2
-        f.append(vec(w, 0.0, -0.03))
+        f.append(vec(w, 0.0, -0.055))
         # AU06 cheek raiser (orbicularis oculi, pars orbitalis): cheeks up, lower lids pushed up
         cheeks = sum(near(q, c(q, i) + q.new_tensor([0.0, 0.42]), 0.28)
                      for i in (RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS)) * (1 - self.upper_lid - self.lid_row1 - self.iris)
@@ -253,19 +253,19 @@ class FaceRig(nn.Module):
         f.append(vec(w, 0.0, -0.04))
         # AU12 lip corner puller (zygomaticus major): corners up and out, obliquely toward the cheekbone
         wr, wl = near(q, c(q, (61,)), 0.3), near(q, c(q, (291,)), 0.3)
-        f.append(vec(wr, -0.05, -0.07) + vec(wl, 0.05, -0.07))
+        f.append(vec(wr, -0.06, -0.09) + vec(wl, 0.06, -0.09))
         # AU14 dimpler (buccinator): corners tightened inward and slightly up
         wr, wl = near(q, c(q, (61,)), 0.15), near(q, c(q, (291,)), 0.15)
         f.append(vec(wr, 0.02, -0.01) + vec(wl, -0.02, -0.01))
         # AU15 lip corner depressor (depressor anguli oris): corners pulled down
         wr, wl = near(q, c(q, (61,)), 0.28), near(q, c(q, (291,)), 0.28)
-        f.append(vec(wr, -0.012, 0.085) + vec(wl, 0.012, 0.085))
+        f.append(vec(wr, -0.015, 0.12) + vec(wl, 0.015, 0.12))
         # AU17 chin raiser (mentalis): the chin boss and the lower lip pushed up
         w = near(q, c(q, (18, 200)), 0.3) * jaw
         f.append(vec(w, 0.0, -0.035) + vec(self.lower_lip, 0.0, -0.015))
         # AU20 lip stretcher (risorius, platysma): corners pulled out sideways, lips flattened
         wr, wl = near(q, c(q, (61,)), 0.3), near(q, c(q, (291,)), 0.3)
-        f.append(vec(wr, -0.05, 0.01) + vec(wl, 0.05, 0.01))
+        f.append(vec(wr, -0.07, 0.012) + vec(wl, 0.07, 0.012))
         # AU23 lip tightener (orbicularis oris): the red of the lips narrows, corners in
         out_up, out_lo = _mask(UPPER_OUTER).to(q), _mask(LOWER_OUTER).to(q)
         wr, wl = near(q, c(q, (61,)), 0.12), near(q, c(q, (291,)), 0.12)
@@ -275,7 +275,7 @@ class FaceRig(nn.Module):
         f.append(vec(w, 0.0, 0.035) + vec(self.upper_lip * near(q, c(q, (13,)), 0.35), 0.0, -0.01))
         # AU26 jaw drop (masseter relaxed; the mandible rotates down): what the jaw carries moves down
         w = jaw * torch.exp(-q[..., 0] ** 2 / (2 * 1.0 ** 2))
-        f.append(vec(w, 0.0, 0.13))
+        f.append(vec(w, 0.0, 0.17))
         # AU45 blink (orbicularis oculi relaxes levator): upper lid down onto the lower lid
         f.append(self._blink(q))
         return f
