@@ -252,12 +252,12 @@ def rig_commit() -> str:
     import subprocess
     root = Path(__file__).resolve().parents[1]
     try:
-        log = subprocess.run(["git", "log", "-1", "--format=%h %s", "--", "exprengine/models/rig.py"], cwd=root,
+        log = subprocess.run(["git", "log", "-1", "--format=%h of %cs", "--", "exprengine/models/rig.py"], cwd=root,
                              capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "diff", "--quiet", "--", "exprengine/models/rig.py"], cwd=root).returncode
     except (OSError, subprocess.CalledProcessError):
         return "version unknown (no git)"
-    return f"commit {log[:80]}{' (with uncommitted changes)' if dirty else ''}"
+    return f"commit {log}{' (with uncommitted changes)' if dirty else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:
