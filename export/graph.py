@@ -1,8 +1,10 @@
 """The exported graph's interface, shared by every backend.
 
 Inputs (float32, normalised outside the graph by `exprengine.engine.preprocess`):
-    image [N, 3, S, S] in [-1, 1]          (uint8 / 127.5 - 1)
-    aus   [N, 17]      intensity / 5       (AU_NAMES order)
+    image     [N, 3, S, S] in [-1, 1]      (uint8 / 127.5 - 1)
+    aus       [N, 17]      intensity / 5   (AU_NAMES order)
+    landmarks [N, 478, 2]  the rig only (`graph_inputs`): MediaPipe's face mesh in the crop's
+                           pixels (x right, y down, pixel i spanning [i, i+1))
 Outputs depend on where the blend lives (`GraphOutputs`):
     "blended": output [N,3,S,S] in [-1,1] = A*image + (1-A)*C, attention [N,1,S,S]
                (portable backends: ONNX Runtime, AOTInductor, eager torch)
@@ -22,11 +24,18 @@ from exprengine.models import AttentionGenerator
 
 GraphOutputs = Literal["blended", "heads"]
 INPUT_NAMES = ("image", "aus")
+RIG_INPUT_NAMES = ("image", "aus", "landmarks")
 OUTPUT_NAMES: dict[str, tuple[str, str]] = {
     "blended": ("output", "attention"),
     "heads": ("color", "attention"),
 }
 EXAMPLE_BATCH = 2
+
+
+def graph_inputs(model) -> tuple[str, ...]:
+    """The names of the graph's inputs for `model`: the rig also takes the landmarks."""
+    from exprengine.models import is_rig
+    return RIG_INPUT_NAMES if is_rig(model) else INPUT_NAMES
 
 
 class ExportedGenerator(nn.Module):
@@ -46,8 +55,37 @@ class ExportedGenerator(nn.Module):
         return blend(image, color, attention), attention
 
 
+class ExportedRig(nn.Module):
+    """Wraps the rig (`FaceRig`) with the graph interface above (three inputs)."""
+
+    def __init__(self, rig, outputs: GraphOutputs = "blended"):
+        super().__init__()
+        if outputs not in OUTPUT_NAMES:
+            raise ValueError(f"outputs must be one of {list(OUTPUT_NAMES)}, got {outputs!r}")
+        self.rig = rig.eval()
+        self.outputs = outputs
+
+    def forward(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        color, attention = self.rig(image, aus, landmarks)
+        if self.outputs == "heads":
+            return color, attention
+        return blend(image, color, attention), attention
+
+
+def exported_module(model, outputs: GraphOutputs = "blended") -> nn.Module:
+    """The graph-interface wrapper of a generator or of the rig, in eval mode."""
+    from exprengine.models import is_rig
+    return (ExportedRig if is_rig(model) else ExportedGenerator)(model, outputs).eval()
+
+
 def example_inputs(generator: AttentionGenerator, batch: int = EXAMPLE_BATCH, seed: int = 0):
-    """Random inputs in the network's ranges, on the generator's device and in its dtype."""
+    """Random inputs in the network's ranges, on the generator's device and in its dtype (for
+    the rig also plausible landmarks: `engines.build.random_rig_inputs`)."""
+    from exprengine.models import is_rig
+    if is_rig(generator):
+        from exprengine.engines.build import random_rig_inputs
+        return tuple(torch.from_numpy(a) for a in random_rig_inputs(batch, generator.config.image_size, seed))
     cfg = generator.config
     g = torch.Generator().manual_seed(seed)
     image = torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1
@@ -56,15 +94,15 @@ def example_inputs(generator: AttentionGenerator, batch: int = EXAMPLE_BATCH, se
     return image.to(weight.device, weight.dtype), aus.to(weight.device, weight.dtype)
 
 
-def dynamic_shapes(max_batch: int) -> dict:
+def dynamic_shapes(max_batch: int, inputs: tuple[str, ...] = INPUT_NAMES) -> dict:
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    return {"image": {0: batch}, "aus": {0: batch}}
+    return {name: {0: batch} for name in inputs}
 
 
 def export_program(generator: AttentionGenerator, outputs: GraphOutputs = "blended",
                    max_batch: int = 256) -> torch.export.ExportedProgram:
-    """torch.export the wrapped generator with a dynamic batch axis."""
-    module = ExportedGenerator(generator, outputs).eval()
+    """torch.export the wrapped generator (or rig) with a dynamic batch axis."""
+    module = exported_module(generator, outputs)
     with torch.no_grad():
         return torch.export.export(module, example_inputs(generator),
-                                   dynamic_shapes=dynamic_shapes(max_batch), strict=False)
+                                   dynamic_shapes=dynamic_shapes(max_batch, graph_inputs(generator)), strict=False)

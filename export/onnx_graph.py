@@ -2,7 +2,9 @@
 
 Metadata (ONNX `metadata_props`, all strings) lets any consumer use the file without us:
 model name and config, AU order and scale, input normalisation, image size, the graph's
-outputs ("blended" or "heads") and the weights' sha256.
+inputs and outputs ("blended" or "heads") and the weights' sha256 (for the rig, which has no
+weights, `rig_sha256`). The rig's graph has a third input, `landmarks` (float32 [N,478,2]:
+MediaPipe's face mesh in the crop's pixels); it runs GridSample (opset 16+).
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ import torch
 
 from exprengine import __version__
 from exprengine.aus import AU_NAMES, AU_SCALE
-from exprengine.checkpoints import weights_sha256
-from exprengine.export.graph import (INPUT_NAMES, OUTPUT_NAMES, ExportedGenerator, GraphOutputs,
-                                     dynamic_shapes, example_inputs)
-from exprengine.models import AttentionGenerator
+from exprengine.checkpoints import model_sha256
+from exprengine.export.graph import (OUTPUT_NAMES, GraphOutputs, dynamic_shapes, example_inputs,
+                                     exported_module, graph_inputs)
+from exprengine.models import AttentionGenerator, is_rig
 
 OPSET = 18
 INPUT_NORMALISATION = "image: uint8 RGB / 127.5 - 1 -> [-1, 1], NCHW; aus: OpenFace intensity (0..5) / 5"
+LANDMARKS = ("MediaPipe Face Landmarker 478-point mesh, float32 [N,478,2]: x, y in the crop's pixels "
+             "(x right, y down, pixel i spans [i, i+1))")
 
 
 def graph_metadata(generator: AttentionGenerator, outputs: GraphOutputs) -> dict[str, str]:
@@ -35,9 +39,10 @@ def graph_metadata(generator: AttentionGenerator, outputs: GraphOutputs) -> dict
         "exprengine.au_scale": f"{AU_SCALE:g}",
         "exprengine.input_normalisation": INPUT_NORMALISATION,
         "exprengine.image_size": str(cfg.image_size),
+        "exprengine.inputs": ",".join(graph_inputs(generator)),
         "exprengine.outputs": outputs,
-        "exprengine.weights_sha256": weights_sha256(generator),
-    }
+        "exprengine.weights_sha256": model_sha256(generator),
+    } | ({"exprengine.landmarks": LANDMARKS} if is_rig(generator) else {})
 
 
 def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphOutputs = "blended",
@@ -45,18 +50,22 @@ def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphO
     """Write a checked ONNX model with a dynamic batch axis to `path` (one self-contained file).
 
     precision "fp16": inputs, weights and outputs in FP16, norm layers in FP32 between casts
-    (`exprengine.models.precision`), for strongly typed TensorRT networks.
+    (`exprengine.models.precision`), for strongly typed TensorRT networks (generators only).
+    The rig's graph takes `landmarks` as its third input.
     """
     path = Path(path)
     metadata = graph_metadata(generator, outputs)
+    inputs = graph_inputs(generator)
+    if precision == "fp16" and is_rig(generator):
+        raise ValueError("the rig is exported in fp32 only")
     if precision == "fp16":
         from exprengine.models.precision import half_with_fp32_norms
         generator = half_with_fp32_norms(generator)
     elif precision != "fp32":
         raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
     metadata["exprengine.precision"] = precision
-    module = ExportedGenerator(generator, outputs).eval()
-    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
+    module = exported_module(generator, outputs)
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in quiet]
     try:
         for lg in quiet:
@@ -64,8 +73,8 @@ def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphO
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                module, example_inputs(generator), input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES[outputs]), dynamic_shapes=dynamic_shapes(max_batch),
+                module, example_inputs(generator), input_names=list(inputs),
+                output_names=list(OUTPUT_NAMES[outputs]), dynamic_shapes=dynamic_shapes(max_batch, inputs),
                 opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
     finally:
         for lg, lv in zip(quiet, levels):

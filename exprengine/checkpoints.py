@@ -9,6 +9,11 @@ metadata holds
     weights_sha256  weights_sha256() of the state dict    (checked on every load)
     <extra keys>    json-encoded values given to save_weights(extra=...)
 
+The rig (`exprengine.models.rig.FaceRig`) has no learned weights: its file holds no tensors,
+its `config` is `RigConfig.to_dict()` and its `weights_sha256` is `rig_sha256(config)` (the
+config and the rig's source), so a file written by another version of the rig is refused.
+`model_sha256(model)` is that identity for either family.
+
 **Public PyTorch checkpoints** are read with `torch.load(weights_only=True)` only, as a plain
 state dict or one wrapped under `state_dict` / `model` / `net_gen` / `G` / `generator`.
 Two GANimation layouts exist; both map onto our generator, which has conv biases *and*
@@ -57,8 +62,8 @@ import torch
 from torch import nn
 
 from exprengine.errors import UserError
-from exprengine.models import (AttentionGenerator, Discriminator, GeneratorConfig, build_generator,
-                               generator_config)
+from exprengine.models import (AttentionGenerator, Discriminator, build_generator,
+                               build_model, generator_config, is_rig, model_config_from_dict)
 
 FORMAT = "exprengine-weights"
 FORMAT_VERSION = "1"
@@ -87,10 +92,20 @@ def weights_sha256(model: nn.Module) -> str:
     return _tensors_sha256(model.state_dict())
 
 
+def model_sha256(model: nn.Module) -> str:
+    """A model's identity for manifests and artifacts: `weights_sha256` for a generator, and for
+    the rig (no learned weights) `rig_sha256` of its config (its config and the rig's source)."""
+    if is_rig(model):
+        from exprengine.models.rig import rig_sha256
+        return rig_sha256(model.config)
+    return weights_sha256(model)
+
+
 # --- our own format -----------------------------------------------------------------------------
 def save_weights(model: AttentionGenerator, path: str | os.PathLike, extra: dict | None = None) -> None:
     """Write `model`'s weights and config to `path` as safetensors, atomically (a temporary
-    file beside it, fsynced, then renamed over it; removed if anything fails)."""
+    file beside it, fsynced, then renamed over it; removed if anything fails). The rig's file
+    holds no tensors: its config, and `model_sha256` as its weights_sha256."""
     from safetensors.torch import save
 
     clash = sorted(set(extra or {}) & set(_RESERVED_METADATA))
@@ -98,7 +113,8 @@ def save_weights(model: AttentionGenerator, path: str | os.PathLike, extra: dict
         raise ValueError(f"extra metadata may not set {', '.join(clash)}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                "config": json.dumps(model.config.to_dict()), "weights_sha256": _tensors_sha256(tensors)}
+                "config": json.dumps(model.config.to_dict()),
+                "weights_sha256": model_sha256(model) if is_rig(model) else _tensors_sha256(tensors)}
     metadata.update({str(k): json.dumps(v) for k, v in (extra or {}).items()})
     _write_atomically(Path(path), save(tensors, metadata=metadata))
 
@@ -134,7 +150,9 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
 
 def load_weights(path: str | os.PathLike, data: bytes | None = None) -> AttentionGenerator:
     """Rebuild a generator (eval mode) from a file written by `save_weights`, checking its
-    metadata, that the weights fit the config exactly, and their sha256.
+    metadata, that the weights fit the config exactly, and their sha256. A rig's file rebuilds
+    the rig (a `FaceRig`): it must hold no tensors, and its weights_sha256 must be this
+    install's `rig_sha256` of its config (a file from another version of the rig is refused).
 
     data: the file's bytes, already read (and verified) by the caller; they are parsed from
     memory and `path` only names them in messages."""
@@ -161,12 +179,19 @@ def load_weights(path: str | os.PathLike, data: bytes | None = None) -> Attentio
     if not re.fullmatch(r"[0-9a-f]{64}", expected):
         raise UserError(f"{p} has no valid weights_sha256 in its metadata")
     try:
-        config = GeneratorConfig.from_dict(json.loads(metadata["config"]))
-        model = build_generator(config)
+        config = model_config_from_dict(json.loads(metadata["config"]))
+        model = build_model(config)
     except UserError as e:
         raise UserError(f"{p} has an invalid model config ({e})") from None
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise UserError(f"{p} has a missing or invalid model config ({type(e).__name__}: {_first_line(e)})") from None
+    if is_rig(model):
+        if tensors:
+            raise UserError(f"{p} is a rig's file but holds {len(tensors)} tensors; the rig has no weights")
+        if model_sha256(model) != expected:
+            raise UserError(f"{p} was written by another version of the rig (its sha256 differs from this "
+                            "install's rig); rebuild it")
+        return model
     if _tensors_sha256(tensors) != expected:
         raise UserError(f"weights {p} are corrupted (their sha256 does not match the one recorded in the file)")
     _load_strictly(model, tensors, p)

@@ -155,8 +155,9 @@ def cli():
 # --- build / info ------------------------------------------------------------------------
 @cli.command(inputs=("checkpoint",), outputs=("out",), together=True)
 @click.option("--model", default=None, metavar="NAME",
-              help="Generator architecture (see `exprengine models`). With neither --model nor "
-                   "--checkpoint: the shipped default model (trained on synthetic faces).")
+              help="Generator architecture, or rig (the landmark-driven AU rig; no checkpoint), see "
+                   "`exprengine models`. With neither --model nor --checkpoint: the shipped default model "
+                   "(trained on synthetic faces).")
 @click.option("--checkpoint", type=str, default=None, metavar="PATH",
               help="Weights: our .safetensors, or a GANimation .pth in either public layout. "
                    "--model without it: random weights (for testing the toolchain only).")
@@ -184,14 +185,20 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
       exprengine build --model convnext6 --checkpoint cx6.safetensors --backend torch --out engines/ref
       exprengine build --model convnext6 --backend tensorrt --precision fp16 --out engines/cx6-trt
       exprengine build --model convnext6 --backend aoti --device cuda --precision fp16 --out engines/cx6-gpu
+      exprengine build --model rig --out engines/rig          # the AU rig: edits real photos, no training
     """
     from exprengine.engines.build import build_engine, check_build_request
-    from exprengine.models import DEFAULT_MODEL, create_generator
+    from exprengine.models import DEFAULT_MODEL, RIG, create_generator, create_model
 
     precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
     device = device or ("cuda" if backend in ("tensorrt", "torch-compile") else "cpu")
-    check_build_request(out, backend, precision, device, max_batch, opt_batch)
-    if checkpoint:
+    if model == RIG and checkpoint:
+        raise UserError("the rig has no learned weights: drop --checkpoint")
+    check_build_request(out, backend, precision, device, max_batch, opt_batch, rig=model == RIG)
+    if model == RIG:
+        generator = create_model(RIG)
+        source = "rig (no learned weights)"
+    elif checkpoint:
         from exprengine.checkpoints import import_checkpoint
         generator = import_checkpoint(checkpoint, model or DEFAULT_MODEL)
         source = Path(checkpoint).name
@@ -378,7 +385,22 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
             click.echo(message)
             return
         editor = FaceEditor(engine, faces, align=align, mask=mask)
-        edited = editor.edit_crops(photo.pixels, editor.crops_for(rgb, [found[i] for i in chosen]), target)
+        crops, meshes, missing = editor.locate(rgb, [found[i] for i in chosen])
+        unmeshed = [chosen[i] for i in missing]
+        chosen = [i for i in chosen if i not in unmeshed]
+        if unmeshed:                                  # the rig needs each face's mesh
+            which = ", ".join(f"#{i}" for i in unmeshed)
+            if not chosen:
+                _pass_through(image, photo, out_path)
+                message = (f"no face mesh found for face {which} in {image} (the {engine.manifest.model} engine "
+                           f"needs one): wrote it unchanged to {out_path}")
+                if require_face:
+                    _say(f"exprengine: warning: {message}")
+                    raise click.exceptions.Exit(1)
+                click.echo(message)
+                return
+            _say(f"note: no face mesh found for face {which}; left unedited")
+        edited = editor.edit_crops(photo.pixels, crops, target, meshes)
     _write_photo(out_path, edited, photo)
     click.echo(f"found {len(found)} face(s), edited {len(chosen)} "
                f"({', '.join(f'#{i} {found[i].width}x{found[i].height} at ({found[i].left},{found[i].top})' for i in chosen)}): "
@@ -589,8 +611,8 @@ def presets():
 def models():
     """List the generator architectures and engine backends."""
     from exprengine.engines.backends import BACKENDS
-    from exprengine.models import describe, list_generators
-    names = list(list_generators())
+    from exprengine.models import describe, list_models
+    names = list(list_models())
     width = max(map(len, [*names, *BACKENDS]))      # one column for both tables, the longest name
     click.echo("Models:")
     for name in names:

@@ -7,6 +7,13 @@
 AU arguments are on the OpenFace scale (0..5): an `AUs`, a spec string ("happiness@1.5",
 "AU12=1.8,AU25=0.6"), a [17] array (broadcast to every face) or an [N,17] array (one row
 per face; a single face is broadcast to N rows, so one face renders N expressions at once).
+
+The rig's engines (`Engine.needs_landmarks`) also take each face's MediaPipe mesh,
+`landmarks`: float32 [N,478,2] (or [478,2] for one face; a z column is dropped) in the
+pixels of the face images as given (x right, y down, pixel i spanning [i, i+1)); they are
+carried to the engine's crop size with the images. Without them the engine finds them
+itself on each crop with MediaPipe's Face Landmarker (UserError when a crop has no face it
+can mesh). A generator's engine ignores landmarks.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from exprengine.errors import EngineError, UserError
 from exprengine.morph import au_trajectory
 from exprengine.preprocess import stack_faces
 
+NUM_POINTS = 478            # MediaPipe's face mesh (the rig's landmarks)
 
 
 def backend_for(manifest: Manifest, path: Path) -> type[Backend]:
@@ -63,6 +71,7 @@ class Engine:
         self.path = path
         self.policy = policy or AUPolicy()
         self.backend_calls = 0      # one per call into the compiled artifact
+        self._mesher = None         # MediaPipe, made on first need (the rig without given landmarks)
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -86,12 +95,14 @@ class Engine:
     @classmethod
     def from_generator(cls, generator, policy: AUPolicy | None = None, device: str = "cpu",
                        max_batch: int = 64) -> "Engine":
-        """An eager-PyTorch engine around an in-memory generator (no files)."""
-        from exprengine.checkpoints import weights_sha256
+        """An eager-PyTorch engine around an in-memory generator or rig (`FaceRig`; CPU only), no files."""
+        from exprengine.checkpoints import model_sha256
         from exprengine.engines.backends.torch_backend import TorchBackend
+        from exprengine.export.graph import graph_inputs
         cfg = generator.config
         manifest = Manifest(
-            model=cfg.name, model_config=cfg.to_dict(), weights_sha256=weights_sha256(generator),
+            model=cfg.name, model_config=cfg.to_dict(), weights_sha256=model_sha256(generator),
+            inputs=list(graph_inputs(generator)),
             weights_source="in-memory", backend="torch", precision="fp32", device=device,
             graph_outputs="blended", min_batch=1, max_batch=max_batch, opt_batch=min(16, max_batch),
             image_size=cfg.image_size)
@@ -105,20 +116,31 @@ class Engine:
     def max_batch(self) -> int:
         return self.manifest.max_batch
 
+    @property
+    def needs_landmarks(self) -> bool:
+        """True for the rig's engines: each face's MediaPipe mesh goes in with it (`landmarks`)."""
+        return self.manifest.needs_landmarks
+
     def __repr__(self) -> str:
         m = self.manifest
         return (f"Engine({m.model}, backend={m.backend}, {m.precision}, batch<={m.max_batch}, "
                 f"weights={m.weights_source})")
 
     # --- the hot path -------------------------------------------------------------------
-    def run(self, image: np.ndarray, aus: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Network-space call: float32 [N,3,S,S] in [-1,1], [N,17] intensity/5 -> output, attention.
+    def run(self, image: np.ndarray, aus: np.ndarray, progress: bool = False,
+            landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Network-space call: float32 [N,3,S,S] in [-1,1], [N,17] intensity/5 (and for the rig
+        landmarks float32 [N,478,2] in crop pixels) -> output, attention.
 
         One backend call per `max_batch` slice (a single call whenever N <= max_batch).
         """
         s = self.image_size
         assert image.ndim == 4 and image.shape[1:] == (3, s, s), f"image must be [N,3,{s},{s}], got {image.shape}"
         assert aus.shape == (image.shape[0], NUM_AUS), f"aus must be [N,{NUM_AUS}], got {aus.shape}"
+        if self.needs_landmarks:
+            assert landmarks is not None and landmarks.shape == (image.shape[0], NUM_POINTS, 2), \
+                f"this engine needs landmarks [N,{NUM_POINTS},2], got {None if landmarks is None else landmarks.shape}"
+            landmarks = np.ascontiguousarray(landmarks, np.float32)
         image = np.ascontiguousarray(image, np.float32)
         aus = np.ascontiguousarray(aus, np.float32)
         outputs, attentions = [], []
@@ -126,7 +148,8 @@ class Engine:
         for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress or len(starts) < 2):
             stop = start + self.max_batch
             self.backend_calls += 1
-            out, att = self.backend.run(image[start:stop], aus[start:stop])
+            extra = (landmarks[start:stop],) if self.needs_landmarks else ()
+            out, att = self.backend.run(image[start:stop], aus[start:stop], *extra)
             outputs.append(out)
             attentions.append(att)
         if len(outputs) == 1:
@@ -140,12 +163,14 @@ class Engine:
         return v
 
     def run_frames(self, frames: np.ndarray, intensities: np.ndarray, want_attention: bool = True,
-                   progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                   progress: bool = False, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Pixel-space call: uint8 [1|N,S,S,3] crops, float32 [N,17] intensities (0..5) -> uint8 [N,S,S,3].
 
         One frame is broadcast to every row of `intensities` (a morph) without copies. One
         backend call per `max_batch` slice; on CUDA backends each call is the fused pipeline
-        (csrc kernels, pinned memory, a CUDA graph replay).
+        (csrc kernels, pinned memory, a CUDA graph replay). The rig's engines take landmarks
+        float32 [1|N,478,2] in the crops' pixels (one row per frame); None: found on the crops
+        with MediaPipe (`crop_landmarks`). Generators' engines ignore them.
         """
         s = self.image_size
         assert frames.ndim == 4 and frames.shape[1:] == (s, s, 3) and frames.dtype == np.uint8, \
@@ -154,39 +179,97 @@ class Engine:
         assert intensities.shape == (n, NUM_AUS) and frames.shape[0] in (1, n), \
             f"{frames.shape[0]} frames do not fit {intensities.shape} AU rows"
         intensities = np.ascontiguousarray(intensities, np.float32)
+        if self.needs_landmarks:
+            if landmarks is None:
+                landmarks = self.crop_landmarks(frames)
+            landmarks = np.ascontiguousarray(landmarks, np.float32)
+            assert landmarks.shape == (frames.shape[0], NUM_POINTS, 2), \
+                f"landmarks must be [{frames.shape[0]},{NUM_POINTS},2] (one mesh per frame), got {landmarks.shape}"
         images, attentions = [], []
         starts = range(0, n, self.max_batch)
         for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress or len(starts) < 2):
             stop = start + self.max_batch
             self.backend_calls += 1
             chunk = frames if frames.shape[0] == 1 else frames[start:stop]
-            out, att = self.backend.run_frames(chunk, intensities[start:stop], want_attention)
+            if self.needs_landmarks:
+                marks = landmarks if landmarks.shape[0] == 1 else landmarks[start:stop]
+                out, att = self.backend.run_frames(chunk, intensities[start:stop], want_attention, marks)
+            else:
+                out, att = self.backend.run_frames(chunk, intensities[start:stop], want_attention)
             images.append(out)
             attentions.append(att)
         if len(images) == 1:
             return images[0], attentions[0]
         return np.concatenate(images), (np.concatenate(attentions) if want_attention else None)
 
-    def edit_detailed(self, images: np.ndarray | Sequence[np.ndarray], aus, attention: bool = True) -> EditResult:
+    # --- the rig's landmarks -------------------------------------------------------------
+    def crop_landmarks(self, faces: np.ndarray) -> np.ndarray:
+        """float32 [N,478,2]: MediaPipe's face mesh of each crop (uint8 [N,S,S,3]) in its pixels,
+        the largest face of each; UserError when a crop has no face the mesh finds."""
+        if self._mesher is None:
+            from exprengine.faces.landmarks import MediaPipeDetector
+            self._mesher = MediaPipeDetector(min_size=1)
+        marks = []
+        for i, face in enumerate(faces):
+            found = self._mesher.landmarks(np.ascontiguousarray(face))
+            if len(found) == 0:
+                which = f"face crop {i}" if len(faces) > 1 else "the face crop"
+                raise UserError(f"MediaPipe finds no face mesh in {which}, and the {self.manifest.model} engine "
+                                "needs one; give a crop where the whole face shows")
+            marks.append(found[0, :, :2])
+        return np.stack(marks).astype(np.float32)
+
+    def _given_landmarks(self, landmarks, images, n: int) -> np.ndarray | None:
+        """The caller's landmarks ([478,2|3] or [N,478,2|3], in the pixels of `images` as given)
+        carried to the engine's crop size as `stack_faces` resizes each image (its centred square,
+        scaled); None when the engine takes none or none were given. UserError if malformed."""
+        if landmarks is None or not self.needs_landmarks:
+            return None
+        marks = np.asarray(landmarks, dtype=np.float64)
+        if marks.ndim == 2:
+            marks = marks[None]
+        if marks.ndim != 3 or marks.shape[1] != NUM_POINTS or marks.shape[2] not in (2, 3) \
+                or marks.shape[0] != n:
+            raise UserError(f"landmarks must be [{NUM_POINTS},2] or [N,{NUM_POINTS},2] with one mesh per face "
+                            f"({n}), not {list(marks.shape)}")
+        if not np.isfinite(marks).all():
+            raise UserError("landmarks must be finite numbers")
+        if isinstance(images, np.ndarray) and images.ndim in (2, 3):
+            shapes = [images.shape[:2]]
+        else:
+            shapes = [np.shape(f)[:2] for f in images]
+        out = marks[..., :2].copy()
+        for i, (h, w) in enumerate(shapes):
+            side = min(h, w)
+            out[i] = (out[i] - ((w - side) // 2, (h - side) // 2)) * (self.image_size / side)
+        return out.astype(np.float32)
+
+    def edit_detailed(self, images: np.ndarray | Sequence[np.ndarray], aus, attention: bool = True,
+                      landmarks: np.ndarray | None = None) -> EditResult:
         """`edit`, also returning the attention map (1 keeps the input pixel) and the AUs rendered."""
         faces = stack_faces(images, self.image_size)
         intensities = self._intensities(aus, faces.shape[0])
         if faces.shape[0] != 1 and intensities.shape[0] != faces.shape[0]:
             raise UserError(f"{faces.shape[0]} faces but {intensities.shape[0]} AU vectors; "
                             "give one vector for all faces or one per face")
-        out, att = self.run_frames(faces, intensities, want_attention=attention)
+        marks = self._given_landmarks(landmarks, images, faces.shape[0])
+        out, att = self.run_frames(faces, intensities, want_attention=attention, landmarks=marks)
         return EditResult(out, att, np.array(intensities))
 
-    def edit(self, images: np.ndarray | Sequence[np.ndarray], aus) -> np.ndarray:
-        """Edit N face crops (uint8, NHWC or a list, any size) in one engine call -> uint8 [N,S,S,3]."""
-        return self.edit_detailed(images, aus, attention=False).images
+    def edit(self, images: np.ndarray | Sequence[np.ndarray], aus, landmarks: np.ndarray | None = None) -> np.ndarray:
+        """Edit N face crops (uint8, NHWC or a list, any size) in one engine call -> uint8 [N,S,S,3].
+        The rig's engines take each face's mesh (`landmarks`, see the module) or find it."""
+        return self.edit_detailed(images, aus, attention=False, landmarks=landmarks).images
 
     def morph(self, image: np.ndarray, src, dst, frames: int = 24, schedule: str = "linear",
-              include_source: bool = False, progress: bool = False) -> np.ndarray:
-        """Render the morph src -> dst of one face: all frames in one engine call -> uint8 [F,S,S,3]."""
+              include_source: bool = False, progress: bool = False,
+              landmarks: np.ndarray | None = None) -> np.ndarray:
+        """Render the morph src -> dst of one face: all frames in one engine call -> uint8 [F,S,S,3].
+        The rig's engines take the face's mesh (`landmarks` [478,2]) or find it."""
         faces = stack_faces(image, self.image_size)
         if faces.shape[0] != 1:
             raise UserError(f"morph takes one face, got {faces.shape[0]}")
+        marks = self._given_landmarks(landmarks, image, 1)
         src_v = self.policy.check(as_intensity_array(src))
         dst_v = self.policy.check(as_intensity_array(dst))
         if src_v.shape != (NUM_AUS,) or dst_v.shape != (NUM_AUS,):
@@ -195,7 +278,7 @@ class Engine:
         with warnings.catch_warnings():     # endpoints were checked; warn about mid-way conflicts once
             warnings.simplefilter("once")
             self.policy.check(trajectory)
-        output, _ = self.run_frames(faces, trajectory, want_attention=False, progress=progress)
+        output, _ = self.run_frames(faces, trajectory, want_attention=False, progress=progress, landmarks=marks)
         return output
 
 

@@ -6,8 +6,11 @@ in the directory that the manifest does not vouch for, in this order:
 1. `engine.json` itself: at most `MAX_MANIFEST_BYTES`, JSON of bounded nesting, format and
    version, then the JSON schema `SCHEMA` (every field's type, bounds and allowed values:
    image size 16..1024 and a multiple of 4, batches 1..4096, artifact names plain file
-   names), then the checks between fields (image size = the model config's, min <= opt <=
-   max batch, this exprengine's AU vocabulary). Any failure is one `EngineError` sentence.
+   names; the model config a generator's or the rig's), then the checks between fields (image
+   size = the model config's, min <= opt <= max batch, this exprengine's AU vocabulary, the
+   graph's `inputs`: the rig's take the landmarks, a generator's do not; manifests written
+   before `inputs` existed are generators' and read as ["image", "aus"]). Any failure is one
+   `EngineError` sentence.
 2. every listed artifact: a regular file inside the directory (a symbolic link that leads
    outside it is refused even when its bytes match), of the listed size and sha256.
 3. the backend's own compatibility checks (e.g. an AOTInductor package needs the same torch).
@@ -49,6 +52,40 @@ _NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"}
 _IMAGE_SIZE = {"type": "integer", "minimum": IMAGE_SIZE_RANGE[0], "maximum": IMAGE_SIZE_RANGE[1], "multipleOf": 4}
 _BATCH = {"type": "integer", "minimum": BATCH_RANGE[0], "maximum": BATCH_RANGE[1]}
 
+GENERATOR_CONFIG: dict = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "block", "expansion", "dims", "depth", "num_aus", "image_size"],
+    "properties": {
+        "name": _NAME,
+        "block": {"enum": ["resnet", "convnext", "convnext-ln"]},
+        "expansion": {"type": "integer", "minimum": 1, "maximum": 16},
+        "dims": {"type": "array", "minItems": 3, "maxItems": 3,
+                 "items": {"type": "integer", "minimum": 1, "maximum": 4096}},
+        "depth": {"type": "integer", "minimum": 0, "maximum": 64},
+        "num_aus": {"type": "integer", "const": len(AU_NAMES)},
+        "image_size": _IMAGE_SIZE,
+    },
+}
+#: The rig's config (`exprengine.models.rig.RigConfig`); `RigConfig.from_dict` checks it again
+#: (its own bounds) when a backend rebuilds the rig.
+RIG_CONFIG: dict = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "family", "image_size", "flow_grid", "num_aus", "version"],
+    "properties": {
+        "name": _NAME,
+        "family": {"const": "rig"},
+        "image_size": _IMAGE_SIZE,
+        "flow_grid": {"type": "integer", "minimum": 16, "maximum": 256},
+        "num_aus": {"type": "integer", "const": len(AU_NAMES)},
+        "version": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+}
+#: The graph's inputs: every engine takes the image and the AUs; the rig also the landmarks
+#: (MediaPipe's 478-point mesh in crop pixels). Manifests written before this field: GRAPH_INPUTS.
+GRAPH_INPUTS, RIG_INPUTS = ("image", "aus"), ("image", "aus", "landmarks")
+
 SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "exprengine engine manifest (engine.json), format version 1",
@@ -59,21 +96,9 @@ SCHEMA: dict = {
                  "format_version"],
     "properties": {
         "model": _NAME,
-        "model_config": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name", "block", "expansion", "dims", "depth", "num_aus", "image_size"],
-            "properties": {
-                "name": _NAME,
-                "block": {"enum": ["resnet", "convnext", "convnext-ln"]},
-                "expansion": {"type": "integer", "minimum": 1, "maximum": 16},
-                "dims": {"type": "array", "minItems": 3, "maxItems": 3,
-                         "items": {"type": "integer", "minimum": 1, "maximum": 4096}},
-                "depth": {"type": "integer", "minimum": 0, "maximum": 64},
-                "num_aus": {"type": "integer", "const": len(AU_NAMES)},
-                "image_size": _IMAGE_SIZE,
-            },
-        },
+        "model_config": {"oneOf": [GENERATOR_CONFIG, RIG_CONFIG]},
+        "inputs": {"type": "array", "minItems": 2, "maxItems": 3, "uniqueItems": True,
+                   "items": {"enum": list(RIG_INPUTS)}},
         "weights_sha256": _SHA256,
         "weights_source": _TEXT,
         "backend": _NAME,
@@ -210,7 +235,7 @@ def read_verified(directory: Path, name: str, expected: dict, keep: bool = True)
 @dataclass
 class Manifest:
     model: str                       # registry name
-    model_config: dict               # GeneratorConfig.to_dict()
+    model_config: dict               # GeneratorConfig.to_dict() or RigConfig.to_dict()
     weights_sha256: str
     weights_source: str              # "random-init seed=0", or the checkpoint's file name
     backend: str
@@ -222,6 +247,7 @@ class Manifest:
     opt_batch: int
     image_size: int
     artifacts: dict[str, dict] = field(default_factory=dict)    # name -> {bytes, sha256, role}
+    inputs: list[str] = field(default_factory=lambda: list(GRAPH_INPUTS))   # the graph's inputs, in order
     versions: dict[str, str] = field(default_factory=dict)      # what the artifacts depend on
     verification: dict = field(default_factory=dict)            # check against eager PyTorch
     au_order: list[str] = field(default_factory=lambda: list(AU_NAMES))
@@ -229,6 +255,15 @@ class Manifest:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
+
+    @property
+    def needs_landmarks(self) -> bool:
+        """The engine's graph takes the face mesh (the rig): `inputs` ends with "landmarks"."""
+        return "landmarks" in self.inputs
+
+    @property
+    def is_rig(self) -> bool:
+        return self.model_config.get("family") == "rig"
 
     @property
     def random_init(self) -> bool:
@@ -330,6 +365,10 @@ class Manifest:
         if self.model != self.model_config["name"]:
             raise EngineError(f"engine {directory} says model {self.model}, but its model config is "
                               f"{self.model_config['name']}")
+        expected_inputs = list(RIG_INPUTS if self.is_rig else GRAPH_INPUTS)
+        if list(self.inputs) != expected_inputs:
+            raise EngineError(f"engine {directory} says its graph takes {', '.join(self.inputs)}, but a "
+                              f"{'rig' if self.is_rig else 'generator'} takes {', '.join(expected_inputs)}")
         if list(self.au_order) != list(AU_NAMES) or float(self.au_scale) != AU_SCALE:
             raise EngineError(f"engine {directory} uses another AU vocabulary or scale than this exprengine")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:

@@ -7,6 +7,14 @@ every face of the frame in one engine call, paste the changes back.
     result.image, result.found, result.edited                 # same shape and mode as `photo`
 
 Photos may be uint8 HxW (grayscale), HxWx3 (RGB) or HxWx4 (RGBA: alpha is kept as it is).
+
+Engines that need the face mesh (the rig: `engine.needs_landmarks`) get it through the same
+steps: each detected face's MediaPipe mesh (`meshes_for`: the detector's own when it is the
+MediaPipe detector, else a MediaPipe Face Landmarker used only as the mesher on the detected
+boxes), the crop made from the mesh (`FaceCrop.from_landmarks`, level with `align`), the
+mesh carried into the crop (`FaceCrop.to_crop`) and given to the engine, and the paste mask
+shaped by the face's outline (`paste.face_outline`). A face whose mesh is not found is not
+edited (`PhotoEdit.unmeshed`).
 """
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ from exprengine.engine import EditResult
 from exprengine.errors import UserError
 from exprengine.faces.crop import FaceCrop
 from exprengine.faces.detect import Box, FaceDetector
-from exprengine.faces.paste import MASKS, apply_changes, pasted_change
+from exprengine.faces.paste import MASKS, apply_changes, face_outline, pasted_change
 
 
 @dataclass
@@ -27,6 +35,7 @@ class PhotoEdit:
     found: list[Box]                        # every face detected, most confident first
     edited: list[int] = field(default_factory=list)   # indices into `found` that were edited
     crops: list[FaceCrop] = field(default_factory=list)
+    unmeshed: list[int] = field(default_factory=list)  # chosen faces left as they were: no face mesh found
 
 
 def as_rgb(photo: np.ndarray) -> np.ndarray:
@@ -59,12 +68,54 @@ def select_faces(found: list[Box], select: str | int) -> list[int]:
 
 class FaceEditor:
     def __init__(self, engine, detector: FaceDetector | None = None, align: bool = False,
-                 mask: str = "attention", colour_match: bool = True, detect_scale: float = 1.0):
+                 mask: str = "attention", colour_match: bool = True, detect_scale: float = 1.0,
+                 mesher=None):
+        """`mesher`: the MediaPipe detector that finds the face meshes for an engine that needs
+        them (default: `detector` itself when it is MediaPipe's, else one made on first need)."""
         if mask not in MASKS:
             raise UserError(f"mask must be one of {', '.join(MASKS)}, not {mask!r}")
         self.engine = engine
         self.detector = detector or FaceDetector()
         self.align, self.mask, self.colour_match, self.detect_scale = align, mask, colour_match, detect_scale
+        self._mesher = mesher
+
+    @property
+    def needs_landmarks(self) -> bool:
+        """The engine takes each face's mesh (the rig's engines)."""
+        return bool(getattr(self.engine, "needs_landmarks", False))
+
+    @property
+    def mesher(self):
+        """The MediaPipe detector that finds face meshes (made on first use unless given or the detector is one)."""
+        if self._mesher is None:
+            from exprengine.faces.landmarks import MediaPipeDetector
+            self._mesher = self.detector if isinstance(self.detector, MediaPipeDetector) else MediaPipeDetector()
+        return self._mesher
+
+    def meshes_for(self, rgb: np.ndarray, boxes: list[Box]) -> list[np.ndarray | None]:
+        """Each box's face mesh, float32 [478,3] in the frame's pixels (`MediaPipeDetector.meshes`
+        on a window around the box), or None where the mesh finds no face. `rgb`: uint8 HxWx3, or
+        a video frame's HxW luma plane."""
+        if not boxes:
+            return []
+        rgb = np.ascontiguousarray(rgb)
+        found = {m.box: m.points for m in self.mesher.meshes(rgb, boxes)}
+        return [found.get(b) for b in boxes]
+
+    def locate(self, rgb: np.ndarray, boxes: list[Box], meshes: list[np.ndarray | None] | None = None
+               ) -> tuple[list[FaceCrop], list[np.ndarray] | None, list[int]]:
+        """(crops, their meshes, the indices of `boxes` left out) for the faces in `boxes`.
+
+        For an engine that needs the mesh: the mesh of each box (`meshes`, or `meshes_for`), the
+        crop made from it (`FaceCrop.from_landmarks`); boxes without a mesh are left out. For
+        other engines: `crops_for` (meshes None, nothing left out)."""
+        if not self.needs_landmarks:
+            return self.crops_for(rgb, boxes), None, []
+        if meshes is None:
+            meshes = self.meshes_for(rgb, boxes)
+        kept = [i for i, m in enumerate(meshes) if m is not None]
+        crops = [FaceCrop.from_landmarks(meshes[i], rgb.shape, self.align) for i in kept]
+        return crops, [meshes[i] for i in kept], [i for i in range(len(boxes)) if meshes[i] is None]
 
     def find(self, rgb: np.ndarray, around: list[Box] | None = None) -> list[Box]:
         """Faces in the frame: a whole-frame scan at `detect_scale`, or only near `around`."""
@@ -75,31 +126,53 @@ class FaceEditor:
         eyes = [self.detector.eye_centres(rgb, b) if self.align else None for b in boxes]
         return [FaceCrop.from_box(b, rgb.shape, e) for b, e in zip(boxes, eyes)]
 
-    def edit_crops(self, photo: np.ndarray, crops: list[FaceCrop], aus) -> np.ndarray:
+    def edit_crops(self, photo: np.ndarray, crops: list[FaceCrop], aus,
+                   meshes: list[np.ndarray] | None = None) -> np.ndarray:
         """Edit the faces at `crops` (all in one engine call) and paste them back -> new photo.
 
-        `aus`: one AU spec for every face, or an [N,17] array with one row per crop.
+        `aus`: one AU spec for every face, or an [N,17] array with one row per crop. `meshes`:
+        each crop's face mesh [478,2|3] in the photo's pixels (from `locate`), for the engines
+        that take it (without them such an engine meshes the crops itself) and for the paste
+        mask of the face's outline.
         """
         if not crops:
             return photo.copy()
         rgb = as_rgb(photo)
         originals = np.stack([c.extract(rgb, self.engine.image_size) for c in crops])
-        return apply_changes(photo, self.changes(crops, originals, self.edit_faces(originals, aus)))
+        result = self.edit_faces(originals, aus, crops, meshes)
+        return apply_changes(photo, self.changes(crops, originals, result, meshes))
 
-    def edit_faces(self, originals: np.ndarray, aus) -> EditResult:
-        """The engine's edit of the face crops (one call), with the attention maps if the mask uses them."""
-        return self.engine.edit_detailed(originals, aus, attention=self.mask == "attention")
+    def crop_landmarks(self, crops: list[FaceCrop], meshes: list[np.ndarray]) -> np.ndarray:
+        """float32 [N,478,2]: each mesh (frame pixels) in the pixels of its crop at the engine's size."""
+        size = self.engine.image_size
+        return np.stack([c.to_crop(m, size) for c, m in zip(crops, meshes)])
 
-    def changes(self, crops: list[FaceCrop], originals: np.ndarray, result: EditResult
-                ) -> list[tuple[np.ndarray, tuple[int, int]]]:
-        """Each face's change to the frame (`paste.pasted_change`), ready for the paste."""
+    def edit_faces(self, originals: np.ndarray, aus, crops: list[FaceCrop] | None = None,
+                   meshes: list[np.ndarray] | None = None) -> EditResult:
+        """The engine's edit of the face crops (one call), with the attention maps if the mask uses
+        them; for an engine that takes the mesh, each crop's (`crops` and `meshes` from `locate`)."""
+        attention = self.mask == "attention"
+        if self.needs_landmarks and meshes is not None:
+            return self.engine.edit_detailed(originals, aus, attention=attention,
+                                             landmarks=self.crop_landmarks(crops, meshes))
+        return self.engine.edit_detailed(originals, aus, attention=attention)
+
+    def changes(self, crops: list[FaceCrop], originals: np.ndarray, result: EditResult,
+                meshes: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, tuple[int, int]]]:
+        """Each face's change to the frame (`paste.pasted_change`), ready for the paste; with
+        `meshes`, masked by each face's outline instead of the ellipse."""
+        size = originals.shape[1]
+        outlines = [None] * len(crops) if meshes is None else \
+            [c.to_crop(face_outline(m), size) for c, m in zip(crops, meshes)]
         return [pasted_change(c, originals[i], result.images[i],
                               None if result.attention is None else result.attention[i],
-                              self.mask, self.colour_match) for i, c in enumerate(crops)]
+                              self.mask, self.colour_match, outlines[i]) for i, c in enumerate(crops)]
 
     def edit(self, photo: np.ndarray, aus, select: str | int = "all") -> PhotoEdit:
         rgb = np.ascontiguousarray(as_rgb(photo))
         found = self.find(rgb)
         chosen = select_faces(found, select)
-        crops = self.crops_for(rgb, [found[i] for i in chosen])
-        return PhotoEdit(self.edit_crops(photo, crops, aus), found, chosen, crops)
+        crops, meshes, missing = self.locate(rgb, [found[i] for i in chosen])
+        unmeshed = [chosen[i] for i in missing]
+        edited = [i for i in chosen if i not in unmeshed]
+        return PhotoEdit(self.edit_crops(photo, crops, aus, meshes), found, edited, crops, unmeshed)

@@ -8,8 +8,9 @@ and added under a feathered mask:
 
 so a 400-pixel face keeps its own detail where the expression did not move it, instead of
 being replaced by a blurred 128-pixel copy. The mask is the face's shape (an ellipse that
-fades to zero before the crop's border), optionally multiplied by where the model's
-attention map says it changed something (1 - A, blurred). Colour matching removes the mean
+fades to zero before the crop's border; or, when the face's MediaPipe mesh is known, the
+face's own outline: `outline_mask` over MediaPipe's FACE_OVAL polygon), optionally multiplied
+by where the model's attention map says it changed something (1 - A, blurred). Colour matching removes the mean
 change along the mask's fading ring, so a colour cast of the generator does not show as a
 seam. Every pixel where mask * delta is zero, all pixels outside the face regions included,
 is left bit-identical.
@@ -25,6 +26,48 @@ from PIL import Image
 from exprengine.faces.crop import FaceCrop
 
 MASKS = ("attention", "shape")
+#: The outline mask: MediaPipe's face oval grown by OUTLINE_GROW about its centroid, fading to
+#: zero at the grown outline over OUTLINE_FEATHER of the oval's mean radius (so the fade's middle
+#: lies near the oval itself, and the forehead and jaw the edit moves stay inside).
+OUTLINE_GROW, OUTLINE_FEATHER = 0.08, 0.16
+
+
+@functools.lru_cache(maxsize=1)
+def face_oval() -> tuple[int, ...]:
+    """The face's outline as an ordered polygon of mesh indices (36 of the 478), chained from
+    MediaPipe's own FACE_LANDMARKS_FACE_OVAL connections (mediapipe.tasks)."""
+    from mediapipe.tasks.python.vision import FaceLandmarksConnections
+    edges = {c.start: c.end for c in FaceLandmarksConnections.FACE_LANDMARKS_FACE_OVAL}
+    first = min(edges)
+    polygon = [first]
+    while edges[polygon[-1]] != first:
+        polygon.append(edges[polygon[-1]])
+    assert len(polygon) == len(edges), "MediaPipe's face oval is not one closed loop"
+    return tuple(polygon)
+
+
+def face_outline(mesh: np.ndarray) -> np.ndarray:
+    """The outline polygon [36,2] (x, y) of a face mesh [478,2|3] (any coordinates)."""
+    return np.asarray(mesh)[list(face_oval()), :2]
+
+
+def outline_mask(outline: np.ndarray, size: int, grow: float = OUTLINE_GROW,
+                 feather: float = OUTLINE_FEATHER) -> np.ndarray:
+    """float32 [size,size] in [0,1]: the face inside its outline polygon [K,2] (crop pixels,
+    x right, y down), grown by `grow` about the polygon's centroid: 1 inside, falling smoothly
+    (smoothstep) to 0 at the grown outline over `feather` of the polygon's mean radius."""
+    from PIL import ImageDraw
+    from scipy.ndimage import distance_transform_edt
+    pts = np.asarray(outline, np.float64)
+    centre = pts.mean(0)
+    grown = centre + (pts - centre) * (1.0 + grow)
+    canvas = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(canvas).polygon([(float(x), float(y)) for x, y in grown - 0.5], fill=1)   # pixel centres
+    inside = np.asarray(canvas, bool)
+    radius = float(np.hypot(*(pts - centre).T).mean())
+    depth = distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]       # px to the nearest pixel outside
+    t = np.clip((depth - 0.5) / max(feather * radius, 1.0), 0.0, 1.0)
+    return (t * t * (3 - 2 * t)).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=8)
@@ -48,10 +91,14 @@ def attention_mask(attention: np.ndarray, blur: float = 2.0, gain: float = 4.0) 
     return np.clip(blurred * gain, 0.0, 1.0)
 
 
-def face_mask(size: int, attention: np.ndarray | None, mode: str = "attention") -> np.ndarray:
+def face_mask(size: int, attention: np.ndarray | None, mode: str = "attention",
+              outline: np.ndarray | None = None) -> np.ndarray:
+    """float32 [size,size] in [0,1]: the face's shape (the outline polygon [K,2] in crop pixels
+    when given, `outline_mask`; else the ellipse, `shape_mask`), times `attention_mask` in mode
+    "attention"."""
     if mode not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}, not {mode!r}")
-    mask = shape_mask(size)
+    mask = shape_mask(size) if outline is None else outline_mask(outline, size)
     if mode == "attention" and attention is not None:
         mask = mask * attention_mask(attention)
     return mask
@@ -68,13 +115,16 @@ def colour_matched(delta: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def pasted_change(crop: FaceCrop, original: np.ndarray, edited: np.ndarray, attention: np.ndarray | None,
-                  mask: str = "attention", colour_match: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+                  mask: str = "attention", colour_match: bool = True, outline: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, tuple[int, int]]:
     """The change one face makes to the frame: float32 [E,E,3] (mask * delta at frame scale)
-    and the (top, left) of that square in the frame. Zero wherever the mask is zero."""
+    and the (top, left) of that square in the frame. Zero wherever the mask is zero.
+    `outline`: the face's outline polygon [K,2] in the crop's pixels (`face_outline` of the
+    mesh carried by `FaceCrop.to_crop`), for a mask of the face's own shape."""
     size = original.shape[0]
     assert original.shape == edited.shape == (size, size, 3), (original.shape, edited.shape)
     delta = edited.astype(np.float32) - original.astype(np.float32)
-    m = face_mask(size, attention, mask)
+    m = face_mask(size, attention, mask, outline)
     if colour_match:
         delta = colour_matched(delta, m)
     change = delta * m[..., None]

@@ -5,6 +5,14 @@
     >>> color, attention = g(image, aus)           # heads; g.edit(image, aus) blends
 
 Variants are thin named constructors over `GeneratorConfig` (like timm / ConvNeXt).
+
+Beside the trainable generators there is one other model family, the landmark-driven AU
+rig (`exprengine.models.rig.FaceRig`, name "rig", no learned weights), whose forward also
+takes the face mesh. `list_models()` names every model an engine can be built from
+(generators and the rig; `list_generators()` only the trainable ones), `create_model(name)`
+builds any of them, and `build_model(config_dict)` rebuilds one from the config stored in
+checkpoints and engine manifests (a generator's `GeneratorConfig` or a `RigConfig`, told
+apart by the rig's `family: "rig"`).
 """
 from __future__ import annotations
 
@@ -56,7 +64,7 @@ def list_generators() -> list[str]:
 
 
 def describe(name: str) -> str:
-    return _DESCRIPTIONS[name]
+    return RIG_DESCRIPTION if name == RIG else _DESCRIPTIONS[name]
 
 
 def generator_config(name: str) -> GeneratorConfig:
@@ -67,6 +75,58 @@ def generator_config(name: str) -> GeneratorConfig:
 
 def build_generator(config: GeneratorConfig) -> AttentionGenerator:
     return AttentionGenerator(config, _block_factory(config))
+
+
+RIG = "rig"
+RIG_DESCRIPTION = ("landmark-driven AU rig over MediaPipe's 478-point face mesh (no training; "
+                   "edits real photos; docs/rig.md)")
+
+
+def is_rig(model) -> bool:
+    """True for a `FaceRig`, a `RigConfig`, or a config dict of the rig family."""
+    from exprengine.models.rig import FaceRig, RigConfig
+    if isinstance(model, dict):
+        return model.get("family") == "rig"
+    return isinstance(model, (FaceRig, RigConfig))
+
+
+def list_models() -> list[str]:
+    """Every model an engine can be built from: the generators, then the rig."""
+    return [*_CONFIGS, RIG]
+
+
+def model_config_from_dict(d: dict):
+    """A `GeneratorConfig` or a `RigConfig` from its `to_dict()` form (as stored in weights files
+    and engine manifests), every field checked; UserError otherwise."""
+    if not isinstance(d, dict):
+        raise UserError(f"a model config must be a JSON object, not {type(d).__name__}")
+    if is_rig(d):
+        from exprengine.models.rig import RigConfig
+        return RigConfig.from_dict(d)
+    return GeneratorConfig.from_dict(d)
+
+
+def build_model(config) -> nn.Module:
+    """The model of a config (a `GeneratorConfig`, a `RigConfig`, or either's dict), in eval mode:
+    a generator with fresh (untrained) weights, or the rig (which has none). UserError if the
+    config is invalid."""
+    if isinstance(config, dict):
+        config = model_config_from_dict(config)
+    if is_rig(config):
+        from exprengine.models.rig import FaceRig
+        return FaceRig(config).eval()
+    return build_generator(config).eval()
+
+
+def create_model(name: str, seed: int | None = 0) -> nn.Module:
+    """Any model by its registry name (`list_models()`): a generator randomly initialised from
+    `seed` (`create_generator`), or the rig with its default `RigConfig` (seed unused)."""
+    if name == RIG:
+        from exprengine.models.rig import FaceRig, RigConfig
+        return FaceRig(RigConfig()).eval()
+    if name not in _CONFIGS:
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return create_generator(name, seed)
 
 
 def create_generator(name: str, seed: int | None = 0) -> AttentionGenerator:
@@ -83,4 +143,5 @@ def create_generator(name: str, seed: int | None = 0) -> AttentionGenerator:
 __all__ = [
     "AttentionGenerator", "GeneratorConfig", "Discriminator", "DEFAULT_MODEL",
     "build_generator", "create_generator", "generator_config", "list_generators", "describe",
+    "RIG", "is_rig", "list_models", "model_config_from_dict", "build_model", "create_model",
 ]

@@ -28,6 +28,12 @@ owns, such as a decoder's: one copy of the frame less per frame).
 
 With `detect_async=False` detection runs inline every `detect_every` frames instead: slower,
 but the output depends only on the input (tests, reproducible renders).
+
+Engines that take the face mesh (the rig) get it the way `FaceEditor` gives it for photos:
+every frame, the MediaPipe mesh of each tracked box (found near the box), passed through
+`smooth_landmarks` (the one place for a temporal filter of each track's mesh), then the crop
+made from the mesh, the mesh carried into the crop, and the paste mask of the face's outline.
+A tracked face whose mesh is not found in a frame is left unedited in that frame.
 """
 from __future__ import annotations
 
@@ -114,8 +120,9 @@ class StreamEditor:
                             "a stream's frames must all have one size")
         return rgb
 
-    def _boxes(self, rgb: np.ndarray, index: int, t: float) -> list[Box]:
-        """The boxes to crop for frame `index`: the tracker's, refreshed by the detector."""
+    def _boxes(self, rgb: np.ndarray, index: int, t: float) -> tuple[list[Box], list]:
+        """The boxes to crop for frame `index` (the tracker's, refreshed by the detector) and
+        their tracks (`FaceTracker.tracks` entries: the same object for a face over time)."""
         with self._lock:
             have_tracks, lost = bool(self.tracker.tracks), self.tracker.lost
             tracked = have_tracks and not lost and index - self._last_full < self.rescan_every
@@ -128,8 +135,17 @@ class StreamEditor:
                 self._detected(index, around)
         with self._lock:
             self.tracker.step(t)
-            boxes = self.tracker.boxes()
-        return [boxes[i] for i in select_faces(boxes, self.select)] if boxes else []
+            boxes, tracks = self.tracker.boxes(), list(self.tracker.tracks)
+        chosen = select_faces(boxes, self.select) if boxes else []
+        return [boxes[i] for i in chosen], [tracks[i] for i in chosen]
+
+    def smooth_landmarks(self, tracks: list, meshes: list[np.ndarray | None], t: float
+                         ) -> list[np.ndarray | None]:
+        """The face meshes to use for this frame: `meshes[i]` (float32 [478,3] frame pixels, or None:
+        not found) belongs to `tracks[i]`, the tracker's object for that face (the same object
+        from frame to frame while the face is tracked); `t` is the frame's time in seconds.
+        The one place for a temporal filter of each track's mesh; for now it passes them through."""
+        return meshes
 
     def detect(self, rgb: np.ndarray, around: list[Box] | None) -> None:
         """One detector run (near `around`, or the whole frame), timed, fed to the tracker."""
@@ -148,9 +164,12 @@ class StreamEditor:
     def _prepare(self, frame: np.ndarray, index: int):
         t = self.times[index] if self.times is not None and index < len(self.times) else index / self.fps
         rgb = self._check(frame, index)
-        boxes = self._boxes(rgb, index, t)
+        boxes, tracks = self._boxes(rgb, index, t)
         start = time.perf_counter()
-        crops = self.faces.crops_for(rgb, boxes)
+        meshes = None
+        if self.faces.needs_landmarks:
+            meshes = self.smooth_landmarks(tracks, self.faces.meshes_for(rgb, boxes), t)
+        crops, meshes, _ = self.faces.locate(rgb, boxes, meshes)
         size = self.faces.engine.image_size
         if isinstance(frame, YUVFrame):
             originals = [c.extract_region(region_rgb(frame, *c.region[:2], c.region[2], c.region[2]), size)
@@ -159,21 +178,23 @@ class StreamEditor:
             originals = [c.extract(rgb, size) for c in crops]
         originals = np.stack(originals) if crops else None
         self.stats.stages["crop"].append(time.perf_counter() - start)
-        return frame, crops, originals, t
+        return frame, (crops, meshes), originals, t
 
-    def _edit(self, originals: np.ndarray | None, index: int, t: float):
+    def _edit(self, originals: np.ndarray | None, index: int, t: float, located=((), None)):
         if originals is None:
             return None
         start = time.perf_counter()
-        result = self.faces.edit_faces(originals, as_intensity_array(self.aus_at(index, t)))
+        crops, meshes = located
+        result = self.faces.edit_faces(originals, as_intensity_array(self.aus_at(index, t)), crops, meshes)
         self.stats.stages["edit"].append(time.perf_counter() - start)
         return result
 
-    def _paste(self, frame, crops, originals, result) -> np.ndarray:
+    def _paste(self, frame, located, originals, result) -> np.ndarray:
         if result is None:
             return frame
         start = time.perf_counter()
-        changes = self.faces.changes(crops, originals, result)
+        crops, meshes = located
+        changes = self.faces.changes(crops, originals, result, meshes)
         in_place = self.in_place and frame.flags.writeable
         if isinstance(frame, YUVFrame):
             out = frame if in_place else YUVFrame(frame.data.copy(), frame.height, frame.width, frame.space,
@@ -191,8 +212,8 @@ class StreamEditor:
         index = self.stats.frames if index is None else index
         if self.detect_async and self._detector is None:
             self._detector = _BackgroundDetector(self)
-        frame, crops, originals, t = self._prepare(frame, index)
-        out = self._paste(frame, crops, originals, self._edit(originals, index, t))
+        frame, located, originals, t = self._prepare(frame, index)
+        out = self._paste(frame, located, originals, self._edit(originals, index, t, located))
         self.stats.latency.append(time.perf_counter() - start)
         self.stats.frames += 1
         return out
@@ -241,8 +262,9 @@ class StreamEditor:
                     if item is _DONE or isinstance(item, BaseException):
                         put(edited, item)
                         return
-                    index, start, frame, crops, originals, t = item
-                    if not put(edited, (index, start, frame, crops, originals, self._edit(originals, index, t))):
+                    index, start, frame, located, originals, t = item
+                    if not put(edited, (index, start, frame, located, originals,
+                                        self._edit(originals, index, t, located))):
                         return
             except BaseException as e:      # noqa: BLE001
                 put(edited, e)
@@ -258,8 +280,8 @@ class StreamEditor:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                index, start, frame, crops, originals, result = item
-                out = self._paste(frame, crops, originals, result)
+                index, start, frame, located, originals, result = item
+                out = self._paste(frame, located, originals, result)
                 self.stats.latency.append(time.perf_counter() - start)
                 self.stats.frames += 1
                 self.stats.wall = time.perf_counter() - wall

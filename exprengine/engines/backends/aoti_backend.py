@@ -13,6 +13,8 @@ were verified (size, sha256) just before, and only after the exprengine metadata
 into it (model, config, weights sha256, image size, outputs, precision; read from the zip
 without loading anything) agrees with the manifest. Packages built before the metadata was
 embedded are accepted only from manifests of that time (no artifact roles).
+
+The rig (`FaceRig`, three inputs: image, AUs, landmarks) is built as a CPU FP32 package.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exprengine.engines.backends.base import Backend, compare_metadata
+from exprengine.engines.backends.base import Backend, compare_metadata, metadata_keys
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 
@@ -98,6 +100,12 @@ class AOTInductorBackend(Backend):
         return None
 
     @classmethod
+    def rig_refusal(cls, device: str, precision: str) -> str | None:
+        if device != "cpu" or precision != "fp32":
+            return "the rig's aoti engine is a CPU fp32 package (--device cpu --precision fp32)"
+        return None
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         v = {"torch": torch.__version__, "cpu_capability": cpu_capability()}
         if torch.cuda.is_available():
@@ -155,7 +163,7 @@ class AOTInductorBackend(Backend):
         found = package_metadata(data, str(Path(directory) / name))
         if not found and not manifest.has_roles:
             return          # built before packages carried metadata; its bytes are verified all the same
-        compare_metadata(manifest, directory, name, found, AOTI_METADATA_KEYS)
+        compare_metadata(manifest, directory, name, found, metadata_keys(manifest, AOTI_METADATA_KEYS))
 
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "AOTInductorBackend":
@@ -170,13 +178,15 @@ class AOTInductorBackend(Backend):
         return cls(runner, manifest.device, manifest)
 
     @torch.inference_mode()
-    def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
         if self.pipeline is not None:
             return self.pipeline.run_network(image, aus)
-        output, attention = self.runner(torch.from_numpy(image), torch.from_numpy(aus))
+        extra = () if landmarks is None else (torch.from_numpy(np.ascontiguousarray(landmarks, np.float32)),)
+        output, attention = self.runner(torch.from_numpy(image), torch.from_numpy(aus), *extra)
         return output.numpy(), attention.numpy()
 
-    def run_frames(self, frames, intensities, want_attention=True):
+    def run_frames(self, frames, intensities, want_attention=True, landmarks=None):
         if self.pipeline is None:
-            return super().run_frames(frames, intensities, want_attention)
+            return super().run_frames(frames, intensities, want_attention, landmarks)
         return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)

@@ -2,17 +2,20 @@
 
 A backend turns a generator into artifacts (`build`) and runs them (`load` + `run`):
 
-    run(image [N,3,S,S] float32 in [-1,1], aus [N,17] float32 = intensity/5)
+    run(image [N,3,S,S] float32 in [-1,1], aus [N,17] float32 = intensity/5,
+        landmarks [N,478,2] float32 crop pixels: the rig's engines only, None for generators)
         -> (output [N,3,S,S] float32 in [-1,1], attention [N,1,S,S] float32)
 
 `run` is one call into the compiled artifact for the whole batch; the runtime
 (`exprengine.engine.Engine`) splits only by the manifest's max batch. `run_frames` is the
 pixel-space hot path the runtime uses for edits and morphs:
 
-    run_frames(frames uint8 [1|N,S,S,3], intensities float32 [N,17] on the 0..5 scale)
+    run_frames(frames uint8 [1|N,S,S,3], intensities float32 [N,17] on the 0..5 scale,
+               want_attention, landmarks float32 [1|N,478,2] crop pixels or None)
         -> (uint8 [N,S,S,3], attention float32 [N,S,S] or None)
 
-A single frame is broadcast to every AU row (a morph). The default implementation is the
+A single frame (and its landmarks) is broadcast to every AU row (a morph). Which backends
+build the rig, on which devices: `rig_refusal`. The default implementation is the
 portable one (NumPy pre-processing, `run`, NumPy uint8 pass); CUDA backends override it
 with `exprengine.engines.cuda_pipeline.CudaPipeline` (fused kernels, pinned memory, CUDA graphs).
 
@@ -41,7 +44,7 @@ from exprengine.models import AttentionGenerator
 METADATA_LABELS = {"exprengine.model": "model", "exprengine.config": "model config",
                    "exprengine.weights_sha256": "weights sha256", "exprengine.image_size": "image size",
                    "exprengine.outputs": "graph outputs", "exprengine.precision": "precision",
-                   "exprengine.au_order": "AU order"}
+                   "exprengine.au_order": "AU order", "exprengine.inputs": "graph inputs"}
 
 
 def expected_metadata(manifest: Manifest) -> dict[str, str]:
@@ -49,7 +52,14 @@ def expected_metadata(manifest: Manifest) -> dict[str, str]:
     return {"exprengine.model": manifest.model, "exprengine.config": manifest.model_config,
             "exprengine.weights_sha256": manifest.weights_sha256, "exprengine.image_size": str(manifest.image_size),
             "exprengine.outputs": manifest.graph_outputs, "exprengine.precision": manifest.precision,
-            "exprengine.au_order": ",".join(AU_NAMES)}
+            "exprengine.au_order": ",".join(AU_NAMES), "exprengine.inputs": ",".join(manifest.inputs)}
+
+
+def metadata_keys(manifest: Manifest, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """`keys`, plus the graph's inputs for the rig's engines (whose artifacts always carry them;
+    generators' artifacts built before the key existed do not)."""
+    return keys + ("exprengine.inputs",) if manifest.needs_landmarks else keys
+
 
 
 def compare_metadata(manifest: Manifest, directory: Path, name: str, found: dict[str, str],
@@ -91,6 +101,13 @@ class Backend(ABC):
         return None
 
     @classmethod
+    def rig_refusal(cls, device: str, precision: str) -> str | None:
+        """None when this backend builds the rig (`FaceRig`) for `device` and `precision`, else
+        one sentence saying why not (the default: it does not build the rig at all)."""
+        return (f"the {cls.name} backend does not build the rig; build it with --backend onnxruntime "
+                "(or torch, aoti)")
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         """Versions of what this backend's artifacts depend on (recorded in the manifest)."""
         return {}
@@ -127,17 +144,24 @@ class Backend(ABC):
         """Deserialise the verified artifacts (never a file the manifest does not list)."""
 
     @abstractmethod
-    def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
         ...
 
-    def run_frames(self, frames: np.ndarray, intensities: np.ndarray, want_attention: bool = True
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    def run_frames(self, frames: np.ndarray, intensities: np.ndarray, want_attention: bool = True,
+                   landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         from exprengine.aus import AU_SCALE
         from exprengine.kernels.blend import to_uint8_nhwc
         from exprengine.preprocess import to_network_input
+        n = intensities.shape[0]
         x = to_network_input(frames)
-        if x.shape[0] == 1 and intensities.shape[0] > 1:
-            x = np.broadcast_to(x, (intensities.shape[0], *x.shape[1:]))
+        if x.shape[0] == 1 and n > 1:
+            x = np.broadcast_to(x, (n, *x.shape[1:]))
+        extra = ()
+        if landmarks is not None:
+            if landmarks.shape[0] == 1 and n > 1:
+                landmarks = np.broadcast_to(landmarks, (n, *landmarks.shape[1:]))
+            extra = (np.ascontiguousarray(landmarks, dtype=np.float32),)
         output, attention = self.run(np.ascontiguousarray(x), np.ascontiguousarray(intensities / AU_SCALE,
-                                                                                    dtype=np.float32))
+                                                                                    dtype=np.float32), *extra)
         return to_uint8_nhwc(output), (attention[:, 0] if want_attention else None)

@@ -1,7 +1,8 @@
 """`onnxruntime`: the ONNX graph (blend included) run by ONNX Runtime.
 
 CPU everywhere; the CUDA execution provider is used when onnxruntime-gpu provides it and
-the engine is loaded with device "cuda" or "auto".
+the engine is loaded with device "cuda" or "auto". Builds the rig too (its graph's third
+input, `landmarks`; GridSample), on the CPU in FP32.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exprengine.engines.backends.base import Backend, compare_metadata
+from exprengine.engines.backends.base import Backend, compare_metadata, metadata_keys
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 
@@ -32,7 +33,7 @@ def onnx_metadata(data: bytes, label: str) -> dict[str, str]:
 def check_onnx_metadata(manifest: Manifest, directory: Path, name: str, data: bytes) -> None:
     """Refuse an ONNX artifact whose metadata (written by `export_onnx`) contradicts the manifest."""
     compare_metadata(manifest, directory, name, onnx_metadata(data, str(Path(directory) / name)),
-                     ONNX_METADATA_KEYS)
+                     metadata_keys(manifest, ONNX_METADATA_KEYS))
 
 
 class OnnxRuntimeBackend(Backend):
@@ -43,6 +44,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, session):
         self.session = session
         self.providers = session.get_providers()
+        self.inputs = [i.name for i in session.get_inputs()]
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -50,6 +52,12 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime  # noqa: F401
         except ImportError:
             return "onnxruntime is not installed (pip install onnxruntime)"
+        return None
+
+    @classmethod
+    def rig_refusal(cls, device: str, precision: str) -> str | None:
+        if device != "cpu" or precision != "fp32":
+            return "the rig's onnxruntime engine is built for the CPU in fp32 (--device cpu --precision fp32)"
         return None
 
     @classmethod
@@ -88,8 +96,16 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # onnxruntime raises its own exception types
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise EngineError(f"onnxruntime cannot load {directory / name}: {first}") from None
-        return cls(session)
+        backend = cls(session)
+        if backend.inputs != list(manifest.inputs):
+            raise EngineError(f"engine artifact {directory / name} takes {', '.join(backend.inputs)}, but its "
+                              f"manifest says {', '.join(manifest.inputs)}; refusing the engine")
+        return backend
 
-    def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        output, attention = self.session.run(None, {"image": image, "aus": aus})
+    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+        feed = {"image": image, "aus": aus}
+        if landmarks is not None:
+            feed["landmarks"] = landmarks
+        output, attention = self.session.run(None, feed)
         return output, attention

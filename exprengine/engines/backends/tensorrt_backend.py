@@ -207,10 +207,11 @@ class TensorRTBackend(Backend):
             return cls(plan, manifest)
         return cls(cached_or_rebuilt_plan(directory, manifest, here, mismatch, onnx_bytes), manifest)
 
-    def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.pipeline.run_network(image, aus)
+    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+        return self.pipeline.run_network(image, aus)        # generators only: the rig is refused at build
 
-    def run_frames(self, frames, intensities, want_attention=True):
+    def run_frames(self, frames, intensities, want_attention=True, landmarks=None):
         return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)
 
 

@@ -3,6 +3,11 @@
 On the CPU it runs the generator in FP32. On CUDA it runs FP32 or FP16 (channels-last, so
 cuDNN uses the tensor cores) inside `CudaPipeline`: the fused csrc kernels around the
 network, pinned memory, and the whole call captured as a CUDA graph.
+
+The rig (`FaceRig`) runs here on the CPU in FP32. Its "weights" artifact is a safetensors
+file that holds no tensors, only the rig's config and `rig_sha256` (nothing is unpickled);
+loading rebuilds the rig from this install's code, so an engine built by another version of
+the rig (another `rig_sha256`) is refused with a message to rebuild it.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from exprengine.engines.backends.base import Backend, compare_metadata
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 from exprengine.kernels.blend import blend
-from exprengine.models import AttentionGenerator
+from exprengine.models import AttentionGenerator, is_rig
 
 WEIGHTS = "weights.safetensors"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -42,11 +47,27 @@ def check_weights_metadata(manifest: Manifest, directory: Path, name: str, data:
     compare_metadata(manifest, directory, name, found, WEIGHTS_METADATA_KEYS)
 
 
+def check_rig_version(manifest: Manifest, directory: Path) -> None:
+    """EngineError when a rig engine that runs this install's rig code (eager backends) was built
+    by another version of the rig (its manifest's weights sha256 is not this rig's `rig_sha256`)."""
+    if not manifest.is_rig:
+        return
+    from exprengine.errors import UserError
+    from exprengine.models.rig import RigConfig, rig_sha256
+    try:
+        here = rig_sha256(RigConfig.from_dict(manifest.model_config))
+    except UserError as e:
+        raise EngineError(f"engine {directory} has an invalid rig config ({e})") from None
+    if here != manifest.weights_sha256:
+        raise EngineError(f"engine {directory} was built by another version of the rig than this install's "
+                          "(exprengine/models/rig.py changed); rebuild it with `exprengine build --model rig`")
+
+
 def load_verified_weights(directory: Path, manifest: Manifest, backend: type[Backend]) -> AttentionGenerator:
     """The generator in the listed, verified weights artifact whose metadata agrees with the manifest."""
     from exprengine.checkpoints import load_weights
     name, data = backend.artifact(directory, manifest, "weights")
-    check_weights_metadata(manifest, directory, name, data)
+    backend.check_metadata(manifest, directory, "weights", name, data)
     generator = load_weights(Path(directory) / name, data=data)      # parsed from the verified bytes
     return generator
 
@@ -83,6 +104,9 @@ class TorchBackend(Backend):
                  max_batch: int = 64, graphs: bool = True):
         self.device = torch.device("cuda" if device == "cuda" else "cpu")
         self.precision = precision
+        self.rig = is_rig(generator)
+        if self.rig and (self.device.type != "cpu" or precision != "fp32"):
+            raise EngineError("the rig's torch engine runs on the CPU in fp32; use --device cpu")
         if self.device.type == "cpu":
             if precision != "fp32":
                 raise EngineError("the torch backend runs FP16 on CUDA only; use fp32 on the CPU")
@@ -100,6 +124,12 @@ class TorchBackend(Backend):
         return {"torch": torch.__version__}
 
     @classmethod
+    def rig_refusal(cls, device: str, precision: str) -> str | None:
+        if device != "cpu" or precision != "fp32":
+            return "the rig's torch engine runs on the CPU in fp32 (--device cpu --precision fp32)"
+        return None
+
+    @classmethod
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
         from exprengine.checkpoints import save_weights
         if manifest.device == "cuda":
@@ -110,9 +140,12 @@ class TorchBackend(Backend):
     @classmethod
     def check_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
         check_weights_metadata(manifest, directory, name, data)
+        check_rig_version(manifest, directory)            # the rig runs this install's code
 
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "TorchBackend":
+        if manifest.is_rig and device == "cuda":
+            raise EngineError("the rig's torch engine runs on the CPU; use --device cpu or auto")
         if device == "auto":
             device = "cuda" if manifest.device == "cuda" and torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
@@ -121,15 +154,17 @@ class TorchBackend(Backend):
         return cls(load_verified_weights(directory, manifest, cls), device, precision, manifest.max_batch)
 
     @torch.inference_mode()
-    def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
         if self.pipeline is not None:
             return self.pipeline.run_network(image, aus)
         x = torch.from_numpy(image)
         a = torch.from_numpy(aus)
-        color, attention = self.generator(x, a)
+        extra = (torch.from_numpy(np.ascontiguousarray(landmarks, np.float32)),) if self.rig else ()
+        color, attention = self.generator(x, a, *extra)
         return blend(x, color, attention).numpy(), attention.numpy()
 
-    def run_frames(self, frames, intensities, want_attention=True):
+    def run_frames(self, frames, intensities, want_attention=True, landmarks=None):
         if self.pipeline is None:
-            return super().run_frames(frames, intensities, want_attention)
+            return super().run_frames(frames, intensities, want_attention, landmarks)
         return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)

@@ -64,8 +64,9 @@ class TorchCompileBackend(Backend):
         return cls(load_verified_weights(directory, manifest, cls), manifest.precision, manifest.image_size,
                    manifest.max_batch)
 
-    def run(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.pipeline.run_network(image, aus)
+    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+        return self.pipeline.run_network(image, aus)        # generators only: the rig is refused at build
 
-    def run_frames(self, frames, intensities, want_attention=True):
+    def run_frames(self, frames, intensities, want_attention=True, landmarks=None):
         return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)
