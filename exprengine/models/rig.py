@@ -83,15 +83,15 @@ CHIN = (152, 175, 199, 200, 18, 148, 377)
 MIRROR = {33: 263, 145: 374, 48: 278, 133: 362}
 
 #: Creases painted by AU06 and AU09 (what their muscles fold, that a warp cannot show): segments
-#: in the face's frame, from `anchor` (mesh points, averaged) + start to + end, IOD, given for
+#: in the face's frame, from mesh point `anchor` + start to + end, IOD, given for
 #: the subject's right side and mirrored to the left when `mirror`. FACS: AU06 brings crow's
 #: feet at the outer eye corners and deepens the furrow below the lower lid; AU09 wrinkles the
 #: skin across the root and sides of the nose.
 CREASES = {
-    "AU06": [((33,), (-0.07, -0.04), (-0.24, -0.10), True), ((33,), (-0.08, 0.01), (-0.26, 0.02), True),
-             ((33,), (-0.07, 0.05), (-0.22, 0.13), True), ((145,), (-0.18, 0.13), (0.14, 0.15), True)],
-    "AU09": [((168,), (-0.08, 0.03), (0.08, 0.03), False), ((168,), (-0.09, 0.11), (0.09, 0.11), False),
-             ((48,), (0.04, -0.22), (0.10, -0.08), True)],
+    "AU06": [(33, (-0.07, -0.04), (-0.24, -0.10), True), (33, (-0.08, 0.01), (-0.26, 0.02), True),
+             (33, (-0.07, 0.05), (-0.22, 0.13), True), (145, (-0.18, 0.13), (0.14, 0.15), True)],
+    "AU09": [(168, (-0.08, 0.03), (0.08, 0.03), False), (168, (-0.09, 0.11), (0.09, 0.11), False),
+             (48, (0.04, -0.22), (0.10, -0.08), True)],
 }
 CREASE_WIDTH = 0.02           # IOD: the Gaussian half-width of a crease's shadow
 CREASE_DEPTH = 0.06           # fraction darker at a crease's centre per intensity unit
@@ -104,7 +104,7 @@ class RigConfig:
     name: str = "rig"
     family: str = "rig"
     image_size: int = 256           # crop side in pixels
-    flow_grid: int = 128            # the flow is interpolated on a grid this size, then upsampled
+    flow_grid: int = 64             # the flow is interpolated on a grid this size, then upsampled
     num_aus: int = NUM_AUS
     version: int = 1                # bump when the fields below change what an edit looks like
 
@@ -157,6 +157,15 @@ class FaceRig(nn.Module):
         s, g = self.config.image_size, self.config.flow_grid
         # pixel-centre grids in grid_sample's normalised coordinates (align_corners=False)
         self.register_buffer("grid", self._pixel_grid(s), persistent=False)
+        # the mouth's masks and the creases are drawn at half the crop's size, then upsampled
+        self.register_buffer("half_grid", self._pixel_grid(s // 2), persistent=False)
+        crease = [(AU_NAMES.index(au), (anchor if side > 0 else MIRROR[anchor]), (a[0] * side, a[1]), (b[0] * side, b[1]))
+                  for au, segments in CREASES.items() for anchor, a, b, mirror in segments
+                  for side in ((1.0, -1.0) if mirror else (1.0,))]
+        self.crease_au = [c[0] for c in crease]
+        self.crease_anchor = [c[1] for c in crease]
+        self.register_buffer("crease_start", torch.tensor([c[2] for c in crease]), persistent=False)
+        self.register_buffer("crease_end", torch.tensor([c[3] for c in crease]), persistent=False)
         self.register_buffer("coarse", self._pixel_grid(g).reshape(1, g * g, 2), persistent=False)
         self.register_buffer("upper_lid", _mask(RIGHT_UPPER_LID, LEFT_UPPER_LID), persistent=False)
         self.register_buffer("lower_lid", _mask(RIGHT_LOWER_LID, LEFT_LOWER_LID), persistent=False)
@@ -390,10 +399,11 @@ class FaceRig(nn.Module):
 
     # --- appearance -----------------------------------------------------------------------------
     def _inside(self, polygon: torch.Tensor) -> torch.Tensor:
-        """[N,S,S] 1 inside the closed polygon [N,P,2] (normalised coords), by crossing count."""
-        s = self.config.image_size
-        px = self.grid[..., 0].reshape(1, s * s, 1)
-        py = self.grid[..., 1].reshape(1, s * s, 1)
+        """[N,1,S/2,S/2] 1 inside the closed polygon [N,P,2] (normalised coords), by crossing
+        count, at half the crop's size."""
+        h = self.config.image_size // 2
+        px = self.half_grid[..., 0].reshape(1, h * h, 1)
+        py = self.half_grid[..., 1].reshape(1, h * h, 1)
         a, b = polygon, torch.roll(polygon, -1, dims=1)
         ax, ay, bx, by = a[..., 0][:, None], a[..., 1][:, None], b[..., 0][:, None], b[..., 1][:, None]
         straddles = (ay > py) != (by > py)
@@ -401,53 +411,49 @@ class FaceRig(nn.Module):
         x_cross = ax + (py - ay) * (bx - ax) / dy
         crossings = (straddles & (px < x_cross)).to(torch.float32).sum(-1)
         inside = crossings - 2 * torch.floor(crossings / 2)
-        return inside.reshape(-1, s, s)
+        return inside.reshape(-1, 1, h, h)
 
     def mouth(self, landmarks: torch.Tensor, disp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(own [N,1,S,S], hole [N,1,S,S]) in [0,1] over the mouth the edit opens (inside the
         moved inner lips, softened): `own` inside the original inner lips (eroded, so a closed
         mouth's sliver is nothing), where the face's own mouth (its teeth) stays in place;
-        `hole` the newly opened rest, painted as the cavity. Both 0 when nothing moves."""
+        `hole` the newly opened rest, painted as the cavity. Both 0 when nothing moves. Drawn
+        at half size (the masks are soft anyway) and upsampled."""
         s = self.config.image_size
         idx = list(INNER_LIP_POLYGON)
-        before = self._inside(landmarks[:, idx] * (2.0 / s) - 1)[:, None]
-        after = self._inside((landmarks + disp)[:, idx] * (2.0 / s) - 1)[:, None]
-        opened = F.avg_pool2d(after, 5, stride=1, padding=2, count_include_pad=False)
-        was = F.avg_pool2d(before, 5, stride=1, padding=2, count_include_pad=False)
-        core = F.avg_pool2d(-F.max_pool2d(-before, 5, stride=1, padding=2), 3, stride=1, padding=1,
-                            count_include_pad=False)
+        before = self._inside(landmarks[:, idx] * (2.0 / s) - 1)
+        after = self._inside((landmarks + disp)[:, idx] * (2.0 / s) - 1)
+        opened = F.avg_pool2d(after, 3, stride=1, padding=1, count_include_pad=False)
+        was = F.avg_pool2d(before, 3, stride=1, padding=1, count_include_pad=False)
+        core = -F.max_pool2d(-before, 3, stride=1, padding=1)
+        masks = F.interpolate(torch.cat([opened, was, core], 1), size=(s, s), mode="bilinear", align_corners=False)
+        opened, was, core = masks[:, :1], masks[:, 1:2], masks[:, 2:]
         hole = (opened - was).clamp(0, 1)
         own = torch.minimum(core * opened, 1 - hole)
         return own, hole
 
     def creases(self, landmarks: torch.Tensor, intensities: torch.Tensor) -> torch.Tensor:
-        """[N,1,S,S] <= 0: how much darker each pixel gets from the AU06/AU09 creases (`CREASES`):
-        sum over segments of -CREASE_DEPTH * x * exp(-d^2 / 2 w^2), d the pixel's distance to the
-        segment in IOD, clamped to -0.5; a faint highlight just above each crease makes it a fold."""
-        s = self.config.image_size
+        """[N,1,S,S] in [-0.5, 0.2]: the relative brightness change of each pixel from the AU06 /
+        AU09 creases (`CREASES`): sum over segments k of CREASE_DEPTH * x_k * (0.35 * highlight
+        - exp(-d^2 / 2 w^2)), d the pixel's distance to the segment in IOD, the highlight the same
+        Gaussian 1.5 w above its nearest point. Drawn at half size, all segments at once."""
+        s, h = self.config.image_size, self.config.image_size // 2
         origin, ex, ey, iod = self.face_frame(landmarks)
         rel = landmarks - origin
         q = torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
-        pix = (self.grid.reshape(1, s * s, 2) + 1) * (s / 2) - origin
-        g = torch.stack([(pix * ex).sum(-1), (pix * ey).sum(-1)], dim=-1) / iod        # [N,S*S,2]
-        total = torch.zeros_like(g[..., 0])
-        for au, segments in CREASES.items():
-            amount = intensities[:, AU_NAMES.index(au), None]                        # [N,1]
-            for anchor, start, end, mirror in segments:
-                for side in ((1.0, -1.0) if mirror else (1.0,)):
-                    idx = anchor if side > 0 else tuple(MIRROR.get(i, i) for i in anchor)
-                    a = q[:, list(idx)].mean(1, keepdim=True)
-                    p0 = a + q.new_tensor([start[0] * side, start[1]])
-                    p1 = a + q.new_tensor([end[0] * side, end[1]])
-                    seg = p1 - p0
-                    t = (((g - p0) * seg).sum(-1) / (seg * seg).sum(-1).clamp_min(1e-9)).clamp(0, 1)
-                    near = g - (p0 + t[..., None] * seg)
-                    d2 = (near * near).sum(-1)
-                    # the fold: shadow on the line, a faint highlight one width above it
-                    above = near[..., 1] + 1.5 * CREASE_WIDTH
-                    light = torch.exp(-((near[..., 0] ** 2) + above ** 2) / (2 * CREASE_WIDTH ** 2))
-                    total = total + amount * CREASE_DEPTH * (0.35 * light - torch.exp(-d2 / (2 * CREASE_WIDTH ** 2)))
-        return total.clamp(-0.5, 0.2).reshape(-1, 1, s, s)
+        pix = (self.half_grid.reshape(1, h * h, 2) + 1) * (s / 2) - origin
+        g = (torch.stack([(pix * ex).sum(-1), (pix * ey).sum(-1)], dim=-1) / iod)[:, :, None]   # [N,M,1,2]
+        anchor = q[:, self.crease_anchor]                                          # [N,K,2]
+        p0 = (anchor + self.crease_start)[:, None]                                 # [N,1,K,2]
+        seg = (self.crease_end - self.crease_start)[None, None]                    # [1,1,K,2]
+        t = (((g - p0) * seg).sum(-1) / (seg * seg).sum(-1)).clamp(0, 1)          # [N,M,K]
+        near = g - (p0 + t[..., None] * seg)
+        w2 = 2 * CREASE_WIDTH ** 2
+        shadow = torch.exp(-(near * near).sum(-1) / w2)
+        light = torch.exp(-(near[..., 0] ** 2 + (near[..., 1] + 1.5 * CREASE_WIDTH) ** 2) / w2)
+        amount = intensities[:, self.crease_au][:, None, :] * CREASE_DEPTH        # [N,1,K]
+        total = (amount * (0.35 * light - shadow)).sum(-1).reshape(-1, 1, h, h)
+        return F.interpolate(total, size=(s, s), mode="bilinear", align_corners=False).clamp(-0.5, 0.2)
 
     def forward(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
