@@ -413,24 +413,28 @@ class FaceRig(nn.Module):
         inside = crossings - 2 * torch.floor(crossings / 2)
         return inside.reshape(-1, 1, h, h)
 
-    def mouth(self, landmarks: torch.Tensor, disp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(own [N,1,S,S], hole [N,1,S,S]) in [0,1] over the mouth the edit opens (inside the
-        moved inner lips, softened): `own` inside the original inner lips (eroded, so a closed
-        mouth's sliver is nothing), where the face's own mouth (its teeth) stays in place;
-        `hole` the newly opened rest, painted as the cavity. Both 0 when nothing moves. Drawn
+    def mouth(self, landmarks: torch.Tensor, disp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(own [N,1,S,S], hole [N,1,S,S], shift [N,2]) over the mouth the edit opens (inside
+        the moved inner lips, softened). The face's own open mouth (its teeth, upper ones on the
+        skull) moves with the upper lip: `shift` is the mean move of the upper inner lip
+        (pixels), and `own` is the original inner lip polygon moved by it (eroded, so a closed
+        mouth's sliver is nothing), where the crop's own pixels, shifted, are kept; `hole` is
+        the rest of the opened mouth, painted as the cavity. Both 0 when nothing moves. Drawn
         at half size (the masks are soft anyway) and upsampled."""
         s = self.config.image_size
         idx = list(INNER_LIP_POLYGON)
-        before = self._inside(landmarks[:, idx] * (2.0 / s) - 1)
+        shift = disp[:, list(UPPER_INNER)].mean(1)                                  # [N,2]
+        before = self._inside((landmarks[:, idx] + shift[:, None]) * (2.0 / s) - 1)
         after = self._inside((landmarks + disp)[:, idx] * (2.0 / s) - 1)
+        new = (after - before).clamp(0, 1)
+        new = F.avg_pool2d(-F.max_pool2d(-new, 3, stride=1, padding=1), 3, stride=1, padding=1,
+                           count_include_pad=False)                   # slivers (a lip's edge moving) go
         opened = F.avg_pool2d(after, 3, stride=1, padding=1, count_include_pad=False)
-        was = F.avg_pool2d(before, 3, stride=1, padding=1, count_include_pad=False)
         core = -F.max_pool2d(-before, 3, stride=1, padding=1)
-        masks = F.interpolate(torch.cat([opened, was, core], 1), size=(s, s), mode="bilinear", align_corners=False)
-        opened, was, core = masks[:, :1], masks[:, 1:2], masks[:, 2:]
-        hole = (opened - was).clamp(0, 1)
+        masks = F.interpolate(torch.cat([opened, new, core], 1), size=(s, s), mode="bilinear", align_corners=False)
+        opened, hole, core = masks[:, :1], masks[:, 1:2], masks[:, 2:]
         own = torch.minimum(core * opened, 1 - hole)
-        return own, hole
+        return own, hole, shift
 
     def creases(self, landmarks: torch.Tensor, intensities: torch.Tensor) -> torch.Tensor:
         """[N,1,S,S] in [-0.5, 0.2]: the relative brightness change of each pixel from the AU06 /
@@ -469,14 +473,16 @@ class FaceRig(nn.Module):
         v = self.flow(landmarks, disp, weight)
         grid = self.grid.unsqueeze(0) + v
         warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        own, hole = self.mouth(landmarks, disp)
+        own, hole, shift = self.mouth(landmarks, disp)
+        teeth = F.grid_sample(image, self.grid.unsqueeze(0) - shift[:, None, None, :] * (2.0 / s), mode="bilinear",
+                              padding_mode="border", align_corners=False)
         # the cavity: dark red-brown, darkest under the upper lip, lighter toward the tongue
         lips = (landmarks + disp)[:, [13, 14], 1] * (2.0 / s) - 1                       # [N,2] y of the inner lips
         yy = self.grid[..., 1].reshape(1, s, s)
         t = ((yy - lips[:, :1, None]) / (lips[:, 1:, None] - lips[:, :1, None]).clamp_min(1e-3)).clamp(0, 1)[:, None]
         dark, light = torch.tensor([0.08, 0.025, 0.03]), torch.tensor([0.36, 0.13, 0.13])
         shade = (dark.view(1, 3, 1, 1) + t * (light - dark).view(1, 3, 1, 1)).to(image) * 2 - 1
-        colour = warped * (1 - own - hole) + image * own + shade * hole
+        colour = warped * (1 - own - hole) + teeth * own + shade * hole
         fold = self.creases(landmarks + disp, intensities)
         colour = ((colour + 1) * (1 + fold) - 1).clamp(-1, 1)
         moved_px = v.norm(dim=-1).unsqueeze(1) * (s / 2)
