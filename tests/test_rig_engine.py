@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from test_cli import assert_one_line_error, run_cli
 
 from exprengine.engine import Engine
-from exprengine.engines.build import build_engine, random_rig_inputs, relative_error
+from exprengine.engines.build import build_engine, random_rig_inputs, relative_error, verify_against_eager
 from exprengine.engines.manifest import MANIFEST_NAME, Manifest
 from exprengine.errors import EngineError, UserError
 from exprengine.faces.crop import FaceCrop
@@ -42,11 +42,13 @@ def mesher():
 
 @pytest.fixture(scope="module")
 def rig_engines(tmp_path_factory):
-    """{backend: engine directory} of the rig, built once for the module."""
+    """{backend: engine directory} of the rig, built once for the module. The ONNX engine is
+    checked against eager PyTorch by the parity test below rather than at build time, so that a
+    disagreement fails that test alone."""
     root = tmp_path_factory.mktemp("rig-engines")
     rig = create_model("rig")
     return {backend: (build_engine(rig, root / backend, backend, weights_source="rig (no learned weights)",
-                                   max_batch=8, opt_batch=4), root / backend)[1]
+                                   max_batch=8, opt_batch=4, verify=backend == "torch"), root / backend)[1]
             for backend in ("onnxruntime", "torch")}
 
 
@@ -67,12 +69,11 @@ def eager(image, aus, landmarks):
 
 
 # --- build and parity --------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
-def test_rig_engines_match_eager_on_fresh_plausible_inputs(rig_engines, backend):
-    engine = Engine.load(rig_engines[backend], device="cpu")
+def assert_matches_eager(engine: Engine) -> None:
+    """The engine against eager FaceRig: the build's own check, then one more fresh draw by hand."""
     assert engine.needs_landmarks and engine.image_size == SIZE
-    m = engine.manifest
-    assert m.verification["max_rel_error"] <= 1e-4 and m.verification["batch"] == 3
+    check = verify_against_eager(engine.backend, FaceRig(RigConfig()), "fp32")
+    assert check["max_rel_error"] <= 1e-4 and check["batch"] == 3
     image, aus, landmarks = random_rig_inputs(3, SIZE)
     assert aus.max() > 0.8 and aus.min() >= 0                  # intensities over the whole 0..5 scale
     out, att = engine.run(image, aus, landmarks=landmarks)
@@ -81,6 +82,22 @@ def test_rig_engines_match_eager_on_fresh_plausible_inputs(rig_engines, backend)
     assert max(relative_error(out, want_out), relative_error(att, want_att)) <= 1e-4
     one, _ = engine.run(image[:1], aus[:1], landmarks=landmarks[:1])       # the batch axis is dynamic
     assert relative_error(one, want_out[:1]) <= 1e-4
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_rig_engines_match_eager_on_fresh_plausible_inputs(rig_engines, backend):
+    engine = Engine.load(rig_engines[backend], device="cpu")
+    assert_matches_eager(engine)
+    if backend == "torch":
+        assert engine.manifest.verification["max_rel_error"] == 0.0          # the eager rig itself
+
+
+def test_aoti_builds_the_rig_on_the_cpu(tmp_path):
+    build_engine(create_model("rig"), tmp_path / "aoti", "aoti", weights_source="rig (no learned weights)",
+                 max_batch=4, opt_batch=2, verify=False)
+    engine = Engine.load(tmp_path / "aoti", device="cpu")
+    assert engine.manifest.inputs == ["image", "aus", "landmarks"]
+    assert_matches_eager(engine)
 
 
 def test_plausible_landmarks_are_a_real_mesh_moved_at_random():
@@ -135,7 +152,7 @@ def test_tampered_rig_engines_are_refused(rig_engines, tmp_path, backend, case, 
         "generator with landmarks": lambda d: d.update(model_config={
             "name": "rig", "block": "resnet", "expansion": 1, "dims": [64, 128, 256], "depth": 6, "num_aus": 17,
             "image_size": SIZE}),
-        "flow_grid changed": lambda d: d["model_config"].update(flow_grid=64),
+        "flow_grid changed": lambda d: d["model_config"].update(flow_grid=d["model_config"]["flow_grid"] + 32),
         "rig sha changed": lambda d: d.update(weights_sha256="ab" * 32),
         "unknown input": lambda d: d.update(inputs=["image", "aus", "mesh"]),
         "rig config extra field": lambda d: d["model_config"].update(extra=1),
