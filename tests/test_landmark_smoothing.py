@@ -187,3 +187,22 @@ def test_smoothing_lowers_jitter_on_a_real_clip(single_face_clip):
     assert smooth_j < 0.75 * raw_j, (raw_j, smooth_j)
     lag, _ = mesh_lag(smoothed, raw, max_frames=4)
     assert lag < 2.0, lag
+
+
+def test_stream_editor_smooths_each_tracks_mesh():
+    """StreamEditor.smooth_landmarks (the hook every tracked face's mesh goes through) is the
+    tracker's per-track MeshSmoother."""
+    from exprengine.engine import Engine
+    from exprengine.models.rig import FaceRig, RigConfig
+    from exprengine.video.stream import StreamEditor
+    rng = np.random.default_rng(5)
+    p, q = _face(50.0, rng), _face(50.0, rng)
+    with StreamEditor(Engine.from_generator(FaceRig(RigConfig())), "happiness", detect_async=False) as editor:
+        editor.tracker.update([Box(250, 170, 390, 330, 1.0)])
+        tracks = list(editor.tracker.tracks)
+        np.testing.assert_allclose(editor.smooth_landmarks(tracks, [p], 0.0)[0], p, rtol=1e-6)
+        got, missing = editor.smooth_landmarks(tracks * 2, [q, None], 1 / FPS)
+        expected = MeshSmoother()
+        expected(p, 0.0)
+        np.testing.assert_allclose(got, expected(q, 1 / FPS), rtol=1e-6)
+        assert missing is None

@@ -144,8 +144,9 @@ class StreamEditor:
         """The face meshes to use for this frame: `meshes[i]` (float32 [478,3] frame pixels, or None:
         not found) belongs to `tracks[i]`, the tracker's object for that face (the same object
         from frame to frame while the face is tracked); `t` is the frame's time in seconds.
-        The one place for a temporal filter of each track's mesh; for now it passes them through."""
-        return meshes
+        The one place for a temporal filter of each track's mesh: each track's own MeshSmoother
+        (`FaceTracker.smooth_meshes`: One-Euro in inter-ocular distances; a new track starts afresh)."""
+        return self.tracker.smooth_meshes(tracks, meshes, t)
 
     def detect(self, rgb: np.ndarray, around: list[Box] | None) -> None:
         """One detector run (near `around`, or the whole frame), timed, fed to the tracker."""
