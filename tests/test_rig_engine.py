@@ -117,6 +117,13 @@ def test_manifest_round_trip_and_inputs(rig_engines):
         assert m.model == "rig" and m.image_size == SIZE and not m.random_init
         data = json.loads((path / MANIFEST_NAME).read_text())
         assert Manifest(**data) == m
+    import onnx
+    model = onnx.load(str(rig_engines["onnxruntime"] / "model.onnx"))
+    assert [i.name for i in model.graph.input] == ["image", "aus", "landmarks"]
+    assert all(i.type.tensor_type.shape.dim[0].dim_param == "batch" for i in model.graph.input)
+    assert [d.dim_value for d in model.graph.input[2].type.tensor_type.shape.dim[1:]] == [478, 2]
+    assert "GridSample" in {n.op_type for n in model.graph.node}
+    assert {p.key: p.value for p in model.metadata_props}["exprengine.inputs"] == "image,aus,landmarks"
     # a generator's manifest written before `inputs` existed reads as ["image", "aus"]
     assert Manifest(model="g", model_config={}, weights_sha256="0" * 64, weights_source="x", backend="torch",
                     precision="fp32", device="cpu", graph_outputs="blended", min_batch=1, max_batch=1, opt_batch=1,
