@@ -281,11 +281,13 @@ def face_options(f):
 
 
 def media_engine_options(f):
-    """--engine (optional: the shipped model) and --device: shared by edit, video and morph."""
+    """--engine (optional: the rig, or the shipped generator for crops and morphs) and --device:
+    shared by edit, video and morph."""
     f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where to run the engine.")(f)
     f = click.option("--engine", "engine_dir", default=None, metavar="DIR",
-                     help="Engine directory made by `exprengine build` [default: the shipped model, eager PyTorch].")(f)
+                     help="Engine directory made by `exprengine build` [default: photos and video: the AU rig "
+                          "(built once into the cache); --crop and morph: the shipped generator].")(f)
     return f
 
 
@@ -298,13 +300,27 @@ def media_options(f):
     return media_engine_options(f)
 
 
-def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy):
-    """The engine at `engine_dir`, or the shipped default model (eager PyTorch) when none is given."""
+def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy, default: str = "rig"):
+    """The engine at `engine_dir`, or when none is given the default: "rig" (real photos and
+    video: the rig's ONNX Runtime engine, built once into the cache, `engines.default`), or
+    "generator" (the shipped generator, eager PyTorch: crops and morphs)."""
     if engine_dir:
         return _load_engine(engine_dir, device, policy)
     import torch
 
     from exprengine.engine import Engine
+    if default == "rig":
+        if device == "cuda":
+            raise UserError("the default rig engine runs on the CPU; build a GPU engine of your own model "
+                            "and pass it with --engine, or use --device cpu")
+        from exprengine.engines.default import default_rig_engine
+        try:
+            path = default_rig_engine(progress=True)
+        except OSError as e:                          # no writable cache: the rig in memory, eager
+            _say(f"warning: cannot cache the rig engine ({e.strerror or e}); running it eagerly")
+            from exprengine.models.rig import FaceRig
+            return Engine.from_generator(FaceRig().eval(), policy=policy)
+        return Engine.load(path, "cpu", policy)
     from exprengine.models.pretrained import load_default_generator
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -357,7 +373,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
             from exprengine.faces.editor import as_rgb
             source = read_photo(image)         # its colour profile and EXIF go to the edited crop
             face = np.ascontiguousarray(as_rgb(source.pixels))
-            engine = _engine_or_default(engine_dir, device, policy)
+            engine = _engine_or_default(engine_dir, device, policy, default="generator")
             result = engine.edit_detailed(face, target)
             edited_crop = result.images[0]
             _write_photo(out_path, edited_crop, dataclasses.replace(
@@ -577,7 +593,7 @@ def morph(image, engine_dir, device, src, dst, frames, schedule, fps, bounce, ou
         policy.check(src_aus.values)
         policy.check(dst_aus.values)
         face = read_image(image)
-        engine = _engine_or_default(engine_dir, device, policy)
+        engine = _engine_or_default(engine_dir, device, policy, default="generator")
         calls = -(-frames // engine.max_batch)
         _say(f"rendering {frames} frames in {calls} engine call{'s' if calls > 1 else ''} ...")
         rendered = engine.morph(face, src_aus, dst_aus, frames=frames, schedule=schedule,
@@ -596,9 +612,13 @@ def morph(image, engine_dir, device, src, dst, frames, schedule, fps, bounce, ou
 @cli.command()
 def presets():
     """List the 17 AUs, the expression presets and the conflicting AU pairs."""
-    click.echo("Action Units (OpenFace order; intensities 0..5, network input = intensity / 5):")
+    from exprengine.models.rig import ON_PHOTOS
+    click.echo("Action Units (OpenFace order; intensities 0..5, network input = intensity / 5), and what the rig "
+               "(the default for photos and video) does with each on real photos at intensity 2:")
+    width = max(len(AU_DESCRIPTIONS[n]) for n in AU_NAMES)
+    shown = {"moves": "moves plainly", "slight": "moves slightly", "creases": "moves a little, creases painted"}
     for name in AU_NAMES:
-        click.echo(f"  {name}  {AU_DESCRIPTIONS[name]}")
+        click.echo(f"  {name}  {AU_DESCRIPTIONS[name]:<{width}}  {shown[ON_PHOTOS[name]]}")
     click.echo(f"\nPresets (each AU at the preset's intensity, default 1.0; cap {DEFAULT_CAP:g}):")
     for p in PRESETS.values():
         click.echo(f"  {p.name:<10} {' + '.join(p.aus) or '(no AUs)'}" + (f"   [{p.note}]" if p.note else ""))

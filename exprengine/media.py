@@ -555,6 +555,17 @@ def outputs_together() -> Iterator[None]:
     _commit(pending)
 
 
+@contextmanager
+def apart_from_outputs() -> Iterator[None]:
+    """Atomic writes inside this block are not the command's outputs (a cache entry the command
+    makes for itself): each appears as soon as it is written, even inside `outputs_together`."""
+    token = _TOGETHER.set(None)
+    try:
+        yield
+    finally:
+        _TOGETHER.reset(token)
+
+
 def _commit(pending: list[_Pending]) -> None:
     try:
         for item in pending:

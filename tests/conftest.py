@@ -1,9 +1,20 @@
 """Shared fixtures: perturbed generators (so every layer matters) and cached engine builds."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 from helpers import perturbed_generator
+
+
+def pytest_configure(config):
+    """Commands without --engine build the default rig engine once into the cache
+    (exprengine.engines.default): give the test session its own cache, shared by every test and
+    the commands they start, so that tests neither read nor fill the user's."""
+    if "EXPRENGINE_CACHE" not in os.environ:
+        os.environ["EXPRENGINE_CACHE"] = tempfile.mkdtemp(prefix="exprengine-test-cache-")
 
 
 @pytest.fixture(scope="session")

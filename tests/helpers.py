@@ -23,3 +23,18 @@ def perturbed_generator(name: str, seed: int = 0) -> AttentionGenerator:
             elif pname.endswith("bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
     return model.eval()
+
+
+def rig_face_region(image) -> tuple[slice, slice]:
+    """(rows, columns) of the square the rig edits for the one face in `image` (uint8 HxWx3 or
+    HxW): `FaceCrop.from_landmarks` of its MediaPipe mesh, as `exprengine edit` crops it by
+    default. A default edit may change pixels only there."""
+    import numpy as np
+
+    from exprengine.faces.crop import FaceCrop
+    from exprengine.faces.landmarks import MediaPipeDetector
+    rgb = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else np.ascontiguousarray(image[:, :, :3])
+    meshes = MediaPipeDetector().meshes(rgb)
+    assert len(meshes) == 1, f"expected one face, found {len(meshes)}"
+    top, left, side = FaceCrop.from_landmarks(meshes[0].points, rgb.shape).region
+    return slice(max(top, 0), top + side), slice(max(left, 0), left + side)

@@ -107,15 +107,14 @@ def test_cli_edit_with_mediapipe_changes_only_the_face(astronaut, tmp_path):
     from PIL import Image
 
     from exprengine.cli import main
-    from exprengine.faces.detect import square_box
+    from helpers import rig_face_region
     src, out = tmp_path / "astronaut.png", tmp_path / "o.png"
     Image.fromarray(astronaut).save(src)
     assert main(["edit", str(src), "--detector", "mediapipe", "--preset", "happiness", "--out", str(out)]) == 0
     edited = np.asarray(Image.open(out))
     assert edited.shape == astronaut.shape and (edited != astronaut).any()
-    top, left, side = square_box(landmarks.make_detector("mediapipe").detect(astronaut)[0], astronaut.shape)
     outside = np.ones(astronaut.shape[:2], bool)
-    outside[top:top + side, left:left + side] = False
+    outside[rig_face_region(astronaut)] = False
     assert np.array_equal(edited[outside], astronaut[outside])
 
 

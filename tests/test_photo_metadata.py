@@ -11,6 +11,7 @@ import numpy as np
 import png
 import pytest
 from PIL import ExifTags, Image, ImageCms
+from helpers import rig_face_region
 from test_cli import run_cli
 from test_faces import astronaut
 
@@ -18,7 +19,6 @@ from exprengine.media import read_photo, write_photo
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
-FACE = (slice(70, 173), slice(170, 271))         # rows, columns the astronaut's face edit stays in
 
 
 def p3_profile() -> bytes:
@@ -94,7 +94,7 @@ def test_a_phone_photo_keeps_its_profile_and_exif_and_comes_back_upright(tmp_pat
         assert_camera_exif(result)               # orientation reset: the pixels are upright
         upright = np.asarray(result.convert("RGB"), dtype=np.int16)
         outside = np.ones((512, 512), bool)
-        outside[FACE] = False                    # upright: the face where the astronaut's is
+        outside[rig_face_region(astronaut())] = False    # upright: the face where the astronaut's is
         assert np.abs(upright - astronaut())[outside].mean() < 3, out
 
 
@@ -220,7 +220,7 @@ def test_16_bit_png_with_a_face_keeps_every_sample_outside_it(tmp_path, capsys, 
     changed = result != samples
     assert changed.sum() > 100                   # the face changed...
     outside = np.ones(a8.shape[:2], bool)
-    outside[FACE] = False
+    outside[rig_face_region(a8)] = False
     assert not changed[outside].any()            # ...and every 16-bit sample outside it is exact
     # inside, the 8-bit edit is applied to the 16-bit samples: the low-bit detail is kept
     residual = samples.astype(np.int64) - a8.astype(np.int64) * 257

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from exprengine.aus import NUM_AUS
 from exprengine.engine import EditResult
 from exprengine.errors import UserError
 from exprengine.faces.crop import FaceCrop
@@ -176,3 +177,28 @@ class FaceEditor:
         unmeshed = [chosen[i] for i in missing]
         edited = [i for i in chosen if i not in unmeshed]
         return PhotoEdit(self.edit_crops(photo, crops, aus, meshes), found, edited, crops, unmeshed)
+
+    def edit_variants(self, photo: np.ndarray, aus: np.ndarray, select: str | int = "largest"
+                      ) -> tuple[list[np.ndarray], PhotoEdit]:
+        """One face of `photo` (`select`: "largest", or a face number), K expressions of it in
+        one engine call: aus float32 [K,17] (0..5) -> (K edited photos, the PhotoEdit saying which
+        face; its `image` is the first variant). A photo without that face gives K copies."""
+        rgb = np.ascontiguousarray(as_rgb(photo))
+        aus = np.asarray(aus, np.float32)
+        if aus.ndim != 2 or aus.shape[1] != NUM_AUS or aus.shape[0] < 1:
+            raise UserError(f"variants need AU rows [K,{NUM_AUS}], got {list(aus.shape)}")
+        found = self.find(rgb)
+        if select == "all":
+            raise UserError("variants are of one face: select 'largest' or a face number")
+        chosen = select_faces(found, select)
+        crops, meshes, missing = self.locate(rgb, [found[i] for i in chosen])
+        if not crops:
+            return [photo.copy() for _ in range(len(aus))], PhotoEdit(photo.copy(), found, [], [], chosen)
+        original = crops[0].extract(rgb, self.engine.image_size)[None]
+        result = self.edit_faces(original, aus, crops, meshes)
+        outline = None if meshes is None else crops[0].to_crop(face_outline(meshes[0]), self.engine.image_size)
+        images = [apply_changes(photo, [pasted_change(crops[0], original[0], result.images[k],
+                                                      None if result.attention is None else result.attention[k],
+                                                      self.mask, self.colour_match, outline)])
+                  for k in range(len(aus))]
+        return images, PhotoEdit(images[0], found, chosen, crops, [])

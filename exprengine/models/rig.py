@@ -44,6 +44,15 @@ from exprengine.aus import AU_NAMES, AU_SCALE, NUM_AUS
 
 NUM_POINTS = 478
 
+#: What each AU does on real photos through the rig at intensity 2, as `exprengine presets`
+#: says it: "moves" (plainly visible), "slight" (a small move by design), "creases" (the
+#: skin's folds painted, which MediaPipe's blendshapes barely read). Measured with
+#: `exprengine eval --photos` (docs/rig.md, docs/measurements.md).
+ON_PHOTOS = {"AU01": "moves", "AU02": "moves", "AU04": "moves", "AU05": "moves", "AU06": "creases",
+             "AU07": "moves", "AU09": "creases", "AU10": "slight", "AU12": "moves", "AU14": "slight",
+             "AU15": "moves", "AU17": "slight", "AU20": "moves", "AU23": "slight", "AU25": "slight",
+             "AU26": "moves", "AU45": "moves"}
+
 #: The crop a rig edits, in IOD (see below) about the eye midpoint: its centre CROP_CENTRE below
 #: it, down the face, and its side CROP_SIDE: from above the forehead's top (about -0.9) to below
 #: the chin dropped by AU26 at intensity 5 (about 2.0 + 0.65), with room for the flow to fade.
@@ -496,7 +505,9 @@ class FaceRig(nn.Module):
 
 
 def rig_sha256(config: RigConfig) -> str:
-    """The rig's identity in place of a weights hash: its config and the source of its fields."""
+    """The rig's identity in place of a weights hash: sha256 of its config and of this module's
+    source (the fields, tables and constants), so an engine built by another rig is recognised."""
     import inspect
-    text = json.dumps(config.to_dict(), sort_keys=True) + inspect.getsource(FaceRig)
+    import sys
+    text = json.dumps(config.to_dict(), sort_keys=True) + inspect.getsource(sys.modules[__name__])
     return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,56 @@
+"""The engine a command uses when it is given none: the rig (`exprengine/models/rig.py`) for
+real photos and video, compiled once per rig version for ONNX Runtime into the user's cache.
+
+    path = default_rig_engine(progress=True)       # ~/.cache/exprengine/engines/rig-<sha>/
+    engine = Engine.load(path)
+
+The cache is `$EXPRENGINE_CACHE`, else `$XDG_CACHE_HOME/exprengine`, else `~/.cache/exprengine`.
+An engine there is reused only if it verifies (`inspect_engine`: manifest, hashes, metadata)
+and was built from this install's rig (its weights sha256 is `rig_sha256`: the rig's config and
+source); otherwise it is rebuilt, atomically (`build_engine`), so two processes never see half
+of one. The first build exports the rig to ONNX and checks it against eager PyTorch (about 20 s
+on a 2-core CPU).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from exprengine.errors import EngineError
+
+
+def cache_dir() -> Path:
+    """The user's exprengine cache directory (not created here)."""
+    for var, sub in (("EXPRENGINE_CACHE", ""), ("XDG_CACHE_HOME", "exprengine")):
+        value = os.environ.get(var)
+        if value:
+            return Path(value).expanduser() / sub
+    return Path.home() / ".cache" / "exprengine"
+
+
+def default_rig_engine(progress: bool = False) -> Path:
+    """The directory of this install's rig engine for ONNX Runtime, built into the cache when
+    missing, stale or damaged. OSError if the cache cannot be written; EngineError if the build
+    fails its check against eager PyTorch."""
+    from exprengine.engine import inspect_engine
+    from exprengine.engines.build import build_engine
+    from exprengine.models.rig import FaceRig, RigConfig, rig_sha256
+
+    config = RigConfig()
+    sha = rig_sha256(config)
+    path = cache_dir() / "engines" / f"rig-{sha[:16]}"
+    if (path / "engine.json").is_file():
+        try:
+            if inspect_engine(path).weights_sha256 == sha:
+                return path
+        except EngineError:
+            pass                                        # damaged: rebuilt below
+    if progress:
+        import click
+        click.echo(f"building the rig engine once for this install (about 20 s): {path}", err=True)
+    from exprengine.media import apart_from_outputs
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with apart_from_outputs():                      # a cache entry, not an output of the command running
+        build_engine(FaceRig(config).eval(), path, "onnxruntime", weights_source="the default rig engine",
+                     progress=progress)
+    return path
