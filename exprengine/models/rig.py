@@ -335,11 +335,15 @@ class FaceRig(nn.Module):
         moved = (landmarks + disp) * to_norm - 1                        # [N,478,2] normalised
         value = -disp * to_norm
         # each point's width: its mesh neighbourhood (distance to its 3rd nearest voting neighbour)
-        pd = torch.cdist(moved, moved) + (1 - weight[:, None, :]) * 4.0  # [N,478,478]; non-voters far
+        # exact differences, not cdist's |a|^2 + |b|^2 - 2ab (whose rounding, divided by a small
+        # sigma^2, made float32 engines differ from eager PyTorch by ~1e-4)
+        pd = ((moved[:, :, None] - moved[:, None]) ** 2).sum(-1).sqrt() + (1 - weight[:, None, :]) * 4.0
         spacing = pd.topk(4, dim=-1, largest=False).values[..., 3]      # [N,478]
         sigma = spacing.clamp(min=1.5 * 2.0 / g)                       # at least 1.5 flow-grid cells
         grid = self.coarse.expand(n, -1, -1)                            # [N,G*G,2]
-        d2 = torch.cdist(grid, moved) ** 2                              # [N,G*G,478]
+        c = self.coarse[0, :g, 0]                                       # the grid's 1-D coordinates
+        d2 = (((c[None, :, None] - moved[:, None, :, 1]) ** 2)[:, :, None]
+              + ((c[None, :, None] - moved[:, None, :, 0]) ** 2)[:, None]).reshape(n, g * g, -1)   # [N,G*G,478]
         r2 = d2 / sigma[:, None, :] ** 2
         k = torch.exp(-r2 / (2 * 1.5 ** 2)) / (r2 + 0.05)                # near-interpolating, local
         k = k * weight[:, None, :]
