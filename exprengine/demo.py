@@ -256,7 +256,7 @@ def _rig_photo_demo(rig, names: list[str], targets: np.ndarray, labels: list[str
     for name, tile in zip(names, region[1:]):
         write_image(out / "edits_photo" / f"{name}.png", tile)
     tiles = np.stack([np.asarray(Image.fromarray(t).resize((256, 256), Image.Resampling.LANCZOS)) for t in region])
-    write_image(out / "presets_photo.png", contact_sheet(tiles, columns=len(names) + 1, labels=["photo"] + labels))
+    write_image(out / "presets_photo.png", contact_sheet(tiles, columns=5, labels=["photo"] + labels))
     path = out / "astronaut.png"
     write_image(path, photo)
     try:

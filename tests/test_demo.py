@@ -21,9 +21,27 @@ def test_demo_with_the_default_model_writes_everything_and_measures_the_regions(
         assert bar in captured.err, bar
     assert "synthetic face world only" in stdout and "| batch |" in stdout and "| happiness |" in stdout
     assert "RANDOMLY" not in stdout
+    photo_tiles = {}
     for name in PRESETS:
         assert Image.open(out / "edits" / f"{name}.png").size == (128, 128)
-        assert Image.open(out / "edits_photo" / f"{name}.png").size == (128, 128)
+        photo_tiles[name] = np.asarray(Image.open(out / "edits_photo" / f"{name}.png").convert("RGB")).astype(int)
+        assert photo_tiles[name].shape[0] == photo_tiles[name].shape[1] > 128      # the face's square at full size
+    # the rig on the real photo: "natural" changes nothing, every other preset changes the face visibly
+    from skimage import data
+    from helpers import rig_face_region
+    rows, cols = rig_face_region(data.astronaut())      # near the demo's square (its mesh may differ by a pixel)
+    side, photo = photo_tiles["natural"].shape[0], data.astronaut().astype(int)
+    found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+             if np.array_equal(photo_tiles["natural"], photo[rows.start + dy:rows.start + dy + side,
+                                                           cols.start + dx:cols.start + dx + side])]
+    assert found, "natural@2 is the photo's own pixels"
+    original = photo[rows.start + found[0][0]:rows.start + found[0][0] + side,
+                     cols.start + found[0][1]:cols.start + found[0][1] + side]
+    for name in PRESETS:
+        if name != "natural":
+            changed = np.abs(photo_tiles[name] - original).max(axis=2) > 24
+            assert changed.sum() > 300, (name, int(changed.sum()))
+    assert "targets" in (out / "photo_eval.md").read_text()
     with Image.open(out / "morph.gif") as gif:
         assert gif.n_frames == 4 + 2                     # forward and back (bounce)
         assert gif.size == (128 * SHEET_SCALE,) * 2
@@ -61,6 +79,7 @@ def test_demo_with_the_default_model_writes_everything_and_measures_the_regions(
     from exprengine.video.io import probe_video
     assert probe_video(out / "video.mp4").frames == faces["video"]["frames"] == 60
     assert (out / "faces_photo.png").exists()
+    assert summary["photo_eval"]["faces"] == 1 and summary["photo_eval"]["outside_change_pixels"] == 0
     assert main(args) == 0                               # an earlier demo folder is replaced
     capsys.readouterr()
 
