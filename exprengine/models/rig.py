@@ -103,6 +103,10 @@ CREASES = {
              (48, (0.04, -0.22), (0.10, -0.08), True)],
 }
 CREASE_WIDTH = 0.02           # IOD: the Gaussian half-width of a crease's shadow
+#: Where creases can be, in the face's frame (x from, x to, y from, y to; IOD), and the spacing
+#: of the grid they are drawn on there (then mapped onto the crop): crow's feet reach about
+#: 0.95 IOD out from the eye midpoint, the nose's side folds about 0.55 down.
+CREASE_WINDOW, CREASE_STEP = (-1.15, 1.15, -0.35, 0.75), 0.02
 CREASE_DEPTH = 0.06           # fraction darker at a crease's centre per intensity unit
 
 
@@ -168,6 +172,11 @@ class FaceRig(nn.Module):
         self.register_buffer("grid", self._pixel_grid(s), persistent=False)
         # the mouth's masks and the creases are drawn at half the crop's size, then upsampled
         self.register_buffer("half_grid", self._pixel_grid(s // 2), persistent=False)
+        x0, x1, y0, y1 = CREASE_WINDOW
+        wx = torch.linspace(x0, x1, int(round((x1 - x0) / CREASE_STEP)) + 1)
+        wy = torch.linspace(y0, y1, int(round((y1 - y0) / CREASE_STEP)) + 1)
+        yy, xx = torch.meshgrid(wy, wx, indexing="ij")
+        self.register_buffer("crease_grid", torch.stack([xx, yy], -1), persistent=False)   # [H,W,2] IOD
         crease = [(AU_NAMES.index(au), (anchor if side > 0 else MIRROR[anchor]), (a[0] * side, a[1]), (b[0] * side, b[1]))
                   for au, segments in CREASES.items() for anchor, a, b, mirror in segments
                   for side in ((1.0, -1.0) if mirror else (1.0,))]
@@ -453,13 +462,14 @@ class FaceRig(nn.Module):
         """[N,1,S,S] in [-0.5, 0.2]: the relative brightness change of each pixel from the AU06 /
         AU09 creases (`CREASES`): sum over segments k of CREASE_DEPTH * x_k * (0.35 * highlight
         - exp(-d^2 / 2 w^2)), d the pixel's distance to the segment in IOD, the highlight the same
-        Gaussian 1.5 w above its nearest point. Drawn at half size, all segments at once."""
-        s, h = self.config.image_size, self.config.image_size // 2
+        Gaussian 1.5 w above its nearest point. Drawn for all segments at once on a grid in the
+        face's frame (CREASE_WINDOW, CREASE_STEP), then mapped onto the crop (bilinear)."""
+        s = self.config.image_size
         origin, ex, ey, iod = self.face_frame(landmarks)
         rel = landmarks - origin
         q = torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
-        pix = (self.half_grid.reshape(1, h * h, 2) + 1) * (s / 2) - origin
-        g = (torch.stack([(pix * ex).sum(-1), (pix * ey).sum(-1)], dim=-1) / iod)[:, :, None]   # [N,M,1,2]
+        gh, gw = self.crease_grid.shape[:2]
+        g = self.crease_grid.reshape(1, gh * gw, 1, 2)                             # [1,M,1,2] IOD
         anchor = q[:, self.crease_anchor]                                          # [N,K,2]
         p0 = (anchor + self.crease_start)[:, None]                                 # [N,1,K,2]
         seg = (self.crease_end - self.crease_start)[None, None]                    # [1,1,K,2]
@@ -469,8 +479,15 @@ class FaceRig(nn.Module):
         shadow = torch.exp(-(near * near).sum(-1) / w2)
         light = torch.exp(-(near[..., 0] ** 2 + (near[..., 1] + 1.5 * CREASE_WIDTH) ** 2) / w2)
         amount = intensities[:, self.crease_au][:, None, :] * CREASE_DEPTH        # [N,1,K]
-        total = (amount * (0.35 * light - shadow)).sum(-1).reshape(-1, 1, h, h)
-        return F.interpolate(total, size=(s, s), mode="bilinear", align_corners=False).clamp(-0.5, 0.2)
+        total = (amount * (0.35 * light - shadow)).sum(-1).reshape(-1, 1, gh, gw)
+        # each crop pixel's place in the window: its face-frame coordinates, scaled to [-1, 1]
+        pix = (self.grid.reshape(1, s * s, 2) + 1) * (s / 2) - origin
+        f = torch.stack([(pix * ex).sum(-1), (pix * ey).sum(-1)], dim=-1) / iod          # [N,S*S,2]
+        x0, x1, y0, y1 = CREASE_WINDOW
+        where = torch.stack([(f[..., 0] - x0) / (x1 - x0), (f[..., 1] - y0) / (y1 - y0)], dim=-1) * 2 - 1
+        out = F.grid_sample(total, where.reshape(-1, s, s, 2), mode="bilinear", padding_mode="zeros",
+                            align_corners=True)
+        return out.clamp(-0.5, 0.2)
 
     def forward(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -484,21 +501,23 @@ class FaceRig(nn.Module):
         intensities = aus * AU_SCALE
         disp, weight = self.displacement(landmarks, intensities)
         v = self.flow(landmarks, disp, weight)
-        grid = self.grid.unsqueeze(0) + v
-        warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
         own, hole, shift = self.mouth(landmarks, disp)
-        teeth = F.grid_sample(image, self.grid.unsqueeze(0) - shift[:, None, None, :] * (2.0 / s), mode="bilinear",
-                              padding_mode="border", align_corners=False)
+        # one sampling pass: the warp, and inside the face's own open mouth its pixels moved with
+        # the upper lip (`shift`), the two sampling positions blended across the mouth's soft edge
+        teeth_at = -shift[:, None, None, :] * (2.0 / s)
+        mix = own.permute(0, 2, 3, 1)
+        grid = self.grid.unsqueeze(0) + v * (1 - mix) + teeth_at * mix
+        warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
         # the cavity: dark red-brown, darkest under the upper lip, lighter toward the tongue
         lips = (landmarks + disp)[:, [13, 14], 1] * (2.0 / s) - 1                       # [N,2] y of the inner lips
         yy = self.grid[..., 1].reshape(1, s, s)
         t = ((yy - lips[:, :1, None]) / (lips[:, 1:, None] - lips[:, :1, None]).clamp_min(1e-3)).clamp(0, 1)[:, None]
         dark, light = torch.tensor([0.08, 0.025, 0.03]), torch.tensor([0.36, 0.13, 0.13])
         shade = (dark.view(1, 3, 1, 1) + t * (light - dark).view(1, 3, 1, 1)).to(image) * 2 - 1
-        colour = warped * (1 - own - hole) + teeth * own + shade * hole
+        colour = warped * (1 - hole) + shade * hole
         fold = self.creases(landmarks + disp, intensities)
         colour = ((colour + 1) * (1 + fold) - 1).clamp(-1, 1)
-        moved_px = v.norm(dim=-1).unsqueeze(1) * (s / 2)
+        moved_px = (grid - self.grid.unsqueeze(0)).norm(dim=-1).unsqueeze(1) * (s / 2)
         attention = 1 - (moved_px / 0.5 + hole + fold.abs() * 255).clamp(0, 1)
         return colour, attention
 
