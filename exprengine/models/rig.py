@@ -346,8 +346,8 @@ class FaceRig(nn.Module):
         # each point's width: its mesh neighbourhood (distance to its 3rd nearest voting neighbour)
         # exact differences, not cdist's |a|^2 + |b|^2 - 2ab (whose rounding, divided by a small
         # sigma^2, made float32 engines differ from eager PyTorch by ~1e-4)
-        pd = ((moved[:, :, None] - moved[:, None]) ** 2).sum(-1).sqrt() + (1 - weight[:, None, :]) * 4.0
-        spacing = pd.topk(4, dim=-1, largest=False).values[..., 3]      # [N,478]
+        pd2 = ((moved[:, :, None] - moved[:, None]) ** 2).sum(-1) + (1 - weight[:, None, :]) * 16.0
+        spacing = pd2.topk(4, dim=-1, largest=False).values[..., 3].sqrt()   # [N,478]
         sigma = spacing.clamp(min=1.5 * 2.0 / g)                       # at least 1.5 flow-grid cells
         grid = self.coarse.expand(n, -1, -1)                            # [N,G*G,2]
         c = self.coarse[0, :g, 0]                                       # the grid's 1-D coordinates
