@@ -9,7 +9,8 @@ changed), one 256x256 face with its MediaPipe mesh:
 - eager PyTorch: ms of the rig's forward and blend (`--eager-threads`, default 1);
 - ONNX Runtime: this script's own export of the rig (`torch.onnx.export`, dynamo, opset 18,
   inputs image, aus, landmarks; outputs the blended image and the attention), sessions with
-  every graph optimisation: wall ms of `session.run` with `--threads` (default: the cores),
+  every graph optimisation: wall ms of `session.run` with `--threads` (default: the cores; the
+  pool not spinning between runs, since the sessions of several grids take turns),
   and the CPU ms of a one-thread session (little changed by other processes on the machine:
   the work itself); the timed calls interleave the grids round by round, and both the median
   and the minimum (the least disturbed) are reported; then profiled runs of the one-thread
@@ -33,7 +34,6 @@ import json
 import logging
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -183,12 +183,14 @@ def part_of(node, grid: int) -> str:
     return method if method != "flow" else "flow:*"
 
 
-def ort_session(model, threads: int, profile_prefix: str | None = None):
+def ort_session(model, threads: int, profile_prefix: str | None = None, spinning: bool = True):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
@@ -290,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             model = export(module, feed_args)
             export_s = time.perf_counter() - start
-            session = ort_session(model, args.threads)
+            # no spinning: one session per grid, and a pool that spins after its run would take the
+            # cores from the next session timed (the engine's own session spins: bench/test_rig_bench.py)
+            session = ort_session(model, args.threads, spinning=False)
             err = float(np.abs(session.run(None, feed)[0] - ref).max())
             built.append((g, module, model, (session, ort_session(model, 1)), export_s, err))
             print(f"grid {g}: exported in {export_s:.0f} s, {len(model.graph.node)} nodes, |ORT - eager| <= {err:.1e}",
@@ -338,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
              f"each of {args.runs} rounds times one call of every grid and backend in turn, and the minimum is "
              "the least disturbed. "
              f"ONNX is this script's own export (opset 18), not an engine build. The rig: {rig_version}.", "",
-             f"| flow grid | eager ({args.eager_threads} thread) ms (median / min) | ONNX Runtime, {args.threads} threads, ms (median / min) | "
+             f"| flow grid | eager ({args.eager_threads} thread) ms (median / min) | ONNX Runtime, {args.threads} threads "
+             "without spinning, ms (median / min) | "
              "ONNX Runtime, 1 thread, CPU ms (median / min) | ONNX nodes |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['grid']} | {r['eager'][0]:.1f} / {r['eager'][1]:.1f} | {r['ort'][0]:.1f} / "
