@@ -153,7 +153,7 @@ def apply_changes(frame: np.ndarray, changes: list[tuple[np.ndarray, tuple[int, 
             continue
         c = change[t - top:b - top, l - left:r - left]
         if frame.ndim == 2:
-            add_rounded(out[t:b, l:r], c @ np.array([0.299, 0.587, 0.114], np.float32))
+            add_rounded(out[t:b, l:r], np.einsum("...k,k->...", c, np.array([0.299, 0.587, 0.114], np.float32)))
         else:
             add_rounded(out[t:b, l:r, :3], c)
     return out

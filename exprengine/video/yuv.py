@@ -96,7 +96,7 @@ class YUVFrame:
     def from_rgb(cls, rgb: np.ndarray, space: str | None = None, full_range: bool = False) -> "YUVFrame":
         """For tests and synthetic input: an RGB frame in this layout (chroma averaged 2x2)."""
         h, w = rgb.shape[:2]
-        yuv = rgb.astype(np.float32) @ _M[matrix_for(h, space), full_range].T + _OFFSET[full_range]
+        yuv = colour_transform(rgb.astype(np.float32), _M[matrix_for(h, space), full_range]) + _OFFSET[full_range]
         y = np.clip(np.rint(yuv[..., 0]), 0, 255).astype(np.uint8)
         c = yuv[..., 1:].reshape(h // 2, 2, w // 2, 2, 2).mean((1, 3))
         c = np.clip(np.rint(c), 0, 255).astype(np.uint8)
@@ -104,6 +104,13 @@ class YUVFrame:
 
     def to_rgb(self) -> np.ndarray:
         return region_rgb(self, 0, 0, self.height, self.width)
+
+
+def colour_transform(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """x [..., 3] times the 3x3 colour matrix m transposed (each pixel's row times m^T), float32.
+    By einsum, not `@`: BLAS's threads make a matmul of N x 3 by 3 x 3 up to 100x slower on a
+    busy machine (48 ms against 0.5 ms for a face region, bench/results/rig-video-cpu.md)."""
+    return np.einsum("...k,lk->...l", x, m.astype(np.float32, copy=False))
 
 
 def region_rgb(frame: YUVFrame, top: int, left: int, height: int, width: int) -> np.ndarray:
@@ -121,7 +128,7 @@ def region_rgb(frame: YUVFrame, top: int, left: int, height: int, width: int) ->
     cv = v[t2:(b + 1) // 2, l2:(r + 1) // 2].repeat(2, 0).repeat(2, 1)[t - 2 * t2:t - 2 * t2 + b - t,
                                                                       l - 2 * l2:l - 2 * l2 + r - l]
     yuv = np.stack([frame.y[t:b, l:r], cu, cv], axis=-1).astype(np.float32) - _OFFSET[frame.full_range]
-    rgb = np.clip(np.rint(yuv @ _M_INV[frame._key].T), 0, 255).astype(np.uint8)
+    rgb = np.clip(np.rint(colour_transform(yuv, _M_INV[frame._key])), 0, 255).astype(np.uint8)
     pads = ((t - top, top + height - b), (l - left, left + width - r), (0, 0))
     if any(p for pair in pads[:2] for p in pair):
         rgb = np.pad(rgb, [(max(0, a), max(0, c)) for a, c in pads], mode="edge")
@@ -138,7 +145,7 @@ def add_change(frame: YUVFrame, change: np.ndarray, top: int, left: int) -> None
     if t >= b or l >= r:
         return
     c = np.ascontiguousarray(change[t - top:b - top, l - left:r - left], np.float32)
-    d = (c.reshape(-1, 3) @ _M[frame._key].T).reshape(c.shape)               # dY, dCb, dCr
+    d = colour_transform(c, _M[frame._key])                                  # dY, dCb, dCr
     add_rounded(frame.y[t:b, l:r], d[..., 0])
     t2, l2, b2, r2 = t // 2, l // 2, (b + 1) // 2, (r + 1) // 2              # chroma rows/cols touched
     padded = np.zeros((2 * (b2 - t2), 2 * (r2 - l2), 2), np.float32)

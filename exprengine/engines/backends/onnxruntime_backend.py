@@ -91,6 +91,10 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # no spinning pool: between calls it would take the cores from the faces pipeline's own
+        # stages (MediaPipe, paste), 6.0 -> 14.8 frames/s on a 640x480 clip with both fixes in
+        # bench/results/rig-video-cpu.md
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(data, options, providers=providers)     # the verified bytes
         except Exception as e:  # onnxruntime raises its own exception types
