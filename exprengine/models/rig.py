@@ -456,7 +456,13 @@ class FaceRig(nn.Module):
         masks = F.interpolate(torch.cat([opened, new, core], 1), size=(s, s), mode="bilinear", align_corners=False)
         opened, hole, core = masks[:, :1], masks[:, 1:2], masks[:, 2:]
         own = torch.minimum(core * opened, 1 - hole)
-        return own, hole, shift
+        # only a mouth that opens (its inner lips move apart) gets the cavity and the kept teeth;
+        # otherwise the warp alone moves the lips (and whatever shows between them)
+        _, _, _, iod = self.face_frame(landmarks)
+        gap = (landmarks[:, 14] - landmarks[:, 13]).norm(dim=-1)
+        gap_after = (landmarks[:, 14] + disp[:, 14] - landmarks[:, 13] - disp[:, 13]).norm(dim=-1)
+        opening = ((gap_after - gap) / (0.04 * iod[:, 0, 0])).clamp(0, 1)[:, None, None, None]
+        return own * opening, hole * opening, shift
 
     def creases(self, landmarks: torch.Tensor, intensities: torch.Tensor) -> torch.Tensor:
         """[N,1,S,S] in [-0.5, 0.2]: the relative brightness change of each pixel from the AU06 /
