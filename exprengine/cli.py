@@ -346,15 +346,19 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
          crop, attention_out, strict, max_intensity, above_max):
     """Edit the expression of every face in a photo (or of a face crop, with --crop).
 
-    Faces are found with face_recognition's models, cropped as the thesis does, edited in one
-    engine call and pasted back: pixels outside the faces keep their values (write PNG to keep
-    them bit for bit; JPEG re-encodes). A photo with no face is written unchanged.
+    Faces are found (dlib's HOG detector by default), edited in one engine call and pasted
+    back: pixels outside the faces keep their values (write PNG to keep them bit for bit; JPEG
+    re-encodes). A photo with no face is written unchanged. Without --engine the AU rig edits
+    the photo (each face's MediaPipe mesh moved as FACS describes each AU; `exprengine presets`
+    says which AUs move on real photos); --crop without --engine uses the shipped generator,
+    which knows only synthetic faces.
 
     \b
     Examples:
-      exprengine edit photo.jpg --preset happiness --out happy.jpg
-      exprengine edit group.png --engine engines/cx6 --preset surprise@1.5 --face largest --out out.png
-      exprengine edit photo.jpg --au AU12=1.8 --au AU25=0.6 --align --require-face --out smile.png
+      exprengine edit photo.jpg --preset happiness@2 --out happy.jpg
+      exprengine edit group.png --preset surprise@1.5 --face largest --out out.png
+      exprengine edit photo.jpg --au AU12=1.8 --au AU45=2 --align --require-face --out smile.png
+      exprengine edit photo.jpg --engine engines/rig --detector mediapipe --preset sadness@2 --out sad.png
       exprengine edit face.png --crop --engine engines/cx6 --preset sadness --attention att.png --out sad.png
     """
     import numpy as np
@@ -482,9 +486,10 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
 
     \b
     Examples:
-      exprengine video in.mp4 --preset happiness --out out.mp4
+      exprengine video in.mp4 --preset happiness@2 --out out.mp4       # the AU rig (the default)
       exprengine video in.mp4 --from natural --preset surprise@1.5 --schedule ease-in-out --out out.mp4
-      exprengine video in.mp4 --timeline keys.json --engine engines/cx6 --device cuda --out out.mp4
+      exprengine video in.mp4 --timeline keys.json --engine engines/rig --out out.mp4
+      exprengine video in.mp4 --preset happiness --engine engines/my-gan --device cuda --out out.mp4
     """
     from tqdm import tqdm
 
@@ -616,7 +621,8 @@ def presets():
     click.echo("Action Units (OpenFace order; intensities 0..5, network input = intensity / 5), and what the rig "
                "(the default for photos and video) does with each on real photos at intensity 2:")
     width = max(len(AU_DESCRIPTIONS[n]) for n in AU_NAMES)
-    shown = {"moves": "moves plainly", "slight": "moves slightly", "creases": "moves a little, creases painted"}
+    shown = {"moves": "moves plainly", "seen": "moves visibly; MediaPipe reads it on under half the faces",
+             "slight": "moves slightly", "creases": "moves a little, creases painted"}
     for name in AU_NAMES:
         click.echo(f"  {name}  {AU_DESCRIPTIONS[name]:<{width}}  {shown[ON_PHOTOS[name]]}")
     click.echo(f"\nPresets (each AU at the preset's intensity, default 1.0; cap {DEFAULT_CAP:g}):")
@@ -773,13 +779,25 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
         if json_out:
             check_output_path(json_out, "file")
         if photo_sheets:
-            check_output_path(photo_sheets, "animation")        # a new or empty directory
+            sheets_dir = Path(photo_sheets)
+            if sheets_dir.exists() and not sheets_dir.is_dir():
+                raise UserError(f"--photo-sheets {photo_sheets} exists and is not a directory; give a new or "
+                                "empty directory for the contact sheets")
+            if sheets_dir.is_dir() and any(sheets_dir.iterdir()):
+                raise UserError(f"--photo-sheets {photo_sheets} is not empty; give a new or empty directory "
+                                "for the contact sheets")
         engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
+
+        def measured(sheet_dir=None):
+            found = evaluate_photos(engine, paths, sheet_dir=sheet_dir, progress=True)
+            if not found["faces"]:
+                raise UserError(f"no face was found and measured in any of the {len(paths)} photo(s) in {photos}")
+            return found
         if photo_sheets:
             with atomic_directory(photo_sheets) as tmp:
-                report = evaluate_photos(engine, paths, sheet_dir=tmp, progress=True)
+                report = measured(tmp)
         else:
-            report = evaluate_photos(engine, paths, progress=True)
+            report = measured()
         report = {"engine": str(engine_dir), **report}
         click.echo(format_report(report))
         if json_out:
@@ -795,6 +813,9 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
     if json_out:
         check_output_path(json_out, "file")
     engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
+    if engine.needs_landmarks:
+        raise UserError(f"{engine_dir} is a rig engine: it edits real photos and has no synthetic evaluation; "
+                        "use --photos DIR")
     real = None
     if real_dir:                # first: it reads and checks the data set and the weights before any edit
         from exprengine.evaluation.real_eval import evaluate_real

@@ -45,11 +45,11 @@ def default_rig_engine(progress: bool = False) -> Path:
                 return path
         except EngineError:
             pass                                        # damaged: rebuilt below
+    from exprengine.media import apart_from_outputs
+    path.parent.mkdir(parents=True, exist_ok=True)
     if progress:
         import click
         click.echo(f"building the rig engine once for this install (about 20 s): {path}", err=True)
-    from exprengine.media import apart_from_outputs
-    path.parent.mkdir(parents=True, exist_ok=True)
     with apart_from_outputs():                      # a cache entry, not an output of the command running
         build_engine(FaceRig(config).eval(), path, "onnxruntime", weights_source="the default rig engine",
                      progress=progress)
