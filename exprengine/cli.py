@@ -539,7 +539,7 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
                 VideoWriter(out_path, info.width, info.height, fps_rational=info.fps_rational,
                             audio_from=None if no_audio else video_path, preset=encoder_preset,
                             pix_fmt_in="yuv420p" if yuv else "rgb24", color=info.color if yuv else None,
-                            inputs=[video_path], keep_audio_timing=True, **timing) as writer, \
+                            inputs=[video_path], keep_audio_timing=True, sar=info.sar, **timing) as writer, \
                 tqdm(total=info.frames, desc="editing", unit="frame", disable=None) as bar:
             for frame in editor.process(reader.iter_yuv() if yuv else reader):
                 writer.write(frame)

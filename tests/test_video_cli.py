@@ -159,6 +159,20 @@ def test_full_range_video_keeps_its_range_and_values(tmp_path, capsys):
     assert a[:, :, 0].max() == 8 and np.abs(b - a).max() <= 2 and np.abs(b - a).mean() < 0.5   # 8 stays 8, not 16
 
 
+def test_anamorphic_video_keeps_its_pixel_aspect_ratio(tmp_path, capsys):
+    """A video of non-square pixels (SAR 16:15, as DV/PAL) stays so: its shape on screen is kept."""
+    src = tmp_path / "pal.mp4"           # no face: the frames pass through, the tags are the point
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=96x64:r=10:d=0.4", "-vf", "setsar=16/15", "-pix_fmt", "yuv420p",
+           "-c:v", "libx264", src)
+    assert probe_video(src).sar == "16:15"
+    out = tmp_path / "out.mp4"
+    code, _, err = run_cli(["video", src, "--preset", "happiness", "--out", out], capsys)
+    assert code == 0, err
+    assert probe_video(out).sar == "16:15"
+    with pytest.raises(ValueError):
+        VideoWriter(tmp_path / "x.mp4", 8, 8, "10/1", sar="0:1")
+
+
 def test_ten_bit_and_hdr_video_are_refused_up_front(tmp_path, capsys):
     hlg = tmp_path / "hlg.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=0.3", "-vf",

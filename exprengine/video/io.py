@@ -86,6 +86,7 @@ class VideoInfo:
     end: float | None = field(default=None, compare=False)      # where the last frame ends, seconds
     audio_tracks: int = field(default=0, compare=False)
     start: float = field(default=0.0, compare=False)            # the container's start time, seconds
+    sar: str = field(default="", compare=False)                 # sample aspect ratio "N:D" as stated, or ""
 
     @property
     def constant_rate(self) -> bool:
@@ -183,7 +184,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
                      fps_rational=f"{rate.numerator}/{rate.denominator}", frames=frames,
                      duration=float(frames / rate), has_audio=scan.has_audio, pix_fmt=scan.pix_fmt,
                      bit_depth=_bit_depth(scan.pix_fmt), color=scan.color, pts=pts, end=end,
-                     audio_tracks=scan.audio_tracks, start=scan.start)
+                     audio_tracks=scan.audio_tracks, start=scan.start, sar=scan.sar)
 
 
 def _bit_depth(pix_fmt: str) -> int:
@@ -358,7 +359,7 @@ class VideoWriter:
                  audio_from: str | os.PathLike | None = None, *, crf: int = 17, preset: str = "veryfast",
                  inputs: Iterable[str | os.PathLike] = (), pix_fmt_in: str = "rgb24",
                  color: ColorTags | None = None, pts: Sequence[float] | None = None, end: float | None = None,
-                 keep_audio_timing: bool = False) -> None:
+                 keep_audio_timing: bool = False, sar: str = "") -> None:
         for name, value in (("width", width), ("height", height)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -368,6 +369,9 @@ class VideoWriter:
         if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
             raise ValueError(f"crf must be an integer from 0 to 51, got {crf!r}")
         self.width, self.height = int(width), int(height)
+        if sar and not re.fullmatch(r"[1-9]\d{0,5}:[1-9]\d{0,5}", sar):
+            raise ValueError(f"sar must be 'N:D' (positive integers), got {sar!r}")
+        self.sar = sar                     # the pixels' aspect ratio to tag ("" leaves it unstated)
         self.fps = _parse_rate(fps_rational)
         if preset not in X264_PRESETS:
             raise UserError(f"unknown x264 preset {preset!r}; use one of {', '.join(X264_PRESETS)}")
@@ -428,10 +432,14 @@ class VideoWriter:
                     "-framerate", f"{self.fps.numerator}/{self.fps.denominator}", "-i", "pipe:0",
                     "-r", f"{self.fps.numerator}/{self.fps.denominator}"]
         if self._pix_fmt_in == "rgb24":
-            tags = ["-vf", "setparams=color_primaries=bt709:color_trc=bt709", "-colorspace", "bt709"]
+            filters, tags = ["setparams=color_primaries=bt709:color_trc=bt709"], ["-colorspace", "bt709"]
         else:
             label = self.color.setparams()
-            tags = (["-vf", label] if label else []) + self.color.encoder_options()
+            filters, tags = ([label] if label else []), self.color.encoder_options()
+        if self.sar:                       # the input's pixel shape, kept (anamorphic video stays so)
+            filters.append("setsar=" + self.sar.replace(":", "/"))
+        if filters:
+            tags = ["-vf", ",".join(filters)] + tags
         cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
                 "-pix_fmt", "yuv420p" if even else "yuv444p", *tags, "-f", muxer]
         if muxer in ("mp4", "mov") and not self._audio:
@@ -728,6 +736,7 @@ class _Scan:
     audio_tracks: int = 0
     pix_fmt: str = ""                       # the video stream's, as stored
     color: ColorTags = field(default_factory=ColorTags)
+    sar: str = ""                           # its sample (pixel) aspect ratio, e.g. "16:15"; "" if unstated
     start: float = 0.0                      # the container's start time, seconds
     pts: list[int] = field(default_factory=list)     # (decode) each frame's time, in time_base units
     last_duration: int = 0
@@ -839,6 +848,8 @@ def _read_log_line(scan: _Scan, state: dict, line: str) -> None:
             scan.other_codecs.discard(rest.split(" ", 1)[0].rstrip(","))
             scan.coded_size = _size(rest)
             scan.pix_fmt, scan.color = _pixel_format(rest)
+            if (a := re.search(r"\[SAR (\d+):(\d+) DAR", rest)) is not None and int(a.group(1)) and int(a.group(2)):
+                scan.sar = f"{a.group(1)}:{a.group(2)}"
             scan.avg_rate = _header_rate(rest, "fps")
             scan.tbr = _header_rate(rest, "tbr")
             if scan.coded_size and scan.coded_size[0] * scan.coded_size[1] > MAX_VIDEO_PIXELS:
