@@ -111,9 +111,7 @@ def test_left_and_right_are_treated_alike(face):
     _, lm = face
     rig = FaceRig()
     L = torch.from_numpy(lm)[None]
-    origin, ex, ey, iod = rig.face_frame(L)
-    rel = L - origin
-    q = torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
+    q = rig.in_frame(L, rig.face_frame(L))
     fields = rig.fields(q)
     for name, (right, left) in {"AU12": (61, 291), "AU15": (61, 291), "AU20": (61, 291), "AU04": (107, 336),
                                 "AU02": (70, 300), "AU05": (159, 386), "AU45": (159, 386)}.items():

@@ -197,6 +197,8 @@ class FaceRig(nn.Module):
                                           RIGHT_IRIS, LEFT_IRIS, RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS),
                              persistent=False)
         self.register_buffer("upper_lip", _mask(UPPER_OUTER, UPPER_INNER, UPPER_BODY), persistent=False)
+        self.register_buffer("upper_outer", _mask(UPPER_OUTER), persistent=False)
+        self.register_buffer("lower_outer", _mask(LOWER_OUTER), persistent=False)
         self.register_buffer("lower_lip", _mask(LOWER_OUTER, LOWER_INNER, LOWER_BODY), persistent=False)
         self.register_buffer("lip", _mask(UPPER_OUTER, UPPER_INNER, UPPER_BODY, LOWER_OUTER, LOWER_INNER,
                                           LOWER_BODY, MOUTH_CORNERS, INNER_CORNERS), persistent=False)
@@ -225,6 +227,14 @@ class FaceRig(nn.Module):
         ex = axis / iod
         ey = torch.stack([-ex[..., 1], ex[..., 0]], dim=-1)
         return origin, ex, ey, iod
+
+    @staticmethod
+    def in_frame(points: torch.Tensor, frame: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """points [N,M,2] in crop pixels -> [N,M,2] in the face's frame (IOD), `frame` being
+        `face_frame`'s (origin, x axis, y axis, IOD)."""
+        origin, ex, ey, iod = frame
+        rel = points - origin
+        return torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
 
     # --- the AU fields: [N,478,2] displacement in IOD for intensity 1 ---------------------------
     @staticmethod
@@ -296,7 +306,7 @@ class FaceRig(nn.Module):
         wr, wl = near(q, c(q, (61,)), 0.3), near(q, c(q, (291,)), 0.3)
         f.append(vec(wr, -0.07, 0.012) + vec(wl, 0.07, 0.012))
         # AU23 lip tightener (orbicularis oris): the red of the lips narrows, corners in
-        out_up, out_lo = _mask(UPPER_OUTER).to(q), _mask(LOWER_OUTER).to(q)
+        out_up, out_lo = self.upper_outer, self.lower_outer
         wr, wl = near(q, c(q, (61,)), 0.12), near(q, c(q, (291,)), 0.12)
         f.append(vec(out_up, 0.0, 0.015) + vec(out_lo, 0.0, -0.015) + vec(wr, 0.012, 0.0) + vec(wl, -0.012, 0.0))
         # AU25 lips part: the lower lip drops from the upper, the upper lifts a little
@@ -324,10 +334,9 @@ class FaceRig(nn.Module):
     def displacement(self, landmarks: torch.Tensor, intensities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """landmarks [N,478,2] (crop pixels), intensities [N,17] (0..5) -> (each point's move
         [N,478,2] in pixels, its vote in the flow [N,478]: 0 where a shutting lid covers it)."""
-        origin, ex, ey, iod = self.face_frame(landmarks)
-        rel = landmarks - origin
-        q = torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
-        fields = self.fields(q)
+        frame = self.face_frame(landmarks)
+        _, ex, ey, iod = frame
+        fields = self.fields(self.in_frame(landmarks, frame))
         blink = AU_NAMES.index("AU45")
         closure = (intensities[:, blink:blink + 1] / self.BLINK_FULL).clamp(0, 1)      # [N,1]
         d = sum(intensities[:, k, None, None] * fields[k] for k in range(NUM_AUS) if k != blink)
@@ -384,13 +393,10 @@ class FaceRig(nn.Module):
         the lid margins land where the AU fields move them (a shut lid covers the eye, its skin
         stretched), replacing the RBF flow there. grid [N,M,2], v [N,M,2] normalised."""
         s = self.config.image_size
-        origin, ex, ey, iod = self.face_frame(landmarks)
-
-        def frame(p):                                                   # pixels -> face units
-            rel = p - origin
-            return torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
-        q, qm = frame(landmarks), frame(landmarks + disp)
-        g = frame((grid + 1) * (s / 2))                                  # [N,M,2]
+        frame = self.face_frame(landmarks)
+        _, _, ey, iod = frame
+        q, qm = self.in_frame(landmarks, frame), self.in_frame(landmarks + disp, frame)
+        g = self.in_frame((grid + 1) * (s / 2), frame)                   # [N,M,2]
         gx, gy = g[..., 0], g[..., 1]
         for corners, upper, lower in ((RIGHT_EYE_CORNERS, RIGHT_UPPER_LID, RIGHT_LOWER_LID),
                                       (LEFT_EYE_CORNERS[::-1], LEFT_UPPER_LID, LEFT_LOWER_LID)):
@@ -473,9 +479,8 @@ class FaceRig(nn.Module):
         Gaussian 1.5 w above its nearest point. Drawn for all segments at once on a grid in the
         face's frame (CREASE_WINDOW, CREASE_STEP), then mapped onto the crop (bilinear)."""
         s = self.config.image_size
-        origin, ex, ey, iod = self.face_frame(landmarks)
-        rel = landmarks - origin
-        q = torch.stack([(rel * ex).sum(-1), (rel * ey).sum(-1)], dim=-1) / iod
+        frame = self.face_frame(landmarks)
+        q = self.in_frame(landmarks, frame)
         gh, gw = self.crease_grid.shape[:2]
         g = self.crease_grid.reshape(1, gh * gw, 1, 2)                             # [1,M,1,2] IOD
         anchor = q[:, self.crease_anchor]                                          # [N,K,2]
@@ -489,8 +494,7 @@ class FaceRig(nn.Module):
         amount = intensities[:, self.crease_au][:, None, :] * CREASE_DEPTH        # [N,1,K]
         total = (amount * (0.35 * light - shadow)).sum(-1).reshape(-1, 1, gh, gw)
         # each crop pixel's place in the window: its face-frame coordinates, scaled to [-1, 1]
-        pix = (self.grid.reshape(1, s * s, 2) + 1) * (s / 2) - origin
-        f = torch.stack([(pix * ex).sum(-1), (pix * ey).sum(-1)], dim=-1) / iod          # [N,S*S,2]
+        f = self.in_frame((self.grid.reshape(1, s * s, 2) + 1) * (s / 2), frame)           # [N,S*S,2]
         x0, x1, y0, y1 = CREASE_WINDOW
         where = torch.stack([(f[..., 0] - x0) / (x1 - x0), (f[..., 1] - y0) / (y1 - y0)], dim=-1) * 2 - 1
         out = F.grid_sample(total, where.reshape(-1, s, s, 2), mode="bilinear", padding_mode="zeros",
