@@ -313,14 +313,8 @@ def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy, de
         if device == "cuda":
             raise UserError("the default rig engine runs on the CPU; build a GPU engine of your own model "
                             "and pass it with --engine, or use --device cpu")
-        from exprengine.engines.default import default_rig_engine
-        try:
-            path = default_rig_engine(progress=True)
-        except OSError as e:                          # no writable cache: the rig in memory, eager
-            _say(f"warning: cannot cache the rig engine ({e.strerror or e}); running it eagerly")
-            from exprengine.models.rig import FaceRig
-            return Engine.from_generator(FaceRig().eval(), policy=policy)
-        return Engine.load(path, "cpu", policy)
+        from exprengine.engines.default import default_rig
+        return default_rig(policy, progress=True, warn=lambda sentence: _say(f"warning: {sentence}"))
     from exprengine.models.pretrained import load_default_generator
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -227,13 +227,8 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
 def rig_engine(progress: bool | None = None):
     """The rig's ONNX Runtime engine (`engines.default.default_rig_engine`, built once into the
     cache), or the rig eager in memory when the cache cannot be written."""
-    from exprengine.engine import Engine
-    from exprengine.engines.default import default_rig_engine
-    try:
-        return Engine.load(default_rig_engine(progress=progress is not False), "cpu")
-    except OSError:
-        from exprengine.models.rig import FaceRig
-        return Engine.from_generator(FaceRig().eval())
+    from exprengine.engines.default import default_rig
+    return default_rig(progress=progress is not False)
 
 
 def _rig_photo_demo(rig, names: list[str], targets: np.ndarray, labels: list[str], out: Path,

@@ -54,3 +54,17 @@ def default_rig_engine(progress: bool = False) -> Path:
         build_engine(FaceRig(config).eval(), path, "onnxruntime", weights_source="the default rig engine",
                      progress=progress)
     return path
+
+
+def default_rig(policy=None, progress: bool = False, warn=None):
+    """The rig as an `Engine`: `default_rig_engine` loaded on the CPU, or, when the cache cannot
+    be written (OSError), the rig eager in memory (same edits, no files), after calling
+    `warn(sentence)` if given. EngineError if a build fails its check."""
+    from exprengine.engine import Engine
+    try:
+        return Engine.load(default_rig_engine(progress=progress), "cpu", policy)
+    except OSError as e:
+        if warn is not None:
+            warn(f"cannot cache the rig engine ({e.strerror or e}); running it eagerly")
+        from exprengine.models.rig import FaceRig
+        return Engine.from_generator(FaceRig().eval(), policy=policy)
