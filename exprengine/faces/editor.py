@@ -194,11 +194,11 @@ class FaceEditor:
         crops, meshes, missing = self.locate(rgb, [found[i] for i in chosen])
         if not crops:
             return [photo.copy() for _ in range(len(aus))], PhotoEdit(photo.copy(), found, [], [], chosen)
+        k = len(aus)
         original = crops[0].extract(rgb, self.engine.image_size)[None]
         result = self.edit_faces(original, aus, crops, meshes)
-        outline = None if meshes is None else crops[0].to_crop(face_outline(meshes[0]), self.engine.image_size)
-        images = [apply_changes(photo, [pasted_change(crops[0], original[0], result.images[k],
-                                                      None if result.attention is None else result.attention[k],
-                                                      self.mask, self.colour_match, outline)])
-                  for k in range(len(aus))]
+        # each row's change as the face's change (`changes`), pasted onto its own copy of the photo
+        rows = self.changes(crops * k, np.broadcast_to(original, (k, *original.shape[1:])), result,
+                            None if meshes is None else meshes * k)
+        images = [apply_changes(photo, [change]) for change in rows]
         return images, PhotoEdit(images[0], found, chosen, crops, [])
