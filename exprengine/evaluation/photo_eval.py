@@ -52,7 +52,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -196,15 +195,9 @@ class IdentityModel:
     from the installed `face_recognition_models` package. UserError if dlib or it is missing."""
 
     def __init__(self):
-        try:
-            import dlib
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")            # it imports pkg_resources
-                import face_recognition_models as models
-        except ImportError:
-            raise UserError("the identity measurement needs dlib and face_recognition_models "
-                            "(pip install dlib-bin face_recognition_models 'setuptools<81')") from None
-        self._dlib = dlib
+        from exprengine.faces.detect import dlib_module, face_models
+        dlib = self._dlib = dlib_module("the identity measurement")
+        models = face_models("the identity measurement")
         self._shape = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
         self._net = dlib.face_recognition_model_v1(models.face_recognition_model_location())
 

@@ -70,21 +70,23 @@ class Box:
         return inter / union if union > 0 else 0.0
 
 
-def _dlib():
+def dlib_module(need: str = "face detection"):
+    """The `dlib` module; UserError saying that `need` needs it (and how to install it) if missing."""
     try:
         import dlib
     except ImportError:
-        raise UserError("face detection needs dlib (pip install dlib-bin face_recognition_models 'setuptools<81')") from None
+        raise UserError(f"{need} needs dlib (pip install dlib-bin face_recognition_models 'setuptools<81')") from None
     return dlib
 
 
-def _models():
+def face_models(need: str = "face detection"):
+    """The `face_recognition_models` module (dlib's model files); UserError naming `need` if missing."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")             # it imports pkg_resources
             import face_recognition_models
     except ImportError:
-        raise UserError("face detection needs face_recognition_models (pip install face_recognition_models "
+        raise UserError(f"{need} needs face_recognition_models (pip install face_recognition_models "
                         "'setuptools<81')") from None
     return face_recognition_models
 
@@ -170,13 +172,13 @@ class FaceDetector(BoxDetector):
     def __init__(self, model: str = "hog", upsample: int = 1, min_score: float = 0.3, min_size: int = 40):
         if model not in ("hog", "cnn"):
             raise UserError(f"face detector model must be hog or cnn, not {model!r}")
-        dlib = _dlib()
+        dlib = dlib_module()
         self.model, self.upsample, self.min_score, self.min_size = model, upsample, min_score, min_size
         self._landmarks = None
         if model == "hog":
             self._detector = dlib.get_frontal_face_detector()
         else:
-            self._detector = dlib.cnn_face_detection_model_v1(_models().cnn_face_detector_model_location())
+            self._detector = dlib.cnn_face_detection_model_v1(face_models().cnn_face_detector_model_location())
 
     def _detect(self, image: np.ndarray) -> list[Box]:
         h, w = image.shape[:2]
@@ -201,8 +203,8 @@ class FaceDetector(BoxDetector):
         """(left eye, right eye) centres in image (x, y) from dlib's 5-point landmark model
         (the one face_recognition uses for alignment); "left" is the image's left."""
         if self._landmarks is None:
-            self._landmarks = _dlib().shape_predictor(_models().pose_predictor_five_point_model_location())
-        dlib = _dlib()
+            self._landmarks = dlib_module().shape_predictor(face_models().pose_predictor_five_point_model_location())
+        dlib = dlib_module()
         shape = self._landmarks(image, dlib.rectangle(box.left, box.top, box.right, box.bottom))
         pts = np.array([(shape.part(i).x, shape.part(i).y) for i in range(5)], np.float64)
         a, b = pts[0:2].mean(0), pts[2:4].mean(0)          # the two eyes' corner pairs

@@ -165,12 +165,17 @@ class MediaPipeDetector(BoxDetector):
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
         return self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
 
+    def _call(self, task: str, rgb: np.ndarray):
+        """MediaPipe task `task` ("_detector" or "_mesher") run on `rgb`, one run at a time."""
+        with self._lock:
+            runner = getattr(self, task)
+            if runner is None:
+                raise UserError("the mediapipe face detector was closed")
+            return runner.detect(self._image(rgb))
+
     def _run_detector(self, rgb: np.ndarray) -> list[Box]:
         h, w = rgb.shape[:2]
-        with self._lock:
-            if self._detector is None:
-                raise UserError("the mediapipe face detector was closed")
-            result = self._detector.detect(self._image(rgb))
+        result = self._call("_detector", rgb)
         boxes = []
         for d in result.detections:
             b = d.bounding_box
@@ -183,10 +188,7 @@ class MediaPipeDetector(BoxDetector):
     def _run_mesher(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(points float32 [478,3] in rgb's pixels, blendshapes float32 [52])] for every face found."""
         h, w = rgb.shape[:2]
-        with self._lock:
-            if self._mesher is None:
-                raise UserError("the mediapipe face detector was closed")
-            result = self._mesher.detect(self._image(rgb))
+        result = self._call("_mesher", rgb)
         out = []
         for marks, shapes in zip(result.face_landmarks, result.face_blendshapes):
             points = np.array([(m.x * w, m.y * h, m.z * w) for m in marks], np.float32)
