@@ -53,7 +53,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,6 +61,7 @@ import torch
 from torch import nn
 
 from exprengine.errors import UserError
+from exprengine.files import write_bytes
 from exprengine.models import (AttentionGenerator, Discriminator, build_generator,
                                build_model, generator_config, is_rig, model_config_from_dict)
 
@@ -116,24 +116,7 @@ def save_weights(model: AttentionGenerator, path: str | os.PathLike, extra: dict
                 "config": json.dumps(model.config.to_dict()),
                 "weights_sha256": model_sha256(model) if is_rig(model) else _tensors_sha256(tensors)}
     metadata.update({str(k): json.dumps(v) for k, v in (extra or {}).items()})
-    _write_atomically(Path(path), save(tensors, metadata=metadata))
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    except OSError as e:
-        raise UserError(f"cannot write {target}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, save(tensors, metadata=metadata))
 
 
 def safetensors_metadata(data: bytes) -> dict[str, str]:

@@ -87,9 +87,9 @@ class _Command(click.Command):
     """A command that names which of its parameters are input and output paths.
 
     Before the command's body runs, every output is checked against every input and every
-    other output by the one rule in `media.check_outputs_apart` (no output may be an input,
+    other output by the one rule in `files.check_outputs_apart` (no output may be an input,
     through links or not, lie inside an input directory, or hold an input). With
-    `together=True` the body runs inside `media.outputs_together`: its outputs appear
+    `together=True` the body runs inside `files.outputs_together`: its outputs appear
     together when it succeeds, or none does.
     """
 
@@ -112,7 +112,7 @@ class _Command(click.Command):
         return found
 
     def invoke(self, ctx: click.Context):
-        from exprengine.media import check_outputs_apart, outputs_together
+        from exprengine.files import check_outputs_apart, outputs_together
         check_outputs_apart(self._paths(ctx, self.outputs), self._paths(ctx, self.inputs))
         if not self.together:
             return super().invoke(ctx)
@@ -427,7 +427,9 @@ def _pass_through(source: str, photo, out_path: Path) -> None:
     photo is (colour profile, EXIF, 16-bit samples kept where the output format can hold them)."""
     import shutil
 
-    from exprengine.media import atomic_output, image_format
+    from exprengine.files import atomic_output
+
+    from exprengine.media import image_format
     if image_format(out_path) == {"MPO": "JPEG"}.get(photo.format, photo.format):
         with atomic_output(out_path) as tmp:
             shutil.copyfile(source, tmp)
@@ -489,7 +491,7 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
 
     from exprengine.aus import AUs
     from exprengine.video import timeline as tl
-    from exprengine.media import check_writable_place
+    from exprengine.files import check_writable_place
     from exprengine.video.io import VideoReader, VideoWriter, check_editable, check_video_output, probe_video
     from exprengine.video.stream import StreamEditor
     # Every argument is checked before any decoding: the output place (that it is no input is the
@@ -768,7 +770,8 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
             raise UserError("--real and --sheet belong to the synthetic evaluation, which --photos skips; "
                             "run them without --photos")
         from exprengine.evaluation.photo_eval import evaluate_photos, format_report, photo_paths
-        from exprengine.media import atomic_directory, atomic_output, check_output_path
+        from exprengine.files import atomic_directory, atomic_output
+        from exprengine.media import check_output_path
         paths = photo_paths(photos)
         if json_out:
             check_output_path(json_out, "file")
@@ -825,7 +828,7 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
     click.echo(f"{'no edit (baseline)':22s} psnr {report['no_edit']['psnr']:.4f}, ssim {report['no_edit']['ssim']:.4f}, "
                f"au_mae {report['no_edit']['au_mae']:.4f}")
     if json_out:
-        from exprengine.media import atomic_output
+        from exprengine.files import atomic_output
         with atomic_output(json_out) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     if sheet:

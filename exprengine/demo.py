@@ -129,7 +129,8 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
     from exprengine.engine import Engine
     from exprengine.engines.build import build_engine
     from exprengine.evaluation.synthetic_eval import DEMO_INTENSITY, demo_face, preset_region_report
-    from exprengine.media import atomic_directory, contact_sheet, write_animation, write_image
+    from exprengine.files import atomic_directory
+    from exprengine.media import contact_sheet, write_animation, write_image
     from exprengine.models import create_generator
     from exprengine.models.pretrained import default_model_card, default_weights_path, load_default_generator
 

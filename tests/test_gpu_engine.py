@@ -64,7 +64,7 @@ def test_cached_plan_is_hash_checked_before_use(tmp_path, monkeypatch):
                         backend="tensorrt", precision="fp16", device="cuda", graph_outputs="heads",
                         min_batch=1, max_batch=64, opt_batch=16, image_size=128)
     here = trt_backend.plan_dependencies(**DEPS)
-    plan = trt_backend.cache_dir() / f"{trt_backend.plan_key(here)}.plan"
+    plan = trt_backend.cache_dir("tensorrt") / f"{trt_backend.plan_key(here)}.plan"
     plan.parent.mkdir(parents=True)
     plan.write_bytes(b"serialised plan")
     plan.with_suffix(".sha256").write_text(hashlib.sha256(b"serialised plan").hexdigest())

@@ -15,16 +15,8 @@ from PIL import Image
 
 from exprengine import media
 from exprengine.errors import UserError
-from exprengine.media import (
-    atomic_directory,
-    atomic_output,
-    check_output_path,
-    contact_sheet,
-    output_kind,
-    read_image,
-    write_animation,
-    write_image,
-)
+from exprengine.files import atomic_directory, atomic_output
+from exprengine.media import check_output_path, contact_sheet, output_kind, read_image, write_animation, write_image
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from exprengine.errors import UserError
-from exprengine.media import (atomic_directory, atomic_output, check_outputs_apart, check_writable_place,
-                              outputs_together)
+from exprengine.files import atomic_directory, atomic_output, check_outputs_apart, check_writable_place, outputs_together
 
 
 @pytest.fixture
@@ -81,16 +80,16 @@ def test_outputs_together_appear_together_or_not_at_all(tmp_path):
 
 
 def test_a_failed_install_puts_every_earlier_output_back(tmp_path, monkeypatch):
-    import exprengine.media as media
+    import exprengine.files as files
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("old a")
-    real = media._install
+    real = files._install
 
     def failing(item):
         if item.target == b:
             raise UserError("disk full")
         real(item)
-    monkeypatch.setattr(media, "_install", failing)
+    monkeypatch.setattr(files, "_install", failing)
     with pytest.raises(UserError):
         with outputs_together():
             for p in (a, b):
@@ -131,7 +130,7 @@ def test_a_signal_while_a_temporary_is_created_is_raised_after_its_clean_up_is_i
     reaches the handler only when the block ends, inside the region that removes the temporary."""
     import signal
 
-    import exprengine.media as media
+    import exprengine.files as files
 
     class Stop(BaseException):
         pass
@@ -139,22 +138,22 @@ def test_a_signal_while_a_temporary_is_created_is_raised_after_its_clean_up_is_i
     def stop(signum, frame):
         raise Stop(signum)
     old = signal.signal(signal.SIGTERM, stop)
-    real_mkstemp = media.tempfile.mkstemp
+    real_mkstemp = files.tempfile.mkstemp
 
     def signalled_mkstemp(*args, **kwargs):          # SIGTERM arrives while the file is created
         made = real_mkstemp(*args, **kwargs)
         signal.raise_signal(signal.SIGTERM)
         return made
     try:
-        media.tempfile.mkstemp = signalled_mkstemp
+        files.tempfile.mkstemp = signalled_mkstemp
         try:
             with pytest.raises(Stop):
-                with media.temp_beside(tmp_path / "out.mp4", ".video.mp4"):
+                with files.temp_beside(tmp_path / "out.mp4", ".video.mp4"):
                     raise AssertionError("not reached: the deferred signal is raised first")
         finally:
-            media.tempfile.mkstemp = real_mkstemp
+            files.tempfile.mkstemp = real_mkstemp
         with pytest.raises(Stop):
-            with media.signals_deferred():
+            with files.signals_deferred():
                 signal.raise_signal(signal.SIGTERM)
                 created = tmp_path / "noted.txt"      # still runs: the signal only noted
                 created.write_text("x")

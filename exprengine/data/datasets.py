@@ -50,7 +50,7 @@ def write_synthetic(out: str | os.PathLike, n: int, seed: int = 0, identities: i
     out (test_ids.csv). The directory appears complete or not at all.
     """
     from exprengine.data.synthetic import SyntheticFaces
-    from exprengine.media import atomic_directory
+    from exprengine.files import atomic_directory
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
     if identities < 2:

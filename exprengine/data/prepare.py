@@ -98,7 +98,8 @@ def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detect
                    progress: bool = True) -> dict:
     from exprengine.faces.detect import square_box, square_crop
     from exprengine.faces.landmarks import make_detector
-    from exprengine.media import atomic_output, read_image, write_image
+    from exprengine.files import atomic_output
+    from exprengine.media import read_image, write_image
     photos_dir, out = Path(photos_dir), Path(out)
     photos = list_photos(photos_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / JOURNAL).is_file())):

@@ -134,7 +134,7 @@ def check_engine_destination(out: str | Path) -> Path:
             raise EngineError(f"{out} exists and is not a directory; choose another --out")
         if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
             raise EngineError(f"{out} is a non-empty directory that is not an engine; refusing to replace it")
-    from exprengine.media import check_writable_place
+    from exprengine.files import check_writable_place
     check_writable_place(out, directory=True)     # missing parents are created when it is written
     return out
 
@@ -179,7 +179,7 @@ def build_engine(generator: AttentionGenerator, out: str | Path, backend: str = 
     """
     from exprengine.checkpoints import model_sha256
     from exprengine.export.graph import graph_inputs
-    from exprengine.media import atomic_directory
+    from exprengine.files import atomic_directory
 
     backend_cls = check_build_request(out, backend, precision, device, max_batch, opt_batch, rig=is_rig(generator))
     out = Path(out)

@@ -13,19 +13,10 @@ on a 2-core CPU).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from exprengine.errors import EngineError
-
-
-def cache_dir() -> Path:
-    """The user's exprengine cache directory (not created here)."""
-    for var, sub in (("EXPRENGINE_CACHE", ""), ("XDG_CACHE_HOME", "exprengine")):
-        value = os.environ.get(var)
-        if value:
-            return Path(value).expanduser() / sub
-    return Path.home() / ".cache" / "exprengine"
+from exprengine.files import cache_dir
 
 
 def default_rig_engine(progress: bool = False) -> Path:
@@ -38,14 +29,14 @@ def default_rig_engine(progress: bool = False) -> Path:
 
     config = RigConfig()
     sha = rig_sha256(config)
-    path = cache_dir() / "engines" / f"rig-{sha[:16]}"
+    path = cache_dir("engines") / f"rig-{sha[:16]}"
     if (path / "engine.json").is_file():
         try:
             if inspect_engine(path).weights_sha256 == sha:
                 return path
         except EngineError:
             pass                                        # damaged: rebuilt below
-    from exprengine.media import apart_from_outputs
+    from exprengine.files import apart_from_outputs
     path.parent.mkdir(parents=True, exist_ok=True)
     if progress:
         import click

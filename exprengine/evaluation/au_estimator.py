@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -147,9 +146,9 @@ def evaluate_estimator(model: AUEstimator, seed: int = ESTIMATOR_SEED, n: int = 
 def save_estimator(model: AUEstimator, path: str | os.PathLike, report: dict) -> None:
     from safetensors.torch import save
 
-    from exprengine.checkpoints import _write_atomically
+    from exprengine.files import write_bytes
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _write_atomically(Path(path), save(tensors, metadata={"format": FORMAT, "widths": json.dumps(list(model.widths)),
+    write_bytes(path, save(tensors, metadata={"format": FORMAT, "widths": json.dumps(list(model.widths)),
                                                           "report": json.dumps(report)}))
 
 

@@ -49,6 +49,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from exprengine.errors import UserError
+from exprengine.files import write_bytes
 
 #: Image files a photo set holds (what `list_photos` returns).
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -451,9 +452,7 @@ def _write_sources(out: Path, results: list[SourceResult]) -> None:
     for r in results:
         for w in r.written:
             lines.append("\t".join([w.file, w.package, w.version, w.path, w.sha256, w.source_sha256, str(w.faces)]))
-    tmp = out / (SOURCES_FILE + ".part")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out / SOURCES_FILE)
+    write_bytes(out / SOURCES_FILE, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from exprengine.aus import AU_SCALE, NUM_AUS
 from exprengine.errors import EngineError
+from exprengine.files import cache_dir, store_in_cache
 
 SOURCE_NAME = "epilogue.cu"
 ARCHS = (80, 86, 89, 90)                 # SASS built and checked in CI; + compute_90 PTX
@@ -130,27 +130,16 @@ def _check_nvrtc(err, what: str) -> None:
         raise EngineError(f"NVRTC could not {what}: {err}")
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("EXPRENGINE_CACHE") or (Path.home() / ".cache" / "exprengine")
-    return Path(root) / "kernels"
-
-
 def cached_cubin(arch: str) -> bytes:
     """The cubin for `arch` ("sm_90"), compiled once per source/options/NVRTC version and cached."""
     source = kernel_source()
     key = hashlib.sha256(b"\0".join([source, arch.encode(), nvrtc_version().encode(),
                                      *(o.encode() for o in NVRTC_OPTIONS)])).hexdigest()[:24]
-    path = cache_dir() / f"epilogue-{arch}-{key}.cubin"
+    path = cache_dir("kernels") / f"epilogue-{arch}-{key}.cubin"
     if path.is_file():
         return path.read_bytes()
     compiled = compile_source(arch, source)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(compiled.binary)
-        os.replace(tmp, path)                  # atomic: readers see the whole cubin or none
-    except OSError:
-        pass                                   # a read-only home still runs, it just recompiles
+    store_in_cache(path, compiled.binary)      # a read-only home still runs, it just recompiles
     return compiled.binary
 
 

@@ -30,7 +30,8 @@ def compare(out: str | Path, base: TrainConfig, models=THESIS_MODELS, eval_n: in
     from exprengine.data.datasets import training_data
     from exprengine.engine import Engine
     from exprengine.evaluation.synthetic_eval import evaluate_synthetic
-    from exprengine.media import atomic_output, write_image
+    from exprengine.files import atomic_output
+    from exprengine.media import write_image
     out = Path(out)
     inception = None
     if inception_path is not None:              # load (and check) the weights before hours of training

@@ -375,7 +375,8 @@ class Trainer:
         """Write the checkpoint and the generator's weights, each atomically."""
         from safetensors.torch import save
 
-        from exprengine.checkpoints import _write_atomically, save_weights
+        from exprengine.checkpoints import save_weights
+        from exprengine.files import write_bytes
         self._flush_log()
         metadata = {"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_VERSION),
                     "step": str(self.step), "config": json.dumps(self.config.to_dict()),
@@ -384,7 +385,7 @@ class Trainer:
                                                     for n, o in (("opt_g", self.opt_g), ("opt_d", self.opt_d))}),
                     "log": json.dumps(self.log)}
         path = self.out / CHECKPOINT
-        _write_atomically(path, save(self.state_tensors(), metadata=metadata))
+        write_bytes(path, save(self.state_tensors(), metadata=metadata))
         save_weights(self.generator, self.out / GENERATOR,
                      extra={"training_step": self.step, "training_config": self.config.to_dict()})
         write_loss_curves(self.log, self.out / "losses.png")
@@ -529,7 +530,7 @@ def write_loss_curves(log: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from exprengine.media import atomic_output
+    from exprengine.files import atomic_output
     keys = [k for k in log[-1] if k not in ("step", "lr")]
     cols = 4
     fig, axes = plt.subplots(math.ceil(len(keys) / cols), cols, figsize=(4 * cols, 2.6 * math.ceil(len(keys) / cols)),

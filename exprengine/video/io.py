@@ -34,7 +34,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from exprengine.errors import UserError
-from exprengine.media import atomic_output, check_writable_place, signals_deferred, temp_beside
+from exprengine.files import atomic_output, check_writable_place, signals_deferred, temp_beside
 from exprengine.video import X264_PRESETS
 
 if TYPE_CHECKING:
@@ -667,7 +667,7 @@ def _check_input_file(p: Path, what: str) -> None:
 def check_video_output(path: str | os.PathLike) -> Path:
     """The output path as a Path if it can name a video file: not empty, not a directory, a
     .mp4, .mov or .mkv suffix, not something other than a file. One-sentence UserError if not
-    (the directory and the inputs are `exprengine.media.check_writable_place`'s)."""
+    (the directory and the inputs are `exprengine.files.check_writable_place`'s)."""
     raw = os.fspath(path)
     if not raw.strip():
         raise UserError("the output path is empty")

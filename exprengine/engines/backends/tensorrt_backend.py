@@ -43,6 +43,7 @@ from exprengine.engines.backends.base import Backend
 from exprengine.engines.backends.onnxruntime_backend import check_onnx_metadata
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
+from exprengine.files import cache_dir, store_in_cache
 
 ONNX_MODEL = "model.onnx"
 PLAN = "model.plan"
@@ -60,11 +61,6 @@ def import_tensorrt():
         if hasattr(module, "Builder"):
             return module
     return None
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("EXPRENGINE_CACHE") or (Path.home() / ".cache" / "exprengine")
-    return Path(root) / "tensorrt"
 
 
 def plan_dependencies(onnx_sha256: str, gpu_name: str, capability: str, tensorrt_version: str,
@@ -229,7 +225,7 @@ def cached_or_rebuilt_plan(directory: Path, manifest: Manifest, here: dict, mism
     """A plan for this GPU/TensorRT: from the user cache (hash-checked), else rebuilt from the
     engine's verified ONNX bytes and cached."""
     key = plan_key(here)
-    path = cache_dir() / f"{key}.plan"
+    path = cache_dir("tensorrt") / f"{key}.plan"
     digest_path = path.with_suffix(".sha256")
     if path.is_file() and digest_path.is_file():
         try:
@@ -242,18 +238,12 @@ def cached_or_rebuilt_plan(directory: Path, manifest: Manifest, here: dict, mism
         raise EngineError(f"engine {directory}'s TensorRT plan was built for {mismatch}; rebuild it with "
                           "`exprengine build --backend tensorrt` (EXPRENGINE_TENSORRT_REBUILD=0 forbids doing it here)")
     print(f"exprengine: engine {directory}'s TensorRT plan was built for {mismatch}; "
-          f"rebuilding it for this GPU into {cache_dir()} (once)", file=sys.stderr)
+          f"rebuilding it for this GPU into {cache_dir('tensorrt')} (once)", file=sys.stderr)
     if onnx_bytes is None:
         _, onnx_bytes = TensorRTBackend.artifact(Path(directory), manifest, "onnx-model")
     plan = build_plan(onnx_bytes, manifest)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for target, data in ((path, plan), (digest_path, hashlib.sha256(plan).hexdigest().encode())):
-            tmp = target.with_suffix(target.suffix + f".tmp{os.getpid()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-    except OSError:
-        pass
+    for target, data in ((path, plan), (digest_path, hashlib.sha256(plan).hexdigest().encode())):
+        store_in_cache(target, data)
     return plan
 
 
@@ -277,17 +267,11 @@ def build_plan(onnx_bytes: bytes, manifest: Manifest) -> bytes:
                           (manifest.max_batch, *shape))
     config.add_optimization_profile(profile)
     gpu, cc = current_gpu()
-    timing_path = cache_dir() / f"timing-{gpu.replace(' ', '_')}-{cc}-{trt.__version__}.cache"
+    timing_path = cache_dir("tensorrt") / f"timing-{gpu.replace(' ', '_')}-{cc}-{trt.__version__}.cache"
     timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
     config.set_timing_cache(timing, False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError("TensorRT failed to build the engine (see its messages above)")
-    try:
-        timing_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = timing_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-        os.replace(tmp, timing_path)
-    except OSError:
-        pass
+    store_in_cache(timing_path, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
