@@ -299,7 +299,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoints.os, "replace", fail)
-    with pytest.raises(UserError, match="disk full")  # files.write_bytes: one sentence:
+    with pytest.raises(UserError, match="disk full"):  # files.write_bytes: one sentence
         save_weights(create_generator("convnext2", seed=1), path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
     with pytest.raises(ValueError, match="config"):
