@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_clips import PYFEAT_CLIPS, pyfeat_clip  # noqa: E402
 
 from exprengine.faces.tracking import MeshSmoother, mesh_jitter, mesh_lag  # noqa: E402
+from exprengine.pixels import PIXEL_SCALE, to_network_input  # noqa: E402
 
 REFERENCE_SIGMA = 1.5          # frames: the zero-phase reference's Gaussian
 #: (min_cutoff Hz, beta per IOD/s) compared; the first is MeshSmoother's default
@@ -76,7 +77,7 @@ def edit_flicker(path: Path, raw: np.ndarray, times: np.ndarray) -> dict:
     top, left_px, _ = crop.region
     frames = read_frames(path)
     face = crop.extract(frames[len(frames) // 2], size)
-    image = face.transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1
+    image = to_network_input(face[None])
     aus = (np.asarray(AUs.parse(EDIT_PRESET).values, np.float32) / 5)[None]
     smoother = MeshSmoother()
     smoothed = np.stack([smoother(p, t) for p, t in zip(raw, times)]).astype(np.float64)
@@ -88,10 +89,10 @@ def edit_flicker(path: Path, raw: np.ndarray, times: np.ndarray) -> dict:
     for name, meshes in (("raw", raw), ("smoothed", smoothed)):
         marks = ((meshes - (left_px, top)) * size / crop.side).astype(np.float32)
         edits = np.stack([session.run(None, {"image": image, "aus": aus, "landmarks": marks[i:i + 1]})[0][0]
-                          for i in range(len(raw))]) * 127.5
+                          for i in range(len(raw))]) * PIXEL_SCALE
         d2 = edits[2:] - 2 * edits[1:-1] + edits[:-2]
         result[name] = {"flicker": float(np.sqrt((d2 ** 2).mean())),
-                        "change": float(np.abs(edits - image[0] * 127.5).mean())}
+                        "change": float(np.abs(edits - image[0] * PIXEL_SCALE).mean())}
     return result
 
 

@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from exprengine.aus import AU_NAMES, AUs  # noqa: E402
 from exprengine.models import rig as R  # noqa: E402
 from exprengine.models.rig import FaceRig, RigConfig  # noqa: E402
+from exprengine.pixels import blend, network_tensor, to_uint8_nhwc  # noqa: E402
 
 S = 256
 OPSET = 18          # torch's exporter implements opset >= 18; its conversion down to 17 fails on this graph
@@ -143,17 +144,17 @@ class Edited(torch.nn.Module):
 
     def forward(self, image, aus, landmarks):
         colour, attention = self.rig(image, aus, landmarks)
-        return attention * image + (1 - attention) * colour, attention
+        return blend(image, colour, attention), attention
 
 
 def inputs(face: np.ndarray, mesh: np.ndarray, intensities: np.ndarray) -> tuple[torch.Tensor, ...]:
-    image = torch.from_numpy(np.ascontiguousarray(face.transpose(2, 0, 1))).float()[None] / 127.5 - 1
+    image = network_tensor(face[None])
     return image, torch.from_numpy(intensities / 5.0).float()[None], torch.from_numpy(mesh)[None]
 
 
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
     x = x.numpy() if isinstance(x, torch.Tensor) else x
-    return np.clip(np.rint((x[0].transpose(1, 2, 0) + 1) * 127.5), 0, 255).astype(np.uint8)
+    return to_uint8_nhwc(x[:1])[0]
 
 
 def export(module: torch.nn.Module, args: tuple[torch.Tensor, ...]):

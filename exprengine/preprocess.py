@@ -1,4 +1,5 @@
-"""Vectorised pre-processing: face crops (uint8 RGB, any size) -> the network's input.
+"""Face crops (uint8 RGB, any size) -> uint8 batches of the network's size; the conversion to
+the network's [-1, 1] tensors is `exprengine.pixels.to_network_input`.
 
 A face crop is what `edit` and `morph` take. Today the user supplies crops; the faces
 module (detection, alignment, paste-back) produces them from whole photos and frames.
@@ -11,20 +12,7 @@ import numpy as np
 from PIL import Image
 
 from exprengine.errors import UserError
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """HxW, HxWx1, HxWx3 or HxWx4 uint8 -> HxWx3 uint8 (alpha dropped, gray replicated)."""
-    a = np.asarray(image)
-    if a.dtype != np.uint8:
-        raise UserError(f"face images must be uint8, got {a.dtype}")
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
-        raise UserError(f"a face image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {list(a.shape)}")
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return a[:, :, :3]
+from exprengine.pixels import as_rgb
 
 
 def center_square(face: np.ndarray) -> np.ndarray:
@@ -57,13 +45,4 @@ def stack_faces(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndar
         faces = list(images)
     if not faces:
         raise UserError("no face images given")
-    return np.stack([resize_face(as_rgb_uint8(f), size) for f in faces])
-
-
-def to_network_input(faces: np.ndarray) -> np.ndarray:
-    """uint8 [N,S,S,3] -> float32 [N,3,S,S] in [-1, 1] (x / 127.5 - 1), one vectorised pass."""
-    assert faces.ndim == 4 and faces.shape[3] == 3 and faces.dtype == np.uint8, faces.shape
-    x = faces.transpose(0, 3, 1, 2).astype(np.float32)
-    x *= 1.0 / 127.5
-    x -= 1.0
-    return x
+    return np.stack([resize_face(as_rgb(f, "a face image"), size) for f in faces])

@@ -22,12 +22,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from exprengine.aus import AU_NAMES, AU_SCALE
+from exprengine.aus import AU_SCALE
+from exprengine.data.labels import OPENFACE_COLUMNS
 from exprengine.errors import UserError
 
 RENDERER_VERSION = 1
 CHUNK = 128
-OPENFACE_COLUMNS = tuple(f"{name}_r" for name in AU_NAMES)
 
 
 def _render_chunk(args) -> int:
@@ -232,9 +232,10 @@ class FaceFolder:
         import torch
 
         from exprengine.media import read_image
+        from exprengine.pixels import network_tensor
         from exprengine.preprocess import resize_face
         if not 0 <= i < len(self.ids):
             raise IndexError(i)
         image = resize_face(read_image(self.image_path(i)), self.size)
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+        x = network_tensor(np.asarray(image)[None])[0]
         return x, torch.from_numpy(self.labels[i]), self.identities[i]

@@ -353,11 +353,13 @@ class SyntheticFaces:
 
     def __getitem__(self, i: int):
         import torch
+
+        from exprengine.pixels import network_tensor
         if not 0 <= i < self.length:
             raise IndexError(i)
         aus = self.aus(i)
         image = resize_faces(render(self.identity(i), aus), self.size)[0]
-        x = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0
+        x = network_tensor(image[None])[0]
         return x, torch.from_numpy(aus), self.identity_index(i)
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from exprengine.aus import AU_SCALE, NUM_AUS
 from exprengine.errors import UserError
+from exprengine.pixels import network_tensor
 
 ESTIMATOR_SEED = 424242         # the estimator's own synthetic world
 INPUT_SIZE = 64
@@ -59,7 +60,7 @@ class AUEstimator(nn.Module):
             faces = np.stack([resize_face(f, INPUT_SIZE) for f in faces])
         out = []
         for s in range(0, len(faces), batch):
-            x = torch.from_numpy(faces[s:s + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            x = network_tensor(faces[s:s + batch])
             out.append(self(x).numpy())
         return np.concatenate(out).astype(np.float32)
 
@@ -102,7 +103,7 @@ def render_pool(seed: int, count: int, identities: tuple[int, int], workers: int
 
 
 def _tensors(faces: np.ndarray, aus: np.ndarray):
-    return torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1, torch.from_numpy(aus)
+    return network_tensor(faces), torch.from_numpy(aus)
 
 
 def train_au_estimator(examples: int = 10000, steps: int = 2000, batch: int = 64, seed: int = ESTIMATOR_SEED,

@@ -10,6 +10,7 @@ import numpy as np
 
 from exprengine.errors import UserError
 from exprengine.evaluation.metrics import fid_from_features, inception_score
+from exprengine.pixels import to_uint8_nhwc
 
 
 def evaluate_real(engine, dataset, inception_path: str, n: int | None = None, seed: int = 0) -> dict:
@@ -22,7 +23,7 @@ def evaluate_real(engine, dataset, inception_path: str, n: int | None = None, se
     model = load_fid_inception(inception_path)          # both inputs checked before any edit
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(ds))[:count]
-    faces = np.stack([np.rint((ds[int(i)][0].permute(1, 2, 0).numpy() + 1) * 127.5).astype(np.uint8) for i in order])
+    faces = np.concatenate([to_uint8_nhwc(ds[int(i)][0][None].numpy()) for i in order])
     targets = np.stack([ds.aus(int(i)) for i in rng.permutation(order)])
     edits = engine.edit(faces, targets)
     real_f, real_p = inception_outputs(model, faces)

@@ -28,6 +28,7 @@ from exprengine.errors import UserError
 from exprengine.faces.crop import FaceCrop
 from exprengine.faces.detect import Box, FaceDetector
 from exprengine.faces.paste import MASKS, apply_changes, face_outline, pasted_change
+from exprengine.pixels import as_rgb
 
 
 @dataclass
@@ -37,18 +38,6 @@ class PhotoEdit:
     edited: list[int] = field(default_factory=list)   # indices into `found` that were edited
     crops: list[FaceCrop] = field(default_factory=list)
     unmeshed: list[int] = field(default_factory=list)  # chosen faces left as they were: no face mesh found
-
-
-def as_rgb(photo: np.ndarray) -> np.ndarray:
-    """uint8 HxW, HxWx1, HxWx3 or HxWx4 -> HxWx3 (a view where possible) for detection and crops."""
-    a = np.asarray(photo)
-    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)) or 0 in a.shape:
-        raise UserError(f"a photo must be uint8 HxW, HxWx3 or HxWx4, got {a.dtype} {list(a.shape)}")
-    if a.ndim == 2:
-        return np.repeat(a[:, :, None], 3, axis=2)
-    if a.shape[2] == 1:
-        return np.repeat(a, 3, axis=2)
-    return a[:, :, :3] if a.shape[2] == 4 else a
 
 
 def select_faces(found: list[Box], select: str | int) -> list[int]:
@@ -138,7 +127,7 @@ class FaceEditor:
         """
         if not crops:
             return photo.copy()
-        rgb = as_rgb(photo)
+        rgb = as_rgb(photo, "a photo")
         originals = np.stack([c.extract(rgb, self.engine.image_size) for c in crops])
         result = self.edit_faces(originals, aus, crops, meshes)
         return apply_changes(photo, self.changes(crops, originals, result, meshes))
@@ -170,7 +159,7 @@ class FaceEditor:
                               self.mask, self.colour_match, outlines[i]) for i, c in enumerate(crops)]
 
     def edit(self, photo: np.ndarray, aus, select: str | int = "all") -> PhotoEdit:
-        rgb = np.ascontiguousarray(as_rgb(photo))
+        rgb = np.ascontiguousarray(as_rgb(photo, "a photo"))
         found = self.find(rgb)
         chosen = select_faces(found, select)
         crops, meshes, missing = self.locate(rgb, [found[i] for i in chosen])
@@ -183,7 +172,7 @@ class FaceEditor:
         """One face of `photo` (`select`: "largest", or a face number), K expressions of it in
         one engine call: aus float32 [K,17] (0..5) -> (K edited photos, the PhotoEdit saying which
         face; its `image` is the first variant). A photo without that face gives K copies."""
-        rgb = np.ascontiguousarray(as_rgb(photo))
+        rgb = np.ascontiguousarray(as_rgb(photo, "a photo"))
         aus = np.asarray(aus, np.float32)
         if aus.ndim != 2 or aus.shape[1] != NUM_AUS or aus.shape[0] < 1:
             raise UserError(f"variants need AU rows [K,{NUM_AUS}], got {list(aus.shape)}")

@@ -1,10 +1,7 @@
-"""The engine's epilogue: the blend out = A * I0 + (1 - A) * C and the uint8 output pass.
+"""The fused CUDA prologue and epilogue of GPU engines: `epilogue.cu`, compiled with NVRTC and
+launched by `cuda.py` (imported on demand: it needs cuda-bindings).
 
-`blend.py` holds the reference implementations (PyTorch and NumPy), used by every CPU
-backend. GPU engines run the fused CUDA kernels of `csrc/epilogue.cu` instead, compiled and
-launched by `cuda.py` (imported on demand: it needs cuda-bindings); tests compare them
-bit for bit against these references.
+Their plain references, which every CPU backend runs and tests compare against bit for bit,
+are `exprengine.pixels.to_network_input` (prologue) and `exprengine.pixels.blend_to_uint8_nhwc`
+(epilogue: out = A * I0 + (1 - A) * C, then rint((out + 1) * 127.5) as uint8 NHWC).
 """
-from exprengine.kernels.blend import blend, blend_to_uint8_nhwc, to_uint8_nhwc
-
-__all__ = ["blend", "blend_to_uint8_nhwc", "to_uint8_nhwc"]

@@ -4,7 +4,7 @@
     f      = up(up(blocks(down(down(stem(x))))))            [N, 64, H, W]
              (the stem's conv is evaluated without materialising the tiles: layers.au_field)
     C, A   = tanh(conv7(f)), sigmoid(conv7(f))              [N,3,H,W], [N,1,H,W]
-    output = A * image + (1 - A) * C                        (exprengine.kernels.blend)
+    output = A * image + (1 - A) * C                        (exprengine.pixels.blend)
 
 `forward` returns the heads (C, A); the blend is applied by `edit` (and by the engines'
 epilogue) so that GPU engines can fuse it with the uint8 output pass.
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from exprengine.aus import NUM_AUS
-from exprengine.kernels.blend import blend
+from exprengine.pixels import blend
 from exprengine.models.layers import ConditionedStem, ConvNormReLU
 
 

@@ -534,7 +534,7 @@ class FaceRig(nn.Module):
         return colour, attention
 
     def edit(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        from exprengine.kernels.blend import blend
+        from exprengine.pixels import blend
         colour, attention = self(image, aus, landmarks)
         return blend(image, colour, attention)
 

@@ -45,6 +45,7 @@ from exprengine.aus import AU_SCALE, NUM_AUS, PRESETS, AUs
 from exprengine.errors import UserError
 from exprengine.models import AttentionGenerator, build_generator, generator_config
 from exprengine.models.discriminator import Discriminator
+from exprengine.pixels import blend, network_tensor
 from exprengine.training import losses
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -207,7 +208,7 @@ class Trainer:
         """Fine-tuning: start from a generator's weights (exprengine .safetensors, or a public
         GANimation checkpoint for `ganimation`, read as `exprengine build --checkpoint` reads
         them); the architectures must match exactly."""
-        from exprengine.checkpoints import import_checkpoint
+        from exprengine.models.ganimation import import_checkpoint
         source = import_checkpoint(path, self.config.model)
         if source.config != self.generator.config:
             raise UserError(f"--init {path} holds a {source.config.name} generator with another shape than "
@@ -240,7 +241,7 @@ class Trainer:
         """The renderer's image of each sample's identity with the target AUs, [B,3,S,S] in [-1, 1]."""
         aus = target.cpu().numpy().astype(np.float64) * AU_SCALE
         faces = np.stack([self.data.render_target(int(i), a) for i, a in zip(idx, aus)])
-        return (torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(self.device)
+        return network_tensor(faces).to(self.device)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
@@ -260,7 +261,7 @@ class Trainer:
         with self._autocast():
             with torch.no_grad():
                 color, attention = self.generator(real, target)
-                fake = attention * real + (1 - attention) * color
+                fake = blend(real, color, attention)
             real_score, real_aus = self.critic(real)
             fake_score, _ = self.critic(fake.detach())
             d_adv = fake_score.float().mean() - real_score.float().mean()
@@ -275,10 +276,10 @@ class Trainer:
         if (step + 1) % c.critic_steps == 0:
             with self._autocast():
                 color, attention = self.generator(real, target)
-                fake = attention * real + (1 - attention) * color
+                fake = blend(real, color, attention)
                 fake_score, fake_aus = self.critic(fake)
                 color_r, attention_r = self.generator(fake, aus)
-                reconstruction = attention_r * fake + (1 - attention_r) * color_r
+                reconstruction = blend(fake, color_r, attention_r)
                 g_adv = -fake_score.float().mean()
                 g_au = losses.au_regression(fake_aus.float(), target)
                 g_cycle = losses.cycle(reconstruction.float(), real)
@@ -300,7 +301,7 @@ class Trainer:
         truth = self.true_edits(idx, target)
         with self._autocast():
             color, attention = self.generator(real, target)
-            fake = attention * real + (1 - attention) * color
+            fake = blend(real, color, attention)
             g_paired = losses.paired(fake.float(), truth, real)
             g_att = losses.attention_mean(attention.float())
             g_tv = losses.total_variation(attention.float())
@@ -375,7 +376,7 @@ class Trainer:
         """Write the checkpoint and the generator's weights, each atomically."""
         from safetensors.torch import save
 
-        from exprengine.checkpoints import save_weights
+        from exprengine.models.weights import save_weights
         from exprengine.files import write_bytes
         self._flush_log()
         metadata = {"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_VERSION),
@@ -404,8 +405,8 @@ class Trainer:
                 meta = f.metadata() or {}
                 values = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            from exprengine.checkpoints import _first_line
-            raise UserError(f"checkpoint {path} is not readable ({_first_line(e)})") from None
+            from exprengine.models.weights import first_line
+            raise UserError(f"checkpoint {path} is not readable ({first_line(e)})") from None
         if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != str(CHECKPOINT_VERSION):
             raise UserError(f"{path} is not an exprengine training checkpoint (version {CHECKPOINT_VERSION})")
         return meta, values
@@ -424,7 +425,7 @@ class Trainer:
         optimiser state against the parameters): a corrupt checkpoint is a UserError, never a
         crash in a later step. The optimisers' hyper-parameters come from the config (the file's
         `optimizer_groups` is informational), the learning rate from the schedule."""
-        from exprengine.checkpoints import _load_strictly
+        from exprengine.models.weights import load_strictly
         meta, tensors = cls.read_checkpoint(out)
         path = Path(out) / CHECKPOINT
         config = TrainConfig.from_dict(_json_metadata(meta, "config", path))
@@ -446,8 +447,8 @@ class Trainer:
             if head not in parts or not rest:
                 raise UserError(f"checkpoint {path} has an unexpected tensor {k[:80]}")
             parts[head][rest] = v
-        _load_strictly(trainer.generator, parts["generator"], f"{path} (generator)")
-        _load_strictly(trainer.critic, parts["critic"], f"{path} (critic)")
+        load_strictly(trainer.generator, parts["generator"], f"{path} (generator)")
+        load_strictly(trainer.critic, parts["critic"], f"{path} (critic)")
         for name, opt in (("opt_g", trainer.opt_g), ("opt_d", trainer.opt_d)):
             opt.load_state_dict({"state": _optimizer_state(parts[name], opt, f"{path} ({name})", trainer.device),
                                  "param_groups": opt.state_dict()["param_groups"]})
@@ -459,7 +460,7 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self, rows: int = 4) -> Path:
         """A grid per step: input, each preset at intensity 1.5, and the happiness attention map."""
-        from exprengine.kernels.blend import to_uint8_nhwc
+        from exprengine.pixels import to_uint8_nhwc
         from exprengine.media import contact_sheet, write_image
         presets = [name for name, p in PRESETS.items() if p.aus]
         self.generator.eval()
@@ -471,7 +472,7 @@ class Trainer:
             for name in presets:
                 aus = torch.from_numpy(AUs.preset(name, 1.5).values / AU_SCALE)[None].to(self.device)
                 color, attention = self.generator(image, aus)
-                tiles.append(to_uint8_nhwc((attention * image + (1 - attention) * color).float().cpu().numpy())[0])
+                tiles.append(to_uint8_nhwc(blend(image, color, attention).float().cpu().numpy())[0])
                 labels.append(name)
                 if name == "happiness":
                     att = (attention[0, 0].float().cpu().numpy() * 255).round().astype(np.uint8)

@@ -48,7 +48,8 @@ import numpy as np
 from exprengine.aus import as_intensity_array
 from exprengine.errors import UserError
 from exprengine.faces.detect import Box, FaceDetector
-from exprengine.faces.editor import FaceEditor, as_rgb, select_faces
+from exprengine.faces.editor import FaceEditor, select_faces
+from exprengine.pixels import as_rgb
 from exprengine.faces.paste import apply_changes
 from exprengine.faces.tracking import FaceTracker
 from exprengine.video.yuv import YUVFrame, add_change, region_rgb
