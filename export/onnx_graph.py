@@ -18,7 +18,7 @@ import torch
 
 from exprengine import __version__
 from exprengine.aus import AU_NAMES, AU_SCALE
-from exprengine.checkpoints import model_sha256
+from exprengine.models.weights import model_sha256
 from exprengine.export.graph import (OUTPUT_NAMES, GraphOutputs, dynamic_shapes, example_inputs,
                                      exported_module, graph_inputs)
 from exprengine.models import AttentionGenerator, is_rig

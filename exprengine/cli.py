@@ -199,7 +199,7 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
         generator = create_model(RIG)
         source = "rig (no learned weights)"
     elif checkpoint:
-        from exprengine.checkpoints import import_checkpoint
+        from exprengine.models.ganimation import import_checkpoint
         generator = import_checkpoint(checkpoint, model or DEFAULT_MODEL)
         source = Path(checkpoint).name
     elif model is None:

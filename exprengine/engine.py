@@ -96,7 +96,7 @@ class Engine:
     def from_generator(cls, generator, policy: AUPolicy | None = None, device: str = "cpu",
                        max_batch: int = 64) -> "Engine":
         """An eager-PyTorch engine around an in-memory generator or rig (`FaceRig`; CPU only), no files."""
-        from exprengine.checkpoints import model_sha256
+        from exprengine.models.weights import model_sha256
         from exprengine.engines.backends.torch_backend import TorchBackend
         from exprengine.export.graph import graph_inputs
         cfg = generator.config

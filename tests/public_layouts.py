@@ -1,7 +1,11 @@
 """Re-creations of the two public GANimation architectures, with their exact key names and
 conventions, to prove that checkpoints in either layout load into our generator exactly.
 
-Written for these tests from the published layouts (SPEC section 3), not copied code.
+Written for these tests from the published layouts (SPEC section 3), not copied code. The
+layouts are those of Pumarola's original code (github.com/albertpumarola/GANimation, `main`,
+`img_reg`, `attetion_reg`; discriminator `main`, `conv1`, `conv2`) and of the re-implementation
+github.com/donydchen/ganimation_replicate (`model`, `color_top`, `au_top`; discriminator
+`model`, `dis_top`, `aus_top`), converted by `exprengine.models.ganimation`.
 """
 from __future__ import annotations
 

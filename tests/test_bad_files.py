@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from test_cli import assert_one_line_error, run_cli
 
-from exprengine.checkpoints import _tensors_sha256
+from exprengine.models.weights import tensors_sha256
 from exprengine.errors import UserError
 
 TINY = ["--model", "convnext2", "--image-size", 16, "--dims", "4,8,8", "--batch", 2, "--steps", 1,
@@ -53,7 +53,7 @@ def _weights(meta: dict, tensors: dict, config=None, fix=None):
         meta["config"] = config if isinstance(config, str) else json.dumps(config)
     if fix is not None:
         tensors = {k: fix(v) for k, v in tensors.items()}
-    meta["weights_sha256"] = _tensors_sha256(tensors)       # a consistent file: only its contents are bad
+    meta["weights_sha256"] = tensors_sha256(tensors)       # a consistent file: only its contents are bad
     return save(tensors, metadata=meta)
 
 
@@ -101,7 +101,7 @@ def test_public_layout_with_a_scalar_conv_weight(tmp_path, capsys):
                                   lambda v: v.double() * 1e300],
                          ids=["sparse", "complex", "meta", "float64 beyond float32"])
 def test_pth_with_unusable_tensors(tmp_path, make):
-    from exprengine.checkpoints import import_checkpoint
+    from exprengine.models.ganimation import import_checkpoint
     from exprengine.models import create_generator
     path = tmp_path / "g.pth"
     torch.save({k: make(v) for k, v in create_generator("convnext2").state_dict().items()}, path)

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from safetensors.torch import safe_open, save_file
 
-from exprengine import checkpoints
-from exprengine.checkpoints import (convert_discriminator_state_dict, convert_generator_state_dict,
-                                    detect_layout, import_checkpoint, import_discriminator, load_state_dict,
-                                    load_weights, save_weights, strip_module_prefix, weights_sha256)
 from exprengine.errors import UserError
-from exprengine.models import build_generator, create_generator, generator_config, list_generators
+from exprengine.models import build_generator, create_generator, generator_config, list_generators, weights
+from exprengine.models.ganimation import (convert_discriminator_state_dict, convert_generator_state_dict,
+                                          detect_layout, import_checkpoint, import_discriminator, load_state_dict,
+                                          strip_module_prefix)
+from exprengine.models.weights import load_weights, save_weights, weights_sha256
 
 from helpers import perturbed_generator
 from public_layouts import (OriginalDiscriminator, OriginalGenerator, ReplicateDiscriminator,
@@ -298,7 +298,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoints.os, "replace", fail)
+    monkeypatch.setattr(weights.os, "replace", fail)
     with pytest.raises(UserError, match="disk full"):  # files.write_bytes: one sentence
         save_weights(create_generator("convnext2", seed=1), path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]

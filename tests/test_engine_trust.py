@@ -159,7 +159,7 @@ def test_onnx_metadata_contradicting_the_manifest_is_refused(onnx_engine, face_p
 
 
 def test_other_weights_in_a_torch_engine_are_refused(torch_engine, face_png, tmp_path, capsys):
-    from exprengine.checkpoints import save_weights
+    from exprengine.models.weights import save_weights
     save_weights(perturbed_generator("convnext2", seed=5), torch_engine / "weights.safetensors")
     relist(torch_engine, "weights.safetensors")
     refused_everywhere(torch_engine, face_png, tmp_path, capsys, "weights sha256")

@@ -36,7 +36,7 @@ def test_onnx_is_checked_dynamic_and_annotated(cx2_onnx):
     assert meta["exprengine.image_size"] == "128"
     assert "127.5" in meta["exprengine.input_normalisation"]
     assert meta["exprengine.outputs"] == "blended"
-    from exprengine.checkpoints import weights_sha256
+    from exprengine.models.weights import weights_sha256
     assert meta["exprengine.weights_sha256"] == weights_sha256(g)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from exprengine.aus import PRESETS
-from exprengine.models.pretrained import (EVAL_N, default_model_card, default_weights_path, evaluate_default,
-                                          load_default_generator)
+from exprengine.models.pretrained import default_model_card, default_weights_path, load_default_generator
+from exprengine.training.package import EVAL_N, evaluate_default
 
 
 def test_default_model_ships_with_its_card():

@@ -186,7 +186,7 @@ def test_a_torch_rig_engine_from_another_rig_version_is_refused(rig_engines, mon
 def test_rig_weights_file_holds_no_tensors_and_nothing_else_is_accepted(tmp_path):
     from safetensors.torch import save
 
-    from exprengine.checkpoints import load_weights, model_sha256, safetensors_metadata, save_weights
+    from exprengine.models.weights import load_weights, model_sha256, safetensors_metadata, save_weights
     rig = create_model("rig")
     save_weights(rig, tmp_path / "rig.safetensors")
     data = (tmp_path / "rig.safetensors").read_bytes()

@@ -106,7 +106,7 @@ def test_paired_objective_needs_ground_truth(tmp_path):
 
 
 def test_init_starts_from_given_weights_and_refuses_another_shape(tmp_path):
-    from exprengine.checkpoints import load_weights
+    from exprengine.models.weights import load_weights
     first = Trainer(tiny_config(objective="paired", steps=5), tiny_data(), tmp_path / "first")
     first.train(progress=False)
     weights = tmp_path / "first" / GENERATOR
@@ -167,7 +167,7 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path):
 
 
 def test_trained_generator_builds_into_an_engine(tmp_path):
-    from exprengine.checkpoints import load_weights
+    from exprengine.models.weights import load_weights
     from exprengine.engine import Engine
     from exprengine.engines.build import build_engine
     t = Trainer(tiny_config(steps=5, checkpoint_every=5), tiny_data(), tmp_path / "run")

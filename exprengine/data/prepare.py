@@ -137,7 +137,7 @@ def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detect
                  for status in ("no_face", "several_faces", "unreadable")}}
     labels = None
     if openface is not None:
-        from exprengine.data.datasets import OPENFACE_COLUMNS
+        from exprengine.data.labels import OPENFACE_COLUMNS
         from exprengine.data.labels import OPENFACE_MIN_CONFIDENCE, read_image_labels
         crops = sorted(p.name for p in (out / "imgs").iterdir()
                        if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith("."))

@@ -177,7 +177,7 @@ def build_engine(generator: AttentionGenerator, out: str | Path, backend: str = 
     `generator` may be the rig (`FaceRig`): its engine's graph takes the landmarks too
     (manifest `inputs`), and backends that cannot build it refuse it before any work.
     """
-    from exprengine.checkpoints import model_sha256
+    from exprengine.models.weights import model_sha256
     from exprengine.export.graph import graph_inputs
     from exprengine.files import atomic_directory
 

@@ -13,6 +13,13 @@ takes the face mesh. `list_models()` names every model an engine can be built fr
 builds any of them, and `build_model(config_dict)` rebuilds one from the config stored in
 checkpoints and engine manifests (a generator's `GeneratorConfig` or a `RigConfig`, told
 apart by the rig's `family: "rig"`).
+
+Weights: our own safetensors format for every model here is `exprengine.models.weights`
+(save_weights / load_weights / model_sha256); GANimation's public checkpoint layouts are
+converted beside that model, in `exprengine.models.ganimation` (import_checkpoint). The shipped
+default model is located and loaded by `exprengine.models.pretrained`. The models layer imports
+only exprengine.errors, exprengine.files, exprengine.aus and the pixel conventions
+(exprengine.pixels), besides torch and safetensors: nothing above it.
 """
 from __future__ import annotations
 
@@ -25,7 +32,6 @@ from torch import nn
 from exprengine.errors import UserError
 from exprengine.models.convnext import ConvNeXtBlock, ConvNeXtLNBlock
 from exprengine.models.discriminator import Discriminator
-from exprengine.models.ganimation import ResidualBlock
 from exprengine.models.generator import AttentionGenerator, GeneratorConfig
 
 DEFAULT_MODEL = "convnext6"
@@ -51,6 +57,8 @@ register(GeneratorConfig("convnext2-ln", "convnext-ln", expansion=2),
 
 def _block_factory(config: GeneratorConfig) -> Callable[[int], nn.Module]:
     if config.block == "resnet":
+        # imported here: models.ganimation also converts public checkpoints, through this registry
+        from exprengine.models.ganimation import ResidualBlock
         return ResidualBlock
     if config.block == "convnext":
         return partial(ConvNeXtBlock, expansion=config.expansion)

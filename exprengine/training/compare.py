@@ -26,7 +26,7 @@ COLUMNS = ("psnr", "ssim", "au_mae", "on_target", "preserved_psnr", "background_
 
 def compare(out: str | Path, base: TrainConfig, models=THESIS_MODELS, eval_n: int = 200, device: str = "cpu",
             progress: bool = True, inception_path: str | None = None) -> dict:
-    from exprengine.checkpoints import load_weights
+    from exprengine.models.weights import load_weights
     from exprengine.data.datasets import training_data
     from exprengine.engine import Engine
     from exprengine.evaluation.synthetic_eval import evaluate_synthetic

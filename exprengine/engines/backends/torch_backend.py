@@ -33,7 +33,7 @@ def check_weights_metadata(manifest: Manifest, directory: Path, name: str, data:
     """Refuse a weights artifact whose safetensors metadata (config, weights sha256) contradicts the manifest."""
     import json
 
-    from exprengine.checkpoints import safetensors_metadata
+    from exprengine.models.weights import safetensors_metadata
     try:
         metadata = safetensors_metadata(data)
         config = json.loads(metadata.get("config", "null"))
@@ -65,7 +65,7 @@ def check_rig_version(manifest: Manifest, directory: Path) -> None:
 
 def load_verified_weights(directory: Path, manifest: Manifest, backend: type[Backend]) -> AttentionGenerator:
     """The generator in the listed, verified weights artifact whose metadata agrees with the manifest."""
-    from exprengine.checkpoints import load_weights
+    from exprengine.models.weights import load_weights
     name, data = backend.artifact(directory, manifest, "weights")
     backend.check_metadata(manifest, directory, "weights", name, data)
     generator = load_weights(Path(directory) / name, data=data)      # parsed from the verified bytes
@@ -131,7 +131,7 @@ class TorchBackend(Backend):
 
     @classmethod
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
-        from exprengine.checkpoints import save_weights
+        from exprengine.models.weights import save_weights
         if manifest.device == "cuda":
             manifest.graph_outputs = "heads"         # the fused epilogue blends on the GPU
         save_weights(generator, directory / WEIGHTS)
