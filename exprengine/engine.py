@@ -168,7 +168,7 @@ class Engine:
 
         One frame is broadcast to every row of `intensities` (a morph) without copies. One
         backend call per `max_batch` slice; on CUDA backends each call is the fused pipeline
-        (csrc kernels, pinned memory, a CUDA graph replay). The rig's engines take landmarks
+        (CUDA kernels, pinned memory, a CUDA graph replay). The rig's engines take landmarks
         float32 [1|N,478,2] in the crops' pixels (one row per frame); None: found on the crops
         with MediaPipe (`crop_landmarks`). Generators' engines ignore them.
         """

@@ -1,15 +1,15 @@
-"""The fused CUDA kernel (csrc/epilogue.cu) compiles for every supported GPU, on every CI run.
+"""The fused CUDA kernel (exprengine/kernels/epilogue.cu) compiles for every supported GPU, on every CI run.
 
 No GPU is needed: NVRTC (pip wheel) and nvcc (/usr/local/cuda) both compile without one.
-The compiler's resource report must show no spills and no stack frame. Running the kernel
-against its reference is tests/test_cuda.py (GPU only).
+The compiler's resource report must show no spills and no stack frame. The nvcc commands and
+the checks are those of csrc/build.py, the script a kernel developer runs; it is also run
+whole. Running the kernel against its reference is tests/test_cuda.py (GPU only).
 """
 from __future__ import annotations
 
-import os
-import re
-import shutil
+import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,21 +17,24 @@ import pytest
 from exprengine.kernels import cuda
 
 ROOT = Path(__file__).resolve().parents[1]
-NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+SOURCE = ROOT / "exprengine" / "kernels" / "epilogue.cu"
+BUILD_SCRIPT = ROOT / "csrc" / "build.py"
+_spec = importlib.util.spec_from_file_location("csrc_build", BUILD_SCRIPT)
+build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build)
+NVCC = build.find_nvcc()
 needs_nvrtc = pytest.mark.skipif(cuda.nvrtc_unavailable_reason() is not None,
                                  reason=f"NVRTC unavailable: {cuda.nvrtc_unavailable_reason()}")
 
 
 def check_report(report: dict, where: str) -> None:
-    assert set(report) == set(cuda.KERNELS), f"{where}: resource report lists {sorted(report)}"
-    for name, r in report.items():
-        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, f"{where} {name} spills: {r}"
-        assert r["stack"] == 0, f"{where} {name} uses a stack frame (local memory): {r}"
-        assert r["registers"] <= 128, f"{where} {name} uses {r['registers']} registers (256-thread blocks)"
+    """All four kernels, no spills, no stack frame, at most 128 registers (csrc/build.py's check)."""
+    problems = build.resource_problems(report, where)
+    assert not problems, "; ".join(problems)
 
 
 def test_installed_source_is_the_repository_source():
-    assert cuda.kernel_source() == (ROOT / "csrc" / "epilogue.cu").read_bytes()
+    assert cuda.kernel_source() == SOURCE.read_bytes()
 
 
 @needs_nvrtc
@@ -49,28 +52,21 @@ def test_nvrtc_compiles_for_each_architecture_without_spills(arch):
 @needs_nvrtc
 def test_nvrtc_ptx_uses_16_byte_accesses():
     ptx = cuda.compile_source("compute_90").binary.decode()
-    entries = re.findall(r"\.entry (\w+)", ptx)
-    assert sorted(entries) == sorted(cuda.KERNELS)
-    for name, body in zip(entries, re.split(r"\.entry \w+", ptx)[1:]):
-        assert re.search(r"ld\.global(\.nc)?\.v4\.[ubf]32", body), f"{name}: no 16-byte loads"
-        assert re.search(r"st\.global\.v4\.[ubf]32", body), f"{name}: no 16-byte stores"
+    problems = build.ptx_problems(ptx)       # the four entry points, each with v4 loads and stores
+    assert not problems, "; ".join(problems)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found (CUDA toolkit not installed)")
 @pytest.mark.parametrize("arch", cuda.ARCHS)
 def test_nvcc_compiles_for_each_architecture_without_spills(arch, tmp_path):
-    result = subprocess.run([NVCC, "-cubin", f"-arch=sm_{arch}", "-O3", "-Xptxas", "-v",
-                             str(ROOT / "csrc" / "epilogue.cu"), "-o", str(tmp_path / "k.cubin")],
-                            capture_output=True, text=True, timeout=300)
+    result = build.run_nvcc(build.nvcc_cubin_command(NVCC, arch, SOURCE, tmp_path / "k.cubin"), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     check_report(cuda.parse_resource_report(result.stderr), f"nvcc sm_{arch}")
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found (CUDA toolkit not installed)")
 def test_nvcc_fatbin_with_ptx(tmp_path):
-    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in cuda.ARCHS] + ["-gencode=arch=compute_90,code=compute_90"]
-    result = subprocess.run([NVCC, "-fatbin", *gencode, str(ROOT / "csrc" / "epilogue.cu"), "-o", str(tmp_path / "k.fatbin")],
-                            capture_output=True, text=True, timeout=600)
+    result = build.run_nvcc(build.nvcc_fatbin_command(NVCC, cuda.ARCHS, SOURCE, tmp_path / "k.fatbin"), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "k.fatbin").stat().st_size > 10_000
 
@@ -105,3 +101,28 @@ def test_nvrtc_error_is_one_sentence():
     from exprengine.errors import EngineError
     with pytest.raises(EngineError, match="NVRTC failed to compile"):
         cuda.compile_source("sm_90", b"__global__ void broken( {")
+
+
+@needs_nvrtc
+def test_build_script_passes_and_keeps_its_binaries(tmp_path):
+    """csrc/build.py as a developer runs it, for one architecture: every check passes."""
+    out = tmp_path / "kernels"
+    r = subprocess.run([sys.executable, str(BUILD_SCRIPT), "--arch", "86", "--out", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("all checks passed") and "FAIL" not in r.stdout
+    assert (out / "epilogue-nvrtc-sm_86.cubin").read_bytes()[:4] == b"\x7fELF"
+    assert ".entry" in (out / "epilogue-compute_90.ptx").read_text()
+    if NVCC:
+        assert "ok   nvcc sm_86" in r.stdout and (out / "epilogue.fatbin").stat().st_size > 10_000
+
+
+@needs_nvrtc
+def test_build_script_fails_on_a_broken_source(tmp_path):
+    broken = tmp_path / "broken.cu"
+    broken.write_text('extern "C" __global__ void exprengine_blend_to_u8_f32( {')
+    r = subprocess.run([sys.executable, str(BUILD_SCRIPT), "--arch", "86", "--source", str(broken)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL NVRTC" in r.stdout and "NVRTC failed to compile" in r.stdout
+    assert r.stdout.strip().endswith("check(s) failed")

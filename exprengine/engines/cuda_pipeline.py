@@ -1,9 +1,9 @@
 """The GPU hot path shared by every CUDA backend: uint8 frames in, uint8 frames out, one stream.
 
     pinned host --H2D--> frames u8 [1|N,S,S,3], intensities f32 [N,17]
-        -> prologue kernel (csrc)      x [N,3,S,S], aus [N,17]  (fp16 or fp32)
+        -> prologue kernel (CUDA)      x [N,3,S,S], aus [N,17]  (fp16 or fp32)
         -> network heads               color [N,3,S,S], attention [N,1,S,S]
-        -> epilogue kernel (csrc)      out u8 [N,S,S,3] = blend, [0,255], rint
+        -> epilogue kernel (CUDA)      out u8 [N,S,S,3] = blend, [0,255], rint
     pinned host <--D2H--
 
 Everything is enqueued on one CUDA stream with no host synchronisation until the output

@@ -1,4 +1,4 @@
-"""The fused CUDA prologue and epilogue (`csrc/epilogue.cu`): NVRTC at run time, cached on disk.
+"""The fused CUDA prologue and epilogue (`kernels/epilogue.cu`): NVRTC at run time, cached on disk.
 
     kernels = FusedKernels()                    # compiles for this GPU once, then loads from the cache
     kernels.frame_to_input(frames, intensities, x, aus)       # uint8 NHWC -> network input
@@ -14,8 +14,8 @@ PTX, with nvcc and with NVRTC, and checks the resource report (no spills, no sta
 
 Launches go to the caller's stream (default: PyTorch's current stream) with no host
 synchronisation, so they can be captured in a CUDA graph. The plain reference
-implementations are `exprengine.kernels.blend` (`blend_to_uint8_nhwc`,
-`frames_to_network_input`); tests compare against them.
+implementations are `exprengine.pixels` (`blend_to_uint8_nhwc`,
+`to_network_input`); tests compare against them.
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 
 from exprengine.aus import AU_SCALE, NUM_AUS
 from exprengine.errors import EngineError
@@ -41,11 +40,9 @@ THREADS = 256
 
 
 def kernel_source() -> bytes:
-    """The CUDA source, from the installed package (`exprengine/csrc`) or the repository."""
-    try:
-        return (resources.files("exprengine.csrc") / SOURCE_NAME).read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError):
-        return (Path(__file__).resolve().parents[2] / "csrc" / SOURCE_NAME).read_bytes()
+    """The CUDA source `epilogue.cu` (bytes), package data of `exprengine.kernels` (installed,
+    editable or a source checkout alike)."""
+    return (resources.files("exprengine.kernels") / SOURCE_NAME).read_bytes()
 
 
 def nvrtc_unavailable_reason() -> str | None:

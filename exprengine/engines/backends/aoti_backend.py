@@ -4,7 +4,7 @@ The package is a shared library compiled for this torch version and this CPU's v
 (or CUDA device), so the manifest records both and loading refuses a mismatch.
 
 On the CPU the package holds the "blended" FP32 graph. Built with `--device cuda` it holds
-the "heads" graph (FP32 or FP16) and runs inside `CudaPipeline`: the csrc prologue and
+the "heads" graph (FP32 or FP16) and runs inside `CudaPipeline`: the CUDA prologue and
 epilogue kernels around it, pinned memory, and the whole call captured as a CUDA graph
 (falling back to plain stream launches if the package cannot be captured).
 

@@ -1,4 +1,4 @@
-"""`tensorrt`: a TensorRT plan on NVIDIA GPUs, followed by the fused csrc epilogue.
+"""`tensorrt`: a TensorRT plan on NVIDIA GPUs, followed by the fused CUDA epilogue.
 
 Build (`exprengine build --backend tensorrt --device cuda`):
   1. export the "heads" graph to ONNX (`model.onnx`): for FP16, weights, activations and I/O
@@ -22,7 +22,7 @@ artifacts (roles "plan" and "onnx-model"), read once and verified on the bytes t
 and the ONNX graph's metadata must agree with the manifest.
 
 Runtime: device buffers allocated once for the max batch, `execute_async_v3` on the
-pipeline's stream followed by the csrc epilogue, the steady state captured as a CUDA graph
+pipeline's stream followed by the CUDA epilogue, the steady state captured as a CUDA graph
 (`exprengine.engines.cuda_pipeline`).
 
 The TensorRT builder is not installable on the project's CI machines, and no TensorRT

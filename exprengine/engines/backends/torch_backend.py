@@ -1,7 +1,7 @@
 """`torch`: eager PyTorch, the reference every compiled engine is checked against.
 
 On the CPU it runs the generator in FP32. On CUDA it runs FP32 or FP16 (channels-last, so
-cuDNN uses the tensor cores) inside `CudaPipeline`: the fused csrc kernels around the
+cuDNN uses the tensor cores) inside `CudaPipeline`: the fused CUDA kernels around the
 network, pinned memory, and the whole call captured as a CUDA graph.
 
 The rig (`FaceRig`) runs here on the CPU in FP32. Its "weights" artifact is a safetensors

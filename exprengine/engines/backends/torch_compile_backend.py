@@ -3,7 +3,7 @@
 A baseline and fallback for GPUs without TensorRT. The engine directory holds the weights;
 compilation happens when the engine is loaded and for each new batch size (Inductor
 autotunes its kernels, which takes minutes the first time; Inductor caches them on disk).
-max-autotune captures CUDA graphs itself, so the pipeline around it (csrc prologue and
+max-autotune captures CUDA graphs itself, so the pipeline around it (CUDA prologue and
 epilogue, pinned memory) runs uncaptured.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ Outputs depend on where the blend lives (`GraphOutputs`):
     "blended": output [N,3,S,S] in [-1,1] = A*image + (1-A)*C, attention [N,1,S,S]
                (portable backends: ONNX Runtime, AOTInductor, eager torch)
     "heads":   color [N,3,S,S] = C, attention [N,1,S,S] = A
-               (GPU engines: the fused CUDA epilogue in csrc/ blends and writes uint8)
+               (GPU engines: the fused CUDA epilogue, exprengine/kernels/epilogue.cu, blends and writes uint8)
 N is dynamic. Export with a batch of 2 (a batch-1 example lets the tracer specialise N=1).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from exprengine.kernels.blend import blend
+from exprengine.pixels import blend
 from exprengine.models import AttentionGenerator
 
 GraphOutputs = Literal["blended", "heads"]

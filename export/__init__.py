@@ -1,1 +1,0 @@
-"""Exporters (installed as `exprengine.export`): PyTorch generator -> portable graphs."""
