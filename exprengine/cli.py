@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import sys
 import warnings
 from contextlib import contextmanager
@@ -355,9 +354,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
       exprengine edit photo.jpg --engine engines/rig --detector mediapipe --preset sadness@2 --out sad.png
       exprengine edit face.png --crop --engine engines/cx6 --preset sadness --attention att.png --out sad.png
     """
-    import numpy as np
-
-    from exprengine.media import check_output_path, read_photo, write_image
+    from exprengine.media import check_output_path, read_photo
     out_path = check_output_path(out, "image")
     if attention_out and not crop:
         raise UserError("--attention is for --crop edits (a whole photo has one attention map per face)")
@@ -367,83 +364,25 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
         target = _aus_from_options(presets, aus)
         policy.check(target.values)
         if crop:
-            import dataclasses
-            from exprengine.faces.editor import as_rgb
-            source = read_photo(image)         # its colour profile and EXIF go to the edited crop
-            face = np.ascontiguousarray(as_rgb(source.pixels))
+            from exprengine.faces.photo import edit_crop_file
+            photo = read_photo(image)          # its colour profile and EXIF go to the edited crop
             engine = _engine_or_default(engine_dir, device, policy, default="generator")
-            result = engine.edit_detailed(face, target)
-            edited_crop = result.images[0]
-            _write_photo(out_path, edited_crop, dataclasses.replace(
-                source, pixels=edited_crop, high=None,
-                icc_profile=source.icc_profile if source.pixels.ndim == 3 else None))
-            if att_path:
-                write_image(att_path, np.repeat(np.rint(result.attention[0] * 255).astype(np.uint8)[:, :, None], 3, 2))
+            for note in edit_crop_file(image, out_path, engine, target, att_path, photo=photo):
+                _say(f"note: {note}")
             click.echo(f"wrote {out_path} ({target})")
             return
-        from exprengine.faces.editor import FaceEditor, as_rgb, select_faces
+        from exprengine.faces.editor import FaceEditor
+        from exprengine.faces.photo import edit_photo_file
         photo = read_photo(image)
         engine = _engine_or_default(engine_dir, device, policy)    # checked before any work, face or not
-        rgb = np.ascontiguousarray(as_rgb(photo.pixels))
-        faces = _detector(detector, min_face)
-        found = faces.detect(rgb)
-        chosen = select_faces(found, select)
-        if not found:
-            _pass_through(image, photo, out_path)
-            message = f"no face found in {image}: wrote it unchanged to {out_path}"
-            if max(rgb.shape[:2]) <= 512:
-                message += " (if the image is already a face crop, add --crop to edit all of it)"
-            if require_face:
-                _say(f"exprengine: warning: {message}")
-                raise click.exceptions.Exit(1)
-            click.echo(message)
-            return
-        editor = FaceEditor(engine, faces, align=align, mask=mask)
-        crops, meshes, missing = editor.locate(rgb, [found[i] for i in chosen])
-        unmeshed = [chosen[i] for i in missing]
-        chosen = [i for i in chosen if i not in unmeshed]
-        if unmeshed:                                  # the rig needs each face's mesh
-            which = ", ".join(f"#{i}" for i in unmeshed)
-            if not chosen:
-                _pass_through(image, photo, out_path)
-                message = (f"no face mesh found for face {which} in {image} (the {engine.manifest.model} engine "
-                           f"needs one): wrote it unchanged to {out_path}")
-                if require_face:
-                    _say(f"exprengine: warning: {message}")
-                    raise click.exceptions.Exit(1)
-                click.echo(message)
-                return
-            _say(f"note: no face mesh found for face {which}; left unedited")
-        edited = editor.edit_crops(photo.pixels, crops, target, meshes)
-    _write_photo(out_path, edited, photo)
-    click.echo(f"found {len(found)} face(s), edited {len(chosen)} "
-               f"({', '.join(f'#{i} {found[i].width}x{found[i].height} at ({found[i].left},{found[i].top})' for i in chosen)}): "
-               f"wrote {out_path} ({target})")
-
-
-def _pass_through(source: str, photo, out_path: Path) -> None:
-    """The photo (a `media.Photo`) unchanged: the file's own bytes when the output format is the
-    file's own format (every chunk and bit kept), else re-encoded by `_write_photo` as an edited
-    photo is (colour profile, EXIF, 16-bit samples kept where the output format can hold them)."""
-    import shutil
-
-    from exprengine.files import atomic_output
-
-    from exprengine.media import image_format
-    if image_format(out_path) == {"MPO": "JPEG"}.get(photo.format, photo.format):
-        with atomic_output(out_path) as tmp:
-            shutil.copyfile(source, tmp)
-    else:
-        _write_photo(out_path, photo.pixels, photo)
-
-
-def _write_photo(out_path: Path, pixels, photo) -> None:
-    """Write a photo (edited or not) keeping its metadata; one note line for what the format drops."""
-    from exprengine.media import photo_losses, write_photo
-    lost = photo_losses(out_path, photo)
-    if lost:
-        _say(f"note: {lost}")
-    write_photo(out_path, pixels, photo)
+        editor = FaceEditor(engine, _detector(detector, min_face), align=align, mask=mask)
+        report = edit_photo_file(image, out_path, engine, target, editor, select, photo=photo)
+    for note in report.notes:
+        _say(f"note: {note}")
+    if not report.edited and require_face:
+        _say(f"exprengine: warning: {report.summary}")
+        raise click.exceptions.Exit(1)
+    click.echo(report.summary)
 
 
 @cli.command(inputs=("video_path", "engine_dir", "timeline"), outputs=("out",), together=True)
@@ -487,65 +426,26 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
       exprengine video in.mp4 --timeline keys.json --engine engines/rig --out out.mp4
       exprengine video in.mp4 --preset happiness --engine engines/my-gan --device cuda --out out.mp4
     """
-    from tqdm import tqdm
-
-    from exprengine.aus import AUs
-    from exprengine.video import timeline as tl
+    from exprengine.faces.landmarks import make_detector
     from exprengine.files import check_writable_place
-    from exprengine.video.io import VideoReader, VideoWriter, check_editable, check_video_output, probe_video
-    from exprengine.video.stream import StreamEditor
+    from exprengine.video.edit import edit_video
+    from exprengine.video.io import check_video_output
+    from exprengine.video.timeline import expression_plan
     # Every argument is checked before any decoding: the output place (that it is no input is the
     # command's own check), the expression, the engine (loading verifies it), then the video.
     out_path = check_video_output(out)
     check_writable_place(out_path)
     with _reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
-        if timeline:
-            if presets or aus or src:
-                raise UserError("--timeline gives the expression itself: drop --preset/--au/--from")
-            keys = tl.Keyframes.read(timeline)
-            policy.check(keys.values)
-            plan = keys
-        else:
-            target = _aus_from_options(presets, aus)
-            policy.check(target.values)
-            plan = tl.hold(target)
-        start = None
-        if src and not timeline:
-            start = AUs.parse(src)
-            policy.check(start.values)
+        if timeline and (presets or aus or src):
+            raise UserError("--timeline gives the expression itself: drop --preset/--au/--from")
+        plan = expression_plan(None if timeline else _aus_from_options(presets, aus), start=src or None,
+                               schedule=schedule, keyframes=timeline, policy=policy)
         engine = _engine_or_default(engine_dir, device, policy)
-        info = probe_video(video_path)
-        check_editable(info)                                # 10-bit and HDR: refused, not shifted
-        if timeline:
-            last, end = float(keys.times[-1]), float(info.frames - 1 if keys.in_frames else info.duration)
-            if last > end:
-                unit = "frame" if keys.in_frames else "s"
-                _say(f"warning: {timeline}: keyframes run to {last:g} {unit} but the video ends at {end:g} {unit}; "
-                     "the keys after the end are not reached")
-        if start is not None:
-            plan = tl.morph(start, target, info.frames, schedule)
-        editor = StreamEditor(engine, plan, _detector(detector, min_face), select, detect_every=detect_every,
-                              detect_scale=detect_scale, detect_async=not reproducible, fps=info.fps, align=align,
-                              mask=mask, in_place=True, times=info.pts or None)
-        yuv = info.width % 2 == 0 and info.height % 2 == 0     # stay in the codec's 4:2:0 (odd sizes: RGB)
-        # Frames at the input's own times when they are not evenly spaced (variable frame rate).
-        timing = {} if info.constant_rate else {"pts": info.pts, "end": info.end}
-        with editor, VideoReader(video_path) as reader, \
-                VideoWriter(out_path, info.width, info.height, fps_rational=info.fps_rational,
-                            audio_from=None if no_audio else video_path, preset=encoder_preset,
-                            pix_fmt_in="yuv420p" if yuv else "rgb24", color=info.color if yuv else None,
-                            inputs=[video_path], keep_audio_timing=True, sar=info.sar, **timing) as writer, \
-                tqdm(total=info.frames, desc="editing", unit="frame", disable=None) as bar:
-            for frame in editor.process(reader.iter_yuv() if yuv else reader):
-                writer.write(frame)
-                bar.update()
-    st = editor.stats.summary()
-    tracks = writer.audio_tracks if writer.audio_from is not None else 0
-    audio = ("no audio" if not tracks else "1 audio track kept" if tracks == 1 else f"{tracks} audio tracks kept")
-    rate = f"{info.fps:g} fps" if info.constant_rate else f"variable rate (average {info.fps:g} fps), times kept"
-    click.echo(f"wrote {out_path}: {st['frames']} frames at {rate}, {info.width}x{info.height}, {audio}; "
-               f"{st['fps']} frames/s, {st['detections']} detector runs")
+        result = edit_video(video_path, out_path, engine, plan, make_detector(detector, min_face), select=select,
+                            detect_every=detect_every, detect_scale=detect_scale, reproducible=reproducible,
+                            audio=not no_audio, encoder_preset=encoder_preset, align=align, mask=mask)
+    click.echo(result.summary())
 
 
 @cli.command(inputs=("image", "engine_dir"), outputs=("out", "sheet"), together=True)
@@ -575,18 +475,13 @@ def morph(image, engine_dir, device, src, dst, frames, schedule, fps, bounce, ou
           --schedule ease-in-out --out smile.mp4
       exprengine morph face.png --engine engines/cx6 --to AU12=1.5,AU25=0.8 --out frames/
     """
-    import numpy as np
-
-    from exprengine.media import check_output_path, contact_sheet, read_image, write_animation, write_image
+    from exprengine.files import check_outputs_apart
+    from exprengine.media import check_output_path, read_image
+    from exprengine.morph import default_sheet_path, write_morph
     out_path = check_output_path(out, "animation")
-    if sheet is None:
-        sheet_path = out_path.with_name(out_path.stem + "_sheet.png") if out_path.suffix else \
-            out_path.parent / (out_path.name + "_sheet.png")
-    else:
-        sheet_path = None if sheet.lower() == "none" else Path(sheet)
-    if sheet_path is not None:
-        sheet_path = check_output_path(sheet_path, "image")
-        from exprengine.media import check_outputs_apart          # the default sheet name is derived
+    sheet_path = None if sheet is not None and sheet.lower() == "none" else \
+        check_output_path(default_sheet_path(out_path) if sheet is None else sheet, "image")
+    if sheet_path is not None:                  # the default sheet name is derived: check it too
         check_outputs_apart({"--out": out_path, "--sheet": sheet_path}, {"IMAGE": image, "--engine": engine_dir})
     with _reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
@@ -599,12 +494,7 @@ def morph(image, engine_dir, device, src, dst, frames, schedule, fps, bounce, ou
         _say(f"rendering {frames} frames in {calls} engine call{'s' if calls > 1 else ''} ...")
         rendered = engine.morph(face, src_aus, dst_aus, frames=frames, schedule=schedule,
                                 progress=frames > engine.max_batch)
-    animation = np.concatenate([rendered, rendered[-2:0:-1]]) if bounce and out_path.suffix else rendered
-    write_animation(out_path, animation, fps=fps)
-    if sheet_path is not None:
-        step = max(1, -(-frames // 32))   # at most ~32 tiles
-        picks = list(range(0, frames, step))
-        write_image(sheet_path, contact_sheet(rendered[picks], labels=[f"{i + 1}/{frames}" for i in picks]))
+    write_morph(out_path, rendered, fps=fps, bounce=bounce, sheet=sheet_path)
     click.echo(f"wrote {out_path} ({frames} frames, {src_aus} -> {dst_aus}, {schedule})"
                + (f" and {sheet_path}" if sheet_path else ""))
 
@@ -646,23 +536,18 @@ def models():
                    (f"\n  {'':<{width}}  unavailable here: {reason}" if reason else ""))
 
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
-#: Bounds of one --dims width (channels of the stem and the two downsampling stages).
-MAX_WIDTH = 4096
-
-
-def _parse_dims(dims: str | None) -> tuple[int, int, int] | None:
-    """--dims A,B,C: three channel widths in 1..MAX_WIDTH, stem then the two downsampling stages."""
-    if dims is None:
-        return None
-    parts = [p.strip() for p in dims.split(",")]
-    if len(parts) != 3 or not all(re.fullmatch(r"\d{1,6}", p) for p in parts):
-        raise UserError(f"--dims {dims!r}: expected three comma-separated positive integers (stem, down 1, down 2), "
-                        f"e.g. 16,32,64")
-    widths = tuple(int(p) for p in parts)
-    if not all(1 <= w <= MAX_WIDTH for w in widths):
-        raise UserError(f"--dims {dims!r}: each width must be between 1 and {MAX_WIDTH}")
-    return widths
+@contextmanager
+def _as_options(phrases: dict[str, str]):
+    """Re-raise a library UserError with its API phrases (keys) in this command's options (values)."""
+    try:
+        yield
+    except UserError as e:
+        text = str(e)
+        for phrase, options in phrases.items():
+            text = text.replace(phrase, options)
+        if text == str(e):
+            raise
+        raise UserError(text) from e
 
 
 @cli.command(inputs=("data", "init"), outputs=("out",))
@@ -700,31 +585,14 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
       exprengine train --model ganimation --init 30_net_gen.pth --data data/mine --out runs/finetune
       exprengine build --model convnext6 --checkpoint runs/cx6/generator.safetensors --out engines/cx6
     """
-    import torch
-
-    from exprengine.data.datasets import training_data
-    from exprengine.training.trainer import Trainer, TrainConfig
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda needs an NVIDIA GPU, and none is visible")
-    dims_t = _parse_dims(dims)
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out} is a file; give a directory for the run")
-    if resume:
-        saved = Trainer.checkpoint_config(out)
-        trainer = Trainer.resume(out, training_data(saved.data, saved.generator_config().image_size), device, steps)
-        _say(f"resuming {out} at step {trainer.step} of {trainer.config.steps}")
-    else:
-        config = TrainConfig(model=model, data=data, objective=objective, steps=steps, batch=batch, lr=lr, seed=seed,
-                             checkpoint_every=checkpoint_every, sample_every=sample_every,
-                             image_size=image_size, dims=dims_t, depth=depth, critic_width=critic_width,
-                             init=init)
-        if (Path(out) / CHECKPOINT_NAME).exists():
-            raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-        trainer = Trainer(config, training_data(data, config.generator_config().image_size), out, device)
-    trainer.train()
-    click.echo(f"trained {out} to step {trainer.step}: {Path(out) / 'generator.safetensors'}")
+    from exprengine.training.trainer import GENERATOR, TrainConfig, train_run
+    config = TrainConfig(model=model, data=data, objective=objective, steps=steps, batch=batch, lr=lr, seed=seed,
+                         checkpoint_every=checkpoint_every, sample_every=sample_every, image_size=image_size,
+                         dims=dims, depth=depth, critic_width=critic_width, init=init)   # resuming: --steps only
+    with _as_options({"continue it with resume=True or choose another directory":
+                      "use --resume to continue it or choose another --out"}):
+        trainer = train_run(out, config, device, resume=resume)
+    click.echo(f"trained {out} to step {trainer.step}: {Path(out) / GENERATOR}")
 
 
 @cli.command(name="eval", inputs=("engine_dir", "real_dir", "inception", "photos"),
@@ -765,74 +633,21 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
     """
     if photo_sheets and not photos:
         raise UserError("--photo-sheets needs --photos DIR")
-    if photos:
-        if real_dir or sheet:
-            raise UserError("--real and --sheet belong to the synthetic evaluation, which --photos skips; "
-                            "run them without --photos")
-        from exprengine.evaluation.photo_eval import evaluate_photos, format_report, photo_paths
-        from exprengine.files import atomic_directory, atomic_output
-        from exprengine.media import check_output_path
-        paths = photo_paths(photos)
-        if json_out:
-            check_output_path(json_out, "file")
-        if photo_sheets:
-            sheets_dir = Path(photo_sheets)
-            if sheets_dir.exists() and not sheets_dir.is_dir():
-                raise UserError(f"--photo-sheets {photo_sheets} exists and is not a directory; give a new or "
-                                "empty directory for the contact sheets")
-            if sheets_dir.is_dir() and any(sheets_dir.iterdir()):
-                raise UserError(f"--photo-sheets {photo_sheets} is not empty; give a new or empty directory "
-                                "for the contact sheets")
-        engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
-
-        def measured(sheet_dir=None):
-            found = evaluate_photos(engine, paths, sheet_dir=sheet_dir, progress=True)
-            if not found["faces"]:
-                raise UserError(f"no face was found and measured in any of the {len(paths)} photo(s) in {photos}")
-            return found
-        if photo_sheets:
-            with atomic_directory(photo_sheets) as tmp:
-                report = measured(tmp)
-        else:
-            report = measured()
-        report = {"engine": str(engine_dir), **report}
-        click.echo(format_report(report))
-        if json_out:
-            with atomic_output(json_out) as tmp:
-                Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
-        return
+    if photos and (real_dir or sheet):
+        raise UserError("--real and --sheet belong to the synthetic evaluation, which --photos skips; "
+                        "run them without --photos")
     if real_dir and not inception:
         raise UserError("--real needs --inception PATH (the FID Inception-v3 weights cannot be downloaded here)")
-    from exprengine.evaluation.synthetic_eval import evaluate_synthetic
-    from exprengine.media import check_output_path, write_image
-    if sheet:
-        check_output_path(sheet, "image")
-    if json_out:
-        check_output_path(json_out, "file")
     engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
-    if engine.needs_landmarks:
-        raise UserError(f"{engine_dir} is a rig engine: it edits real photos and has no synthetic evaluation; "
-                        "use --photos DIR")
-    real = None
-    if real_dir:                # first: it reads and checks the data set and the weights before any edit
-        from exprengine.evaluation.real_eval import evaluate_real
-        real = evaluate_real(engine, real_dir, inception)
-    report, image = evaluate_synthetic(engine, count, seed, sheet_rows=8 if sheet else 0)
-    report["engine"] = str(engine_dir)
-    if real is not None:
-        report["real"] = real
-        click.echo(f"{'real: FID':22s} {report['real']['fid']:.3f} (n={report['real']['n']}), IS edits "
-                   f"{report['real']['inception_score_edits'][0]:.3f}, IS real {report['real']['inception_score_real'][0]:.3f}")
-    for key in ("psnr", "ssim", "au_mae", "au_mae_ground_truth", "preserved_psnr", "background_change"):
-        click.echo(f"{key:22s} {report[key]:.4f}")
-    click.echo(f"{'no edit (baseline)':22s} psnr {report['no_edit']['psnr']:.4f}, ssim {report['no_edit']['ssim']:.4f}, "
-               f"au_mae {report['no_edit']['au_mae']:.4f}")
-    if json_out:
-        from exprengine.files import atomic_output
-        with atomic_output(json_out) as tmp:
-            Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
-    if sheet:
-        write_image(sheet, image)
+    if photos:
+        from exprengine.evaluation.photo_eval import format_report, run_photo_evaluation
+        click.echo(format_report(run_photo_evaluation(engine, photos, sheets_dir=photo_sheets, json_path=json_out)))
+        return
+    from exprengine.evaluation.synthetic_eval import format_synthetic_report, run_synthetic_evaluation
+    with _as_options({"evaluate it with run_photo_evaluation": "use --photos DIR"}):
+        report = run_synthetic_evaluation(engine, count, seed, real_dir=real_dir, inception=inception,
+                                          sheet_path=sheet, json_path=json_out)
+    click.echo(format_synthetic_report(report))
 
 
 @cli.command(name="train-au-estimator", outputs=("out",), together=True)
@@ -871,15 +686,8 @@ def prepare(photos, out, detector, openface, test_fraction):
       OpenFace/build/bin/FaceLandmarkImg -fdir data/celeba/imgs -aus -out_dir data/celeba-openface
       exprengine prepare celeba/img_align_celeba --out data/celeba --openface data/celeba-openface
     """
-    from exprengine.data.prepare import prepare_photos
-    report = prepare_photos(photos, out, detector, openface, test_fraction)
-    click.echo(f"{out}: kept {report['kept']} of {report['photos']} photos; no face {len(report['no_face'])}, "
-               f"several faces {len(report['several_faces'])}, unreadable {len(report['unreadable'])}"
-               + (f", without AU labels {len(report['unlabelled'])}" if "unlabelled" in report else
-                  "; no AU labels yet (run OpenFace on the crops, then again with --openface)")
-               + f" (details: {Path(out) / 'report.json'})")
-    if report.get("openface", {}).get("note"):
-        click.echo(f"note: {report['openface']['note']}")
+    from exprengine.data.prepare import format_prepare_report, prepare_photos
+    click.echo(format_prepare_report(prepare_photos(photos, out, detector, openface, test_fraction), out))
 
 
 @cli.command(inputs=("data", "inception"), outputs=("out",))
@@ -913,25 +721,11 @@ def compare(out, models, objective, data, steps, batch, lr, seed, eval_n, device
       exprengine compare --out runs/compare-paired --objective paired --steps 600 --batch 8 --lr 3e-4 --image-size 64 --dims 16,32,64
       exprengine synth --n 30000 --out data/synth && exprengine compare --out runs/compare --data data/synth --device cuda
     """
-    import torch
-
-    from exprengine.models import list_generators
-    from exprengine.training.compare import compare as run_compare
+    from exprengine.training.compare import compare as run_compare, markdown
     from exprengine.training.trainer import TrainConfig
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in list_generators()]
-    if unknown or not names:
-        raise UserError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(list_generators())}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dims_t = _parse_dims(dims)
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out} is a file; give a directory for the comparison")
-    config = TrainConfig(objective=objective, data=data, steps=steps, batch=batch, lr=lr, seed=seed, image_size=image_size, dims=dims_t,
+    config = TrainConfig(objective=objective, data=data, steps=steps, batch=batch, lr=lr, seed=seed, image_size=image_size, dims=dims,
                          critic_width=critic_width, checkpoint_every=max(1, steps // 10), sample_every=max(1, steps // 4))
-    results = run_compare(out, config, names, eval_n, device, inception_path=inception)
-    from exprengine.training.compare import markdown
-    click.echo(markdown(results))
+    click.echo(markdown(run_compare(out, config, models, eval_n, device, inception_path=inception)))
 
 
 @cli.command(outputs=("out",), together=True)
