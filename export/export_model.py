@@ -49,26 +49,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_model(model: str | None, checkpoint: str | None, seed: int):
-    """The model to export (eval mode) and a few words saying where its weights came from."""
-    from exprengine.errors import UserError
-    from exprengine.models import DEFAULT_MODEL, RIG, create_model
-
-    if model == RIG:
-        if checkpoint:
-            raise UserError("the rig has no learned weights: drop --checkpoint")
-        return create_model(RIG), "the rig (no learned weights)"
-    if checkpoint:
-        from exprengine.models.ganimation import import_checkpoint
-        return import_checkpoint(checkpoint, model or DEFAULT_MODEL), Path(checkpoint).name
-    if model is None:
-        from exprengine.models.pretrained import load_default_generator
-        return load_default_generator(), "the shipped default model"
-    print(f"note: no --checkpoint: exporting a randomly initialised {model} (seed {seed}); it exercises "
-          "the toolchain but edits nothing meaningfully", file=sys.stderr)
-    return create_model(model, seed), f"random-init seed={seed}"
-
-
 def export(args: argparse.Namespace) -> str:
     """Write the graph asked for by `args`; returns the summary line."""
     from exprengine.errors import UserError
@@ -83,7 +63,12 @@ def export(args: argparse.Namespace) -> str:
     if kind != "ONNX" and args.precision != "fp32":
         raise UserError("--precision fp16 is for ONNX graphs; a .pt2 program is exported in fp32")
     check_writable_place(out, [args.checkpoint] if args.checkpoint else [])
-    model, source = load_model(args.model, args.checkpoint, args.seed)
+    from exprengine.models import load_model
+    loaded = load_model(args.model, args.checkpoint, args.seed)
+    model, source = loaded.model, loaded.source
+    if loaded.random_init:
+        print(f"note: no --checkpoint: exporting a randomly initialised {args.model} (seed {args.seed}); it "
+              "exercises the toolchain but edits nothing meaningfully", file=sys.stderr)
     if kind == "ONNX":
         from exprengine.export.onnx_graph import export_onnx
         try:

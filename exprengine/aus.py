@@ -223,7 +223,7 @@ class AUPolicy:
             msg = (f"{AU_NAMES[c]}={rows[r, c]:g} is above the intensity cap {self.max_intensity:g} "
                    "(the thesis finds images break above about 2.0)")
             if self.above_max == "error" or self.strict:
-                raise UserError(msg + "; lower it or pass --above-max warn")
+                raise UserError(msg + "; lower it or set `above_max` to warn")
             if self.above_max == "clip":
                 warnings.warn(msg + f"; clipped to {self.max_intensity:g}", AUWarning, stacklevel=2)
                 np.minimum(rows, self.max_intensity, out=rows)
@@ -233,7 +233,7 @@ class AUPolicy:
             for c in AUs(row).conflicts():
                 msg = f"{c.a} and {c.b} conflict ({c.why}); the mouth or eyes may break"
                 if self.strict:
-                    raise UserError(msg + "; refused because of --strict")
+                    raise UserError(msg + "; refused because of `strict`")
                 warnings.warn(msg, AUWarning, stacklevel=2)
         return v
 

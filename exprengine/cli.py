@@ -18,10 +18,12 @@ import click
 from exprengine import __version__
 from exprengine.aus import (AU_DESCRIPTIONS, AU_NAMES, CONFLICTS, DEFAULT_CAP, PRESETS, AUPolicy, AUs,
                             AUWarning)
-from exprengine.errors import DISK_ERRNOS, UserError
+from exprengine.errors import DISK_ERRNOS, UserError, renamed
 from exprengine.video import X264_PRESETS
 
 EXIT_USER_ERROR = 2
+#: Library argument names that differ from the parameter of the command that passes them.
+API_NAMES = {"model_name": "model", "n": "count", "spec": "data"}
 
 # Bounds of the numeric options shared by several commands: values outside them are refused
 # by click before any work, as one line (an unbounded batch or seed used to reach NumPy/torch
@@ -111,6 +113,18 @@ class _Command(click.Command):
         return found
 
     def invoke(self, ctx: click.Context):
+        try:
+            return self._invoke(ctx)
+        except UserError as e:                     # library errors name arguments; say the options
+            raise renamed(e, self.option_names()) from e.__cause__
+
+    def option_names(self) -> dict[str, str]:
+        """Each parameter's Python name -> what the user typed: its long option, or its metavar."""
+        names = {p.name: max(p.opts, key=len) if isinstance(p, click.Option) else (p.metavar or p.name.upper())
+                 for p in self.params}
+        return {**names, **{api: names[cli] for api, cli in API_NAMES.items() if cli in names}}
+
+    def _invoke(self, ctx: click.Context):
         from exprengine.files import check_outputs_apart, outputs_together
         check_outputs_apart(self._paths(ctx, self.outputs), self._paths(ctx, self.inputs))
         if not self.together:
@@ -187,27 +201,16 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
       exprengine build --model rig --out engines/rig          # the AU rig: edits real photos, no training
     """
     from exprengine.engines.build import build_engine, check_build_request
-    from exprengine.models import DEFAULT_MODEL, RIG, create_generator, create_model
+    from exprengine.models import RIG, load_model
 
     precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
     device = device or ("cuda" if backend in ("tensorrt", "torch-compile") else "cpu")
     if model == RIG and checkpoint:
         raise UserError("the rig has no learned weights: drop --checkpoint")
     check_build_request(out, backend, precision, device, max_batch, opt_batch, rig=model == RIG)
-    if model == RIG:
-        generator = create_model(RIG)
-        source = "rig (no learned weights)"
-    elif checkpoint:
-        from exprengine.models.ganimation import import_checkpoint
-        generator = import_checkpoint(checkpoint, model or DEFAULT_MODEL)
-        source = Path(checkpoint).name
-    elif model is None:
-        from exprengine.models.pretrained import default_model_card, default_weights_path, load_default_generator
-        generator = load_default_generator()
-        source = f"{default_weights_path().name} ({default_model_card().get('name', 'default')})"
-    else:
-        generator = create_generator(model, seed=seed)
-        source = f"random-init seed={seed}"
+    loaded = load_model(model, checkpoint, seed)
+    generator, source = loaded.model, loaded.source
+    if loaded.random_init:
         _say(f"note: no --checkpoint: building a randomly initialised {model} (seed {seed}); "
              "it exercises the toolchain but edits nothing meaningfully")
     manifest = build_engine(generator, out, backend, weights_source=source, precision=precision,
@@ -236,21 +239,7 @@ def info(engine_dir, as_json):
     if as_json:
         click.echo(json.dumps(asdict(m), indent=2))
         return
-    rows = [
-        ("engine", str(engine_dir)), ("model", m.model), ("weights", m.weights_source),
-        ("weights sha256", m.weights_sha256[:16] + "..."),
-        ("backend", f"{m.backend} ({m.device}, {m.precision})"), ("graph outputs", m.graph_outputs),
-        ("batch", f"{m.min_batch}..{m.max_batch} (opt {m.opt_batch})"),
-        ("image", f"{m.image_size}x{m.image_size} RGB"),
-        ("artifacts", ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in m.artifacts.items())),
-        ("built", m.created), ("depends on", ", ".join(f"{k} {v}" for k, v in m.versions.items())),
-    ]
-    if m.verification:
-        v = m.verification
-        rows.append(("verified", f"max relative error {v['max_rel_error']:.2e} vs eager PyTorch "
-                                 f"at batch {v['batch']}"))
-    if m.random_init:
-        rows.append(("note", "randomly initialised weights: not a trained model"))
+    rows = m.describe(engine_dir)
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         click.echo(f"{k:<{width}}  {v}")

@@ -1,9 +1,19 @@
-"""Errors a user can fix: the CLI prints them as one line and exits with status 2."""
+"""Errors a user can fix: the CLI prints them as one line and exits with status 2.
+
+Library errors speak in API terms: a message names the argument it is about in backquotes,
+as the Python caller wrote it ("`test_fraction` must be between 0 and 1, got 1.5"). The CLI
+translates each such name into the option the command-line user typed ("--test-fraction must
+be ...", `cli._Command.invoke`); a Python caller reads the name of its own argument.
+"""
 import errno
+import re
 
 #: OSError numbers that are about the disk, not the data (full, over quota, read-only, a file or
 #: name too large): wherever they occur while writing, they are the user's to fix.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENAMETOOLONG})
+
+#: An argument name as library messages quote it: `name`.
+ARGUMENT = re.compile(r"`([a-z_][a-z0-9_]*)`")
 
 
 class UserError(Exception):
@@ -12,3 +22,14 @@ class UserError(Exception):
 
 class EngineError(UserError):
     """An engine directory that is missing, corrupt, truncated or does not match this install."""
+
+
+def renamed(error: UserError, names: dict[str, str]) -> UserError:
+    """`error` with each quoted argument name found in `names` replaced by what it maps to (a
+    command-line option), as an error of the same class; names not in `names` stay as they are."""
+    message = ARGUMENT.sub(lambda m: names.get(m.group(1), m.group(0)), str(error))
+    if message == str(error):
+        return error
+    translated = type(error).__new__(type(error))
+    Exception.__init__(translated, message)
+    return translated

@@ -74,7 +74,7 @@ def test_conflicts_detected():
     assert AUs.parse("AU23=1", "AU25=0.3").conflicts() == []
     with pytest.warns(AUWarning, match="AU23 and AU25 conflict"):
         AUPolicy().check(a.values)
-    with pytest.raises(UserError, match="--strict"):
+    with pytest.raises(UserError, match="`strict`"):
         AUPolicy(strict=True).check(a.values)
 
 

@@ -52,14 +52,14 @@ def write_synthetic(out: str | os.PathLike, n: int, seed: int = 0, identities: i
     from exprengine.data.synthetic import SyntheticFaces
     from exprengine.files import atomic_directory
     if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
+        raise UserError(f"`n` must be at least 1, got {n}")
     if identities < 2:
         raise UserError(f"need at least 2 identities (one to hold out), got {identities}")
     if not 0 < test_fraction < 1:
-        raise UserError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+        raise UserError(f"`test_fraction` must be between 0 and 1, got {test_fraction}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "synth.json").is_file())):
-        raise UserError(f"{out} exists and is not a synthetic data set; choose another --out")
+        raise UserError(f"{out} exists and is not a synthetic data set; choose another `out`")
     workers = workers or min(os.cpu_count() or 1, 8)
     ds = SyntheticFaces(n, seed, (0, identities))
     n_test_ids = max(1, int(round(identities * test_fraction)))
@@ -103,9 +103,9 @@ def training_data(spec: str, size: int):
             seed = int(parts[0]) if parts else 0
             identities = int(parts[1]) if len(parts) > 1 else 1000
         except ValueError:
-            raise UserError(f"--data {spec}: expected synthetic[:SEED[:IDENTITIES]]") from None
+            raise UserError(f"`spec` {spec}: expected synthetic[:SEED[:IDENTITIES]]") from None
         if not 0 <= seed < 2**32 or not 2 <= identities <= 10_000_000:
-            raise UserError(f"--data {spec}: the seed must be in 0..{2**32 - 1} and the identities in 2..10000000")
+            raise UserError(f"`spec` {spec}: the seed must be in 0..{2**32 - 1} and the identities in 2..10000000")
         if size > 128 or 128 % size:
             raise UserError(f"synthetic faces are rendered at 128x128: the image size must divide 128, not {size}")
         train_ids = identities - max(1, identities // 10)

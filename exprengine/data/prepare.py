@@ -103,9 +103,9 @@ def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detect
     photos_dir, out = Path(photos_dir), Path(out)
     photos = list_photos(photos_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / JOURNAL).is_file())):
-        raise UserError(f"{out} exists and is not a data set made by `exprengine prepare`; choose another --out")
+        raise UserError(f"{out} exists and is not a data set made by `exprengine prepare`; choose another `out`")
     if not 0 < test_fraction < 1:
-        raise UserError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+        raise UserError(f"`test_fraction` must be between 0 and 1, got {test_fraction}")
     if openface is not None and not Path(openface).exists():
         raise UserError(f"OpenFace output {openface} does not exist")
     (out / "imgs").mkdir(parents=True, exist_ok=True)
@@ -161,3 +161,16 @@ def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detect
     with atomic_output(out / "report.json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def format_prepare_report(report: dict, out: str | os.PathLike) -> str:
+    """`prepare_photos`' report for the data set `out` as text: one line of counts (photos kept,
+    without a face, with several, unreadable, without AU labels) naming `out/report.json` for
+    the details, and a second line with the OpenFace labels' note when there is one."""
+    text = (f"{out}: kept {report['kept']} of {report['photos']} photos; no face {len(report['no_face'])}, "
+            f"several faces {len(report['several_faces'])}, unreadable {len(report['unreadable'])}"
+            + (f", without AU labels {len(report['unlabelled'])}" if "unlabelled" in report else
+               "; no AU labels yet (run OpenFace on the crops, then prepare again with its output)")
+            + f" (details: {Path(out) / 'report.json'})")
+    note = report.get("openface", {}).get("note")
+    return text + (f"\nnote: {note}" if note else "")

@@ -309,6 +309,26 @@ class Manifest:
         return any("role" in info for info in self.artifacts.values())
 
     # --- reading -----------------------------------------------------------------------------
+    def describe(self, directory: str | Path = "") -> list[tuple[str, str]]:
+        """(label, value) rows saying what the engine is, for people (`exprengine info`): model,
+        weights and their sha256, backend, graph outputs, batch range, image size, artifacts
+        (MB), build time, versions, verification (max relative error vs eager PyTorch)."""
+        rows = [
+            ("engine", str(directory)), ("model", self.model), ("weights", self.weights_source),
+            ("weights sha256", self.weights_sha256[:16] + "..."),
+            ("backend", f"{self.backend} ({self.device}, {self.precision})"), ("graph outputs", self.graph_outputs),
+            ("batch", f"{self.min_batch}..{self.max_batch} (opt {self.opt_batch})"),
+            ("image", f"{self.image_size}x{self.image_size} RGB"),
+            ("artifacts", ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in self.artifacts.items())),
+            ("built", self.created), ("depends on", ", ".join(f"{k} {v}" for k, v in self.versions.items())),
+        ]
+        if self.verification:
+            v = self.verification
+            rows.append(("verified", f"max relative error {v['max_rel_error']:.2e} vs eager PyTorch at batch {v['batch']}"))
+        if self.random_init:
+            rows.append(("note", "randomly initialised weights: not a trained model"))
+        return rows
+
     @classmethod
     def read(cls, directory: str | Path, verify_artifacts: bool = True) -> "Manifest":
         """Read and validate `engine.json` (schema, bounds) and the artifacts' integrity; EngineError if bad."""

@@ -23,7 +23,9 @@ only exprengine.errors, exprengine.files, exprengine.aus and the pixel conventio
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -153,3 +155,36 @@ __all__ = [
     "build_generator", "create_generator", "generator_config", "list_generators", "describe",
     "RIG", "is_rig", "list_models", "model_config_from_dict", "build_model", "create_model",
 ]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to export or build, with where its weights came from."""
+    model: nn.Module                # eval mode
+    source: str                     # a few words: a file name, "the shipped default model", ...
+    random_init: bool = False       # True: random weights (exercises the toolchain, edits nothing meaningful)
+
+
+def load_model(name: str | None = None, checkpoint: str | None = None, seed: int = 0) -> LoadedModel:
+    """The model `exprengine build` and `export/export_model.py` compile, by what the user gave:
+
+    - `name` "rig": the AU rig (no learned weights; a `checkpoint` is refused);
+    - a `checkpoint` (our .safetensors or a GANimation .pth in either public layout,
+      `ganimation.import_checkpoint`), holding architecture `name` (default DEFAULT_MODEL);
+    - neither: the shipped default model (`pretrained.load_default_generator`);
+    - only `name`: that architecture randomly initialised from `seed` (`random_init` True).
+
+    Raises UserError (one sentence) for an unknown name or a missing or unreadable checkpoint.
+    """
+    if name == RIG:
+        if checkpoint:
+            raise UserError("the rig has no learned weights: load it without a checkpoint")
+        return LoadedModel(create_model(RIG), "rig (no learned weights)")
+    if checkpoint:
+        from exprengine.models.ganimation import import_checkpoint
+        return LoadedModel(import_checkpoint(checkpoint, name or DEFAULT_MODEL), Path(checkpoint).name)
+    if name is None:
+        from exprengine.models.pretrained import default_model_card, default_weights_path, load_default_generator
+        return LoadedModel(load_default_generator(),
+                           f"{default_weights_path().name} ({default_model_card().get('name', 'default')})")
+    return LoadedModel(create_model(name, seed), f"random-init seed={seed}", random_init=True)

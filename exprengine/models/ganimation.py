@@ -275,12 +275,12 @@ def import_checkpoint(path: str | os.PathLike, model_name: str = PUBLIC_LAYOUT_M
         model = load_weights(p)
         if model.config.name != model_name:
             raise UserError(f"{p} holds a {model.config.name} generator, not {model_name}; "
-                            f"use --model {model.config.name}")
+                            f"use `model_name` {model.config.name}")
         return model
     state_dict = load_state_dict(p)
     layout = detect_layout(state_dict)
     if layout != EXPRENGINE and model_name != PUBLIC_LAYOUT_MODEL:
-        raise UserError(f"{p} is a public GANimation checkpoint ({layout}): it fits --model "
+        raise UserError(f"{p} is a public GANimation checkpoint ({layout}): it fits `model_name` "
                         f"{PUBLIC_LAYOUT_MODEL}, not {model_name}")
     model = build_generator(config)
     load_strictly(model, convert_generator_state_dict(state_dict, layout), p)

@@ -42,7 +42,7 @@ def load_default_generator() -> AttentionGenerator:
     Raises UserError when this install has no default model, or its file is damaged."""
     if not has_default_model():
         raise UserError(f"this install has no default model ({default_weights_path()} is missing); "
-                        "reinstall exprengine or build from --checkpoint")
+                        "reinstall exprengine or build from a `checkpoint`")
     return load_weights(default_weights_path())
 
 
