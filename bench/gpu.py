@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from exprengine.aus import AUs, NUM_AUS  # noqa: E402
 from exprengine.engine import Engine  # noqa: E402
 from exprengine.engines.build import build_engine, random_network_inputs, relative_error  # noqa: E402
-from exprengine.kernels.blend import blend, to_uint8_nhwc  # noqa: E402
+from exprengine.pixels import blend, to_uint8_nhwc  # noqa: E402
+from exprengine.models.precision import PRECISIONS, torch_dtype  # noqa: E402
 from exprengine.morph import au_trajectory  # noqa: E402
-from exprengine.preprocess import to_network_input  # noqa: E402
+from exprengine.pixels import to_network_input  # noqa: E402
 
 MORPH_FRAMES = 32
 THROUGHPUT_BATCHES = (32, 64, 128, 256)
@@ -88,11 +89,12 @@ def gflop_per_frame(generator) -> float:
 
 # --- plain PyTorch baselines (no fused kernels, no graphs) -----------------------------------------
 class EagerBaseline:
-    """The reference code's way: NumPy pre-processing, the module, blend, uint8 on the host."""
+    """The reference code's way: NumPy pre-processing, the module, blend, uint8 on the host;
+    `precision` "fp32" or "fp16" (channels-last)."""
 
-    def __init__(self, generator, dtype):
-        self.dtype = dtype
-        fmt = torch.channels_last if dtype == torch.float16 else torch.contiguous_format
+    def __init__(self, generator, precision: str):
+        self.dtype = dtype = torch_dtype(precision)
+        fmt = torch.channels_last if precision == "fp16" else torch.contiguous_format
         self.module = __import__("copy").deepcopy(generator).cuda().to(dtype=dtype, memory_format=fmt)
 
     @torch.inference_mode()
@@ -112,7 +114,7 @@ def make_engines(name: str, generator, backends: list[str], workdir: Path, max_b
     from exprengine.engines.backends.torch_backend import TorchBackend
     manifest = Engine.from_generator(generator, max_batch=max_batch).manifest
     if "torch" in backends:
-        for precision in ("fp32", "fp16"):
+        for precision in PRECISIONS:
             yield f"torch-{precision}+graph", Engine(TorchBackend(generator, "cuda", precision, max_batch),
                                                      manifest), 0.0, "eager modules in CudaPipeline"
     specs = []
@@ -143,6 +145,8 @@ def make_engines(name: str, generator, backends: list[str], workdir: Path, max_b
 
 
 def check_engine(engine: Engine, generator, face: np.ndarray, reference: EagerBaseline) -> dict:
+    """The engine against eager FP32 on a 32-row batch: relative errors of its network-space output
+    and attention (`Engine.run_network`), and its uint8 frames' LSB difference from `reference`."""
     image, aus = random_network_inputs(MORPH_FRAMES, 128)      # the morph's batch: no extra compile
     with torch.inference_mode():
         x, a = torch.from_numpy(image), torch.from_numpy(aus)
@@ -151,7 +155,7 @@ def check_engine(engine: Engine, generator, face: np.ndarray, reference: EagerBa
         ref_out = blend(x.cuda(), c, att).cpu().numpy()
         ref_att = att.cpu().numpy()
         generator.cpu()
-    out, got_att = engine.run(image, aus)
+    out, got_att = engine.run_network(image, aus)
     rng = np.random.default_rng()
     intensities = rng.uniform(0, 3, (MORPH_FRAMES, NUM_AUS)).astype(np.float32)
     got = engine.run_frames(face[None], intensities, want_attention=False)[0]
@@ -162,6 +166,8 @@ def check_engine(engine: Engine, generator, face: np.ndarray, reference: EagerBa
 
 
 def time_engine(engine: Engine, face: np.ndarray, trajectory: np.ndarray, batches) -> dict:
+    """Median milliseconds of pixel-space calls (`Engine.run_frames`): one frame, the 32-frame
+    morph (as one call and through `Engine.morph`), and frames/s at each of `batches`."""
     if "compile" in engine.manifest.backend:
         batches = batches[:1]           # each batch size is another max-autotune compile
     r = {}
@@ -250,13 +256,13 @@ def main() -> int:
         m = results["models"][name] = {"gflop_per_frame": gflop_per_frame(generator), "engines": {}}
         floor_ms = lambda frames: frames * m["gflop_per_frame"] / results["fp16_matmul_tflops"]  # noqa: E731 (GFLOP/TFLOP/s = ms)
         m["floor_ms_single"], m["floor_ms_morph32"] = floor_ms(1), floor_ms(MORPH_FRAMES)
-        ref32 = EagerBaseline(generator, torch.float32)
+        ref32 = EagerBaseline(generator, "fp32")
         # eager baselines, measured in this run
         loop = lambda: [ref32(face[None], traj[i:i + 1]) for i in range(MORPH_FRAMES)]  # noqa: E731
         m["eager_fp32_loop_morph32_ms"] = median_ms(loop, repeats=5)
         m["eager_fp32_batched_morph32_ms"] = median_ms(lambda: ref32(face[None], traj), repeats=10)
         m["eager_fp32_single_ms"] = median_ms(lambda: ref32(face[None], traj[:1]), repeats=50)
-        ref16 = EagerBaseline(generator, torch.float16)
+        ref16 = EagerBaseline(generator, "fp16")
         m["eager_fp16_batched_morph32_ms"] = median_ms(lambda: ref16(face[None], traj), repeats=10)
         m["eager_fp16_single_ms"] = median_ms(lambda: ref16(face[None], traj[:1]), repeats=50)
         log(name, {k: round(v, 3) for k, v in m.items() if isinstance(v, float)})

@@ -12,11 +12,21 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from exprengine.aus import AUs
+from exprengine.engines.backends import backend_names, get_backend
 from exprengine.engines.build import random_network_inputs
 from exprengine.models import create_generator
 
 BENCH_MODELS = ("ganimation", "convnext6")
-COMPILED_BACKENDS = ("onnxruntime", "aoti")
+
+
+def _available(name: str):
+    """`name` as a pytest parameter that skips, saying why, where its backend is unavailable."""
+    reason = get_backend(name).unavailable_reason()
+    return pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=reason or ""))
+
+
+#: The registry's backends that compile CPU engines (in its order), against eager PyTorch.
+COMPILED_BACKENDS = tuple(_available(name) for name in backend_names(device="cpu", compiled=True))
 MORPH_FRAMES = 16
 
 
@@ -29,7 +39,7 @@ def test_generator_latency(benchmark, bench_engines, model, backend, batch):
     benchmark.group = f"{model} batch {batch}"
     benchmark.extra_info.update(model=model, backend=backend, batch=batch, kind="latency",
                                 gflop_per_frame=gflop_per_frame(model))
-    benchmark.pedantic(engine.run, args=(image, aus), rounds=5 if batch > 1 else 10, warmup_rounds=1)
+    benchmark.pedantic(engine.run_network, args=(image, aus), rounds=5 if batch > 1 else 10, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("mode", ["one-call", "per-frame-loop"])

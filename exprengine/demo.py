@@ -84,7 +84,7 @@ def timing_table(engines: dict[str, "object"], batches: list[int], repeats: int,
             row = {"batch": batch}
             for name, eng in engines.items():
                 bar.set_postfix_str(f"{name}, batch {batch}")
-                row[name] = _median_ms(lambda: eng.run(image, aus), repeats, tick=lambda: bar.update(1))
+                row[name] = _median_ms(lambda: eng.run_network(image, aus), repeats, tick=lambda: bar.update(1))
             rows.append(row)
     names = list(engines)
     base = names[0]

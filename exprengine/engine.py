@@ -20,13 +20,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from exprengine.aus import NUM_AUS, AUPolicy, AUs, as_intensity_array
-from exprengine.engines.backends import Backend, get_backend
+from exprengine.engines.backends import Backend, check_device, get_backend, resolve_device
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError, UserError
 from exprengine.morph import au_trajectory
@@ -56,6 +56,7 @@ def inspect_engine(path: str | Path) -> Manifest:
 
 @dataclass
 class EditResult:
+    """What `Engine.edit_detailed` returns: the edits, their attention maps and the AUs rendered."""
     images: np.ndarray      # uint8 [N,S,S,3]
     attention: np.ndarray   # float32 [N,S,S] in [0,1]; 1 keeps the input pixel
     aus: np.ndarray         # float32 [N,17] intensities actually rendered (after the policy)
@@ -77,9 +78,12 @@ class Engine:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", policy: AUPolicy | None = None) -> "Engine":
         """Verify (manifest schema and bounds, artifact hashes, compatibility), then deserialise
-        an engine from the verified bytes of the artifacts its manifest lists; EngineError if bad."""
-        if device not in ("auto", "cpu", "cuda"):
-            raise UserError(f"device must be auto, cpu or cuda, not {device!r}")
+        an engine from the verified bytes of the artifacts its manifest lists; EngineError if bad.
+
+        `device`: "cpu", "cuda" or "auto" (where the engine was built when that device is here,
+        `resolve_device`; an ONNX Runtime engine takes CUDA when its CUDA provider is installed);
+        UserError for another value. `policy`: what to do with AU intensities (`AUPolicy`)."""
+        check_device(device)
         path = Path(path)
         manifest = Manifest.read(path)
         backend_cls = backend_for(manifest, path)
@@ -95,10 +99,15 @@ class Engine:
     @classmethod
     def from_generator(cls, generator, policy: AUPolicy | None = None, device: str = "cpu",
                        max_batch: int = 64) -> "Engine":
-        """An eager-PyTorch engine around an in-memory generator or rig (`FaceRig`; CPU only), no files."""
+        """An eager-PyTorch engine around an in-memory generator or rig (`FaceRig`; CPU only), no files.
+
+        `device`: "cpu", "cuda" (fp32, in the CUDA pipeline) or "auto" (`resolve_device`);
+        `max_batch`: the largest batch one backend call takes. UserError for an unknown device,
+        EngineError for the rig or CUDA without a GPU on "cuda"."""
         from exprengine.models.weights import model_sha256
         from exprengine.engines.backends.torch_backend import TorchBackend
         from exprengine.export.graph import graph_inputs
+        device = resolve_device(device)
         cfg = generator.config
         manifest = Manifest(
             model=cfg.name, model_config=cfg.to_dict(), weights_sha256=model_sha256(generator),
@@ -127,12 +136,30 @@ class Engine:
                 f"weights={m.weights_source})")
 
     # --- the hot path -------------------------------------------------------------------
-    def run(self, image: np.ndarray, aus: np.ndarray, progress: bool = False,
-            landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Network-space call: float32 [N,3,S,S] in [-1,1], [N,17] intensity/5 (and for the rig
-        landmarks float32 [N,478,2] in crop pixels) -> output, attention.
+    def _in_batches(self, n: int, progress: bool, call: Callable[[slice], tuple[np.ndarray, np.ndarray | None]]
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`call(rows)` once per `max_batch` slice of n rows (one backend call each, counted in
+        `backend_calls`; a tqdm bar when `progress` and more than one), the results concatenated
+        along the batch axis; the second is None when the calls return None."""
+        firsts, seconds = [], []
+        starts = range(0, n, self.max_batch)
+        for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress or len(starts) < 2):
+            self.backend_calls += 1
+            first, second = call(slice(start, start + self.max_batch))
+            firsts.append(first)
+            seconds.append(second)
+        if len(firsts) == 1:
+            return firsts[0], seconds[0]
+        return np.concatenate(firsts), (None if seconds[0] is None else np.concatenate(seconds))
+
+    def run_network(self, image: np.ndarray, aus: np.ndarray, progress: bool = False,
+                    landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Network space: image float32 [N,3,S,S] in [-1,1], aus float32 [N,17] = intensity / 5
+        (and for the rig's engines landmarks float32 [N,478,2] in crop pixels) -> (output
+        float32 [N,3,S,S] in [-1,1], attention float32 [N,1,S,S] in [0,1]).
 
         One backend call per `max_batch` slice (a single call whenever N <= max_batch).
+        AssertionError for inputs of other shapes (or a rig engine without landmarks).
         """
         s = self.image_size
         assert image.ndim == 4 and image.shape[1:] == (3, s, s), f"image must be [N,3,{s},{s}], got {image.shape}"
@@ -143,18 +170,11 @@ class Engine:
             landmarks = np.ascontiguousarray(landmarks, np.float32)
         image = np.ascontiguousarray(image, np.float32)
         aus = np.ascontiguousarray(aus, np.float32)
-        outputs, attentions = [], []
-        starts = range(0, image.shape[0], self.max_batch)
-        for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress or len(starts) < 2):
-            stop = start + self.max_batch
-            self.backend_calls += 1
-            extra = (landmarks[start:stop],) if self.needs_landmarks else ()
-            out, att = self.backend.run(image[start:stop], aus[start:stop], *extra)
-            outputs.append(out)
-            attentions.append(att)
-        if len(outputs) == 1:
-            return outputs[0], attentions[0]
-        return np.concatenate(outputs), np.concatenate(attentions)
+
+        def call(rows: slice):
+            extra = (landmarks[rows],) if self.needs_landmarks else ()
+            return self.backend.run_network(image[rows], aus[rows], *extra)
+        return self._in_batches(image.shape[0], progress, call)
 
     def _intensities(self, aus, n: int) -> np.ndarray:
         v = self.policy.check(as_intensity_array(aus))
@@ -185,22 +205,14 @@ class Engine:
             landmarks = np.ascontiguousarray(landmarks, np.float32)
             assert landmarks.shape == (frames.shape[0], NUM_POINTS, 2), \
                 f"landmarks must be [{frames.shape[0]},{NUM_POINTS},2] (one mesh per frame), got {landmarks.shape}"
-        images, attentions = [], []
-        starts = range(0, n, self.max_batch)
-        for start in tqdm(starts, desc="rendering", unit="batch", disable=not progress or len(starts) < 2):
-            stop = start + self.max_batch
-            self.backend_calls += 1
-            chunk = frames if frames.shape[0] == 1 else frames[start:stop]
+
+        def call(rows: slice):
+            chunk = frames if frames.shape[0] == 1 else frames[rows]
             if self.needs_landmarks:
-                marks = landmarks if landmarks.shape[0] == 1 else landmarks[start:stop]
-                out, att = self.backend.run_frames(chunk, intensities[start:stop], want_attention, marks)
-            else:
-                out, att = self.backend.run_frames(chunk, intensities[start:stop], want_attention)
-            images.append(out)
-            attentions.append(att)
-        if len(images) == 1:
-            return images[0], attentions[0]
-        return np.concatenate(images), (np.concatenate(attentions) if want_attention else None)
+                marks = landmarks if landmarks.shape[0] == 1 else landmarks[rows]
+                return self.backend.run_frames(chunk, intensities[rows], want_attention, marks)
+            return self.backend.run_frames(chunk, intensities[rows], want_attention)
+        return self._in_batches(n, progress, call)
 
     # --- the rig's landmarks -------------------------------------------------------------
     def crop_landmarks(self, faces: np.ndarray) -> np.ndarray:
@@ -283,6 +295,7 @@ class Engine:
 
 
 def load(path: str | Path, device: str = "auto") -> Engine:
+    """`Engine.load(path, device)`: the verified engine at `path` on `device` ("auto", "cpu", "cuda")."""
     return Engine.load(path, device)
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from exprengine.aus import AU_SCALE, NUM_AUS, AUs
-from exprengine.kernels.blend import blend_to_uint8_nhwc
+from exprengine.pixels import blend_to_uint8_nhwc
 from exprengine.kernels.cuda import nvrtc_unavailable_reason
 from exprengine.morph import au_trajectory
-from exprengine.preprocess import to_network_input
+from exprengine.pixels import to_network_input
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (none visible)"),
@@ -124,14 +124,14 @@ def test_torch_cuda_engine_matches_eager_fp32(generator, rng, precision, toleran
     from exprengine.engine import Engine
     from exprengine.engines.backends.torch_backend import TorchBackend
     from exprengine.engines.build import random_network_inputs, relative_error
-    from exprengine.kernels.blend import blend
+    from exprengine.pixels import blend
     cpu = Engine.from_generator(generator)
     gpu = Engine(TorchBackend(generator, "cuda", precision, max_batch=8), cpu.manifest)
     image, aus = random_network_inputs(5, 128)
     with torch.inference_mode():
         c, a = generator(torch.from_numpy(image), torch.from_numpy(aus))
         ref = blend(torch.from_numpy(image), c, a).numpy()
-    out, att = gpu.run(image, aus)
+    out, att = gpu.run_network(image, aus)
     assert relative_error(out, ref) < tolerance and relative_error(att, a.numpy()) < tolerance
     # pixel space: the fused path against the CPU reference path, within rounding of the precision
     faces = rng.integers(0, 256, (5, 128, 128, 3), dtype=np.uint8)

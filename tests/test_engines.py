@@ -7,16 +7,28 @@ import pytest
 import torch
 
 from exprengine.engine import Engine
-from exprengine.engines.backends import BACKENDS, get_backend
+from exprengine.engines.backends import BACKENDS, backend_names, get_backend
 from exprengine.engines.build import build_engine, random_network_inputs, relative_error
 from exprengine.engines.manifest import MANIFEST_NAME, Manifest
 from exprengine.errors import EngineError, UserError
-from exprengine.kernels.blend import blend
+from exprengine.pixels import blend
 from exprengine.models import list_generators
 
 from helpers import perturbed_generator
 
-BUILDABLE = ["onnxruntime", "aoti", "torch"]
+
+def cpu_backends(**filters):
+    """The registry's backends (`backend_names(**filters)`, its order) as pytest parameters; each
+    one that cannot build and run a CPU engine here skips, saying why (its runtime is missing,
+    or it builds CUDA engines only)."""
+    params = []
+    for name in backend_names(**filters):
+        backend = get_backend(name)
+        reason = backend.unavailable_reason()
+        if reason is None and "cpu" not in backend.devices:
+            reason = f"the {name} backend builds CUDA engines only, and these tests build CPU engines"
+        params.append(pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=reason or "")))
+    return params
 
 
 def eager_reference(model_name, image, aus):
@@ -27,7 +39,7 @@ def eager_reference(model_name, image, aus):
         return blend(x, color, attention).numpy(), attention.numpy()
 
 
-@pytest.mark.parametrize("backend", BUILDABLE)
+@pytest.mark.parametrize("backend", cpu_backends())
 @pytest.mark.parametrize("model", list_generators())
 def test_engine_matches_eager(engine_factory, model, backend):
     eng = Engine.load(engine_factory(model, backend), device="cpu")
@@ -35,7 +47,7 @@ def test_engine_matches_eager(engine_factory, model, backend):
     errors = []
     for batch in (1, 3, 7):                          # dynamic batch, fresh random inputs each time
         image, aus = random_network_inputs(batch, 128)
-        out, att = eng.run(image, aus)
+        out, att = eng.run_network(image, aus)
         ref_out, ref_att = eager_reference(model, image, aus)
         assert out.shape == (batch, 3, 128, 128) and att.shape == (batch, 1, 128, 128)
         errors.append(max(relative_error(out, ref_out), relative_error(att, ref_att)))
@@ -47,7 +59,7 @@ def test_max_batch_splits_calls(engine_factory):
     eng = Engine.load(engine_factory("convnext2", "onnxruntime"), device="cpu")
     eng.manifest.max_batch = 4                   # pretend the engine takes at most 4
     image, aus = random_network_inputs(10, 128)
-    out, _ = eng.run(image, aus)
+    out, _ = eng.run_network(image, aus)
     assert eng.backend_calls == 3 and out.shape[0] == 10
 
 
@@ -146,7 +158,7 @@ def test_aoti_engine_for_a_wider_cpu_is_refused(engine_factory, tmp_path, monkey
         Engine.load(dst, device="cuda")
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "aoti"])
+@pytest.mark.parametrize("backend", cpu_backends(compiled=True))
 def test_compiled_morph_is_one_call(engine_factory, face, backend):
     eng = Engine.load(engine_factory("convnext2", backend), device="cpu")
     frames = eng.morph(face, "natural", "fear@1.2", frames=9, schedule="cosine")
@@ -175,3 +187,27 @@ def test_build_refuses_to_clobber_other_directories(tmp_path):
     with pytest.raises(UserError):
         get_backend("tensorflow")
     assert set(BACKENDS) == {"onnxruntime", "aoti", "torch", "torch-compile", "tensorrt"}
+
+
+@pytest.mark.parametrize("name", backend_names())
+def test_backend_defaults_are_among_what_it_builds(name):
+    backend = get_backend(name)
+    assert backend.name == name
+    assert backend.default_precision in backend.precisions and backend.default_device in backend.devices
+    assert (backend.rig_refusal("cpu", "fp32") is None) == backend.builds_rig
+    assert name in backend_names(device=backend.default_device, rig=backend.builds_rig, compiled=backend.compiled)
+    # the build's documented defaults: fp16 for tensorrt, else fp32; cuda for the CUDA-only backends
+    assert backend.default_precision == ("fp16" if name == "tensorrt" else "fp32")
+    assert backend.default_device == ("cuda" if name in ("tensorrt", "torch-compile") else "cpu")
+
+
+def test_resolve_device_is_the_one_auto():
+    from exprengine.engines.backends import resolve_device
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == here and resolve_device("auto", built_for="cuda") == here
+    assert resolve_device("auto", built_for="cpu") == "cpu"
+    assert resolve_device("cpu") == "cpu" and resolve_device("cuda") == "cuda"
+    with pytest.raises(UserError, match="device must be auto, cpu or cuda, not 'gpu'"):
+        resolve_device("gpu")
+    with pytest.raises(UserError, match="device must be"):
+        Engine.load("anywhere", device="gpu")

@@ -19,7 +19,7 @@ from exprengine.engines.manifest import MANIFEST_NAME, Manifest
 from exprengine.errors import EngineError, UserError
 from exprengine.faces.crop import FaceCrop
 from exprengine.faces.paste import OUTLINE_GROW, face_oval, face_outline, outline_mask
-from exprengine.kernels.blend import blend
+from exprengine.pixels import blend
 from exprengine.models import create_model, list_models
 from exprengine.models.rig import FaceRig, RigConfig
 
@@ -76,11 +76,11 @@ def assert_matches_eager(engine: Engine) -> None:
     assert check["max_rel_error"] <= 1e-4 and check["batch"] == 3
     image, aus, landmarks = random_rig_inputs(3, SIZE)
     assert aus.max() > 0.8 and aus.min() >= 0                  # intensities over the whole 0..5 scale
-    out, att = engine.run(image, aus, landmarks=landmarks)
+    out, att = engine.run_network(image, aus, landmarks=landmarks)
     want_out, want_att = eager(image, aus, landmarks)
     assert float(np.abs(want_att - 1).max()) > 0.5             # the rig did edit these inputs
     assert max(relative_error(out, want_out), relative_error(att, want_att)) <= 1e-4
-    one, _ = engine.run(image[:1], aus[:1], landmarks=landmarks[:1])       # the batch axis is dynamic
+    one, _ = engine.run_network(image[:1], aus[:1], landmarks=landmarks[:1])       # the batch axis is dynamic
     assert relative_error(one, want_out[:1]) <= 1e-4
 
 

@@ -102,15 +102,16 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 def verify_against_eager(backend, generator, precision: str, batch: int = VERIFY_BATCH) -> dict:
     """Run engine and eager FP32 PyTorch on fresh random inputs (for the rig: `random_rig_inputs`);
-    raise EngineError if they disagree by more than TOLERANCE[precision] (`relative_error`)."""
-    from exprengine.kernels.blend import blend
+    raise EngineError if they disagree by more than TOLERANCE[precision] (`relative_error`).
+    `backend`: a loaded Backend (`run_network`); returns the manifest's `verification` record."""
+    from exprengine.pixels import blend
     rig = is_rig(generator)
     if rig:
         image, aus, landmarks = random_rig_inputs(batch, generator.config.image_size)
-        out, att = backend.run(image, aus, landmarks)
+        out, att = backend.run_network(image, aus, landmarks)
     else:
         image, aus = random_network_inputs(batch, generator.config.image_size)
-        out, att = backend.run(image, aus)
+        out, att = backend.run_network(image, aus)
     device = _device_of(generator)
     with torch.inference_mode():
         x, a = torch.from_numpy(image).to(device), torch.from_numpy(aus).to(device)
@@ -131,7 +132,7 @@ def check_engine_destination(out: str | Path) -> Path:
     out = Path(out)
     if out.exists():
         if not out.is_dir():
-            raise EngineError(f"{out} exists and is not a directory; choose another --out")
+            raise EngineError(f"{out} exists and is not a directory; choose another place for the engine")
         if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
             raise EngineError(f"{out} is a non-empty directory that is not an engine; refusing to replace it")
     from exprengine.files import check_writable_place
@@ -143,7 +144,10 @@ def check_build_request(out: str | Path, backend: str, precision: str = "fp32", 
                         max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int = DEFAULT_OPT_BATCH,
                         rig: bool = False):
     """Everything about a build that can be refused before any work; returns the backend class.
-    `rig`: the model is the rig (`Backend.rig_refusal` says which backends and devices build it)."""
+    `rig`: the model is the rig (`Backend.rig_refusal` says which backends and devices build it).
+    EngineError (one sentence) for an unknown or unavailable backend, a precision or device it
+    does not build, CUDA without a GPU, opt_batch outside 1..max_batch, or a destination that
+    is not an engine."""
     backend_cls = get_backend(backend)
     reason = backend_cls.unavailable_reason()
     if reason:
@@ -156,11 +160,11 @@ def check_build_request(out: str | Path, backend: str, precision: str = "fp32", 
         raise EngineError(f"backend {backend} builds {', '.join(backend_cls.precisions)} engines, not {precision}")
     if device not in backend_cls.devices:
         raise EngineError(f"backend {backend} builds {' or '.join(backend_cls.devices)} engines; "
-                          f"use --device {backend_cls.devices[0]}")
+                          f"use device {backend_cls.default_device!r}")
     if precision == "fp16" and device != "cuda":
-        raise EngineError("fp16 engines run on CUDA; use --device cuda (or fp32 on the CPU)")
+        raise EngineError("fp16 engines run on CUDA; use device 'cuda' (or precision 'fp32' on the CPU)")
     if device == "cuda" and not torch.cuda.is_available():
-        raise EngineError("--device cuda needs an NVIDIA GPU with CUDA, and none is visible here")
+        raise EngineError("device 'cuda' needs an NVIDIA GPU with CUDA, and none is visible here")
     if not 1 <= opt_batch <= max_batch:
         raise EngineError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
     check_engine_destination(out)

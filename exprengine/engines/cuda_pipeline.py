@@ -34,6 +34,17 @@ MAX_GRAPHS = 16                     # captured batch shapes kept (least recently
 
 
 class CudaPipeline:
+    """The pixel-space hot path of one network on one CUDA device (see the module).
+
+    `network`: (x [n,3,S,S], aus [n,17]) CUDA tensors of `dtype` -> (color [n,3,S,S], attention
+    [n,1,S,S]); `image_size` S; `max_batch` the largest n (buffers are sized for it); `dtype`
+    torch.float32 or torch.float16 (`exprengine.models.precision.torch_dtype`); `device` a CUDA
+    device (its index defaults to the current one); `graphs`: capture each batch shape as a
+    CUDA graph (a network that cannot be captured runs uncaptured, `graph_failure` says why).
+    EngineError when no NVIDIA GPU is visible; the kernels' own errors (`fused_kernels`) when
+    NVRTC cannot compile them.
+    """
+
     def __init__(self, network: Network, image_size: int, max_batch: int, dtype: torch.dtype,
                  device: str | torch.device = "cuda", graphs: bool = True):
         if not torch.cuda.is_available():
@@ -61,7 +72,6 @@ class CudaPipeline:
         self.intensities_host = torch.empty(b, NUM_AUS, dtype=torch.float32, pin_memory=True)
         self.out_host = torch.empty(b, s, s, 3, dtype=torch.uint8, pin_memory=True)
         self._graphs: OrderedDict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = OrderedDict()
-        self.last_attention: torch.Tensor | None = None
         self.graph_replays = 0
         self.graph_failure: str | None = None
 
@@ -100,11 +110,14 @@ class CudaPipeline:
 
     # --- the call ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def run(self, frames: np.ndarray, intensities: np.ndarray, want_attention: bool = False
-            ) -> tuple[np.ndarray, np.ndarray | None]:
-        """frames uint8 [1|N,S,S,3], intensities float32 [N,17] (0..5) -> uint8 [N,S,S,3], attention.
+    def run_frames(self, frames: np.ndarray, intensities: np.ndarray, want_attention: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pixel space: frames uint8 [1|N,S,S,3], intensities float32 [N,17] on the 0..5 scale
+        -> (uint8 [N,S,S,3], attention float32 [N,S,S] in [0,1] or None unless `want_attention`).
 
-        The output array is the caller's (copied out of the pinned buffer, which the next call reuses).
+        One frame is broadcast to every intensity row. 1 <= N <= max_batch (AssertionError
+        otherwise: `Engine.run_frames` checks and splits before). The output array is the
+        caller's (copied out of the pinned buffer, which the next call reuses).
         """
         n, nf = intensities.shape[0], frames.shape[0]
         assert frames.dtype == np.uint8 and frames.shape[1:] == (self.size, self.size, 3), \
@@ -129,17 +142,17 @@ class CudaPipeline:
             with torch.cuda.stream(self.stream):
                 attention = self._enqueue(n, nf)
         self.stream.synchronize()
-        self.last_attention = attention
         att = attention[:, 0].float().cpu().numpy() if want_attention else None
         return self.out_host[:n].numpy().copy(), att
 
     def run_network(self, image: np.ndarray, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Network-space call for verification: float32 [N,3,S,S], [N,17] (intensity/5) -> blended, attention.
+        """Network space, for verification: image float32 [N,3,S,S] in [-1,1], aus float32 [N,17]
+        (intensity / 5) -> (blended output float32 [N,3,S,S] in [-1,1], attention float32 [N,1,S,S]).
 
         Runs the same network (in the pipeline's dtype) without the uint8 kernels, so the
-        engine's float output can be compared with eager FP32 by relative error.
+        engine's float output can be compared with eager FP32 by relative error. N <= max_batch.
         """
-        from exprengine.kernels.blend import blend
+        from exprengine.pixels import blend
         with torch.inference_mode(), torch.cuda.stream(self.stream):
             x = torch.from_numpy(image).to(self.device)
             a = torch.from_numpy(aus).to(self.device)

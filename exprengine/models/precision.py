@@ -10,6 +10,9 @@ its norm layers, which run in FP32 between two casts:
 In an ONNX graph this is Cast -> InstanceNormalization/LayerNormalization (float) -> Cast,
 which a strongly typed TensorRT network keeps exactly as written; Inductor fuses the casts
 into the neighbouring kernels.
+
+This module also owns the names of the engines' precisions and their PyTorch dtypes
+(`DTYPES`, `torch_dtype`): every backend, the CUDA pipeline and the benchmarks use it.
 """
 from __future__ import annotations
 
@@ -18,7 +21,22 @@ import copy
 import torch
 from torch import nn
 
+from exprengine.errors import UserError
+
 NORM_TYPES = (nn.InstanceNorm2d, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
+
+#: An engine's precision name -> the PyTorch dtype its network runs in (in this order: the
+#: precisions any backend may build; each backend says which of them it builds).
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16}
+PRECISIONS: tuple[str, ...] = tuple(DTYPES)
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """The dtype of `precision` ("fp32" -> torch.float32, "fp16" -> torch.float16);
+    UserError for any other name."""
+    if precision not in DTYPES:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return DTYPES[precision]
 
 
 class Fp32Norm(nn.Module):

@@ -32,6 +32,7 @@ import torch
 from exprengine.engines.backends.base import Backend, compare_metadata, metadata_keys
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
+from exprengine.models.precision import torch_dtype
 
 PACKAGE = "model.pt2"
 X86_ISA_ORDER = ("DEFAULT", "AVX2", "AVX512")     # each runs code built for the ones before it
@@ -72,37 +73,33 @@ def package_metadata_for(generator, manifest: Manifest) -> dict[str, str]:
 
 
 def cpu_capability() -> str:
+    """PyTorch's name for this CPU's vector ISA ("DEFAULT", "AVX2", "AVX512", ...; X86_ISA_ORDER)."""
     return torch.backends.cpu.get_cpu_capability()
 
 
 class AOTInductorBackend(Backend):
+    """A loaded AOTInductor package: `runner` (its callable) on `device` ("cpu": the blended
+    graph, the rig's too; "cuda": the heads graph inside the CUDA pipeline, sized and typed by
+    `manifest`, which a CUDA engine needs)."""
     name = "aoti"
     description = "AOTInductor package (compiled C++ on CPU; CUDA when built on a GPU)"
     device_bound = True
     precisions = ("fp32", "fp16")
+    builds_rig = True
     artifacts = {"aoti-package": PACKAGE}
 
     def __init__(self, runner, device: str, manifest: Manifest | None = None):
         self.runner = runner
         self.device = torch.device(device)
-        self.pipeline = None
         if self.device.type == "cuda":
-            from exprengine.engines.cuda_pipeline import CudaPipeline
-            dtype = torch.float16 if manifest.precision == "fp16" else torch.float32
-            self.pipeline = CudaPipeline(lambda x, a: tuple(runner(x, a)), manifest.image_size,
-                                         manifest.max_batch, dtype, graphs=True)
+            self.use_cuda_pipeline(lambda x, a: tuple(runner(x, a)), manifest.image_size, manifest.max_batch,
+                                   manifest.precision, graphs=True)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
         import shutil
         if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
             return "AOTInductor needs a C++ compiler (g++ or clang++) on PATH to build"
-        return None
-
-    @classmethod
-    def rig_refusal(cls, device: str, precision: str) -> str | None:
-        if device != "cpu" or precision != "fp32":
-            return "the rig's aoti engine is a CPU fp32 package (--device cpu --precision fp32)"
         return None
 
     @classmethod
@@ -121,10 +118,9 @@ class AOTInductorBackend(Backend):
             manifest.graph_outputs = "heads"
         metadata = package_metadata_for(generator, manifest)      # before any FP16 copy
         if manifest.device == "cuda":
-            dtype = torch.float16 if manifest.precision == "fp16" else torch.float32
-            generator = copy.deepcopy(generator).to("cuda", dtype)
+            generator = copy.deepcopy(generator).to("cuda", torch_dtype(manifest.precision))
         elif manifest.precision != "fp32":
-            raise EngineError("AOTInductor CPU packages are FP32; FP16 needs --device cuda")
+            raise EngineError("AOTInductor CPU packages are fp32; fp16 needs device 'cuda'")
         program = export_program(generator, outputs=manifest.graph_outputs, max_batch=manifest.max_batch)
         quiet = logging.getLogger("torch._inductor")
         level = quiet.level
@@ -178,15 +174,9 @@ class AOTInductorBackend(Backend):
         return cls(runner, manifest.device, manifest)
 
     @torch.inference_mode()
-    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-        if self.pipeline is not None:
-            return self.pipeline.run_network(image, aus)
+    def _run_network(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The CPU package (blended graph; the rig's takes the landmarks too), `Backend.run_network`'s shapes."""
         extra = () if landmarks is None else (torch.from_numpy(np.ascontiguousarray(landmarks, np.float32)),)
         output, attention = self.runner(torch.from_numpy(image), torch.from_numpy(aus), *extra)
         return output.numpy(), attention.numpy()
-
-    def run_frames(self, frames, intensities, want_attention=True, landmarks=None):
-        if self.pipeline is None:
-            return super().run_frames(frames, intensities, want_attention, landmarks)
-        return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)

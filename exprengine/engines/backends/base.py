@@ -1,23 +1,31 @@
 """The backend interface every engine implements.
 
-A backend turns a generator into artifacts (`build`) and runs them (`load` + `run`):
+A backend turns a generator into artifacts (`build`) and runs them (`load`, then the two
+calls below). Each call's name says its space:
 
-    run(image [N,3,S,S] float32 in [-1,1], aus [N,17] float32 = intensity/5,
-        landmarks [N,478,2] float32 crop pixels: the rig's engines only, None for generators)
+    run_network(image [N,3,S,S] float32 in [-1,1], aus [N,17] float32 = intensity/5,
+                landmarks [N,478,2] float32 crop pixels: the rig's engines only, None for generators)
         -> (output [N,3,S,S] float32 in [-1,1], attention [N,1,S,S] float32)
-
-`run` is one call into the compiled artifact for the whole batch; the runtime
-(`exprengine.engine.Engine`) splits only by the manifest's max batch. `run_frames` is the
-pixel-space hot path the runtime uses for edits and morphs:
 
     run_frames(frames uint8 [1|N,S,S,3], intensities float32 [N,17] on the 0..5 scale,
                want_attention, landmarks float32 [1|N,478,2] crop pixels or None)
         -> (uint8 [N,S,S,3], attention float32 [N,S,S] or None)
 
-A single frame (and its landmarks) is broadcast to every AU row (a morph). Which backends
-build the rig, on which devices: `rig_refusal`. The default implementation is the
-portable one (NumPy pre-processing, `run`, NumPy uint8 pass); CUDA backends override it
-with `exprengine.engines.cuda_pipeline.CudaPipeline` (fused kernels, pinned memory, CUDA graphs).
+Each is one call into the compiled artifact for the whole batch; the runtime
+(`exprengine.engine.Engine`) splits only by the manifest's max batch. `run_frames` is the
+pixel-space hot path the runtime uses for edits and morphs; a single frame (and its
+landmarks) is broadcast to every AU row (a morph).
+
+Where the network runs: a backend that runs on CUDA hands its network to the base class
+(`use_cuda_pipeline`), and both calls go through `exprengine.engines.cuda_pipeline.CudaPipeline`
+(fused kernels, pinned memory, CUDA graphs); otherwise the base class runs the portable path
+(NumPy pre-processing, the backend's `_run_network`, NumPy uint8 pass). A backend says only
+how to run its network.
+
+The class attributes are the backend's defaults and abilities (the registry,
+`exprengine.engines.backends`, lists them for the CLI): which precisions and devices it builds
+and which by default, whether its artifacts are bound to the device that built them, whether
+it builds the rig (on the CPU in fp32: `rig_refusal`), whether it compiles ahead of time.
 
 Artifacts are loaded by role only (`artifacts`: role -> the file name `build` writes), through
 `Manifest.artifact_bytes`: listed, size- and sha256-checked on the bytes that are then
@@ -30,7 +38,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import json
 
@@ -38,8 +46,11 @@ import numpy as np
 
 from exprengine.aus import AU_NAMES
 from exprengine.engines.manifest import Manifest
-from exprengine.errors import EngineError
+from exprengine.errors import EngineError, UserError
 from exprengine.models import AttentionGenerator
+
+if TYPE_CHECKING:
+    from exprengine.engines.cuda_pipeline import CudaPipeline
 
 METADATA_LABELS = {"exprengine.model": "model", "exprengine.config": "model config",
                    "exprengine.weights_sha256": "weights sha256", "exprengine.image_size": "image size",
@@ -87,13 +98,61 @@ def compare_metadata(manifest: Manifest, directory: Path, name: str, found: dict
                               f"but its manifest says {want!r}; refusing the engine")
 
 
+#: The one device and precision the rig (`FaceRig`) is built for, by every backend that builds it.
+RIG_DEVICE, RIG_PRECISION = "cpu", "fp32"
+
+#: What a caller may ask an engine (or a model) to run on; "auto" is resolved by `resolve_device`.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device: str) -> str:
+    """`device` itself when it is one of DEVICES, else UserError naming the choices."""
+    if device not in DEVICES:
+        raise UserError(f"device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}, not {device!r}")
+    return device
+
+
+def resolve_device(device: str, built_for: str | None = None) -> str:
+    """The device ("cpu" or "cuda") to run on for a requested `device` (one of DEVICES; UserError otherwise).
+
+    "auto" is "cuda" when PyTorch sees an NVIDIA GPU and, given `built_for` (the device an
+    engine was built for), that engine was built for CUDA; else "cpu". "cpu" and "cuda" are
+    returned as asked: whoever runs on CUDA refuses there when no GPU is visible.
+    """
+    if check_device(device) != "auto":
+        return device
+    import torch
+    return "cuda" if built_for in (None, "cuda") and torch.cuda.is_available() else "cpu"
+
+
 class Backend(ABC):
+    """One way to build and run engines; subclasses are the registry's entries.
+
+    Class attributes (defaults and abilities, read by the registry and the build):
+      name: the registry key ("onnxruntime", ...); description: one line for listings.
+      precisions: the precisions it builds (of `exprengine.models.precision.PRECISIONS`);
+      default_precision: the one a build gets when none is asked for (one of `precisions`).
+      devices: the devices it builds for ("cpu", "cuda"); default_device: one of them.
+      device_bound: its artifacts run only on the device that built them.
+      builds_rig: it builds the rig (on RIG_DEVICE in RIG_PRECISION, `rig_refusal`).
+      compiled: it compiles the network ahead of time (False: eager PyTorch, the reference).
+      artifacts: role -> the file name `build` writes for it.
+
+    Instance attribute `pipeline`: the CudaPipeline this engine runs in (set by
+    `use_cuda_pipeline`), or None for the portable path (`_run_network`).
+    """
     name: ClassVar[str]
     description: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    default_precision: ClassVar[str] = "fp32"
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    default_device: ClassVar[str] = "cpu"
     device_bound: ClassVar[bool] = False     # artifacts compiled for the build's device only
+    builds_rig: ClassVar[bool] = False
+    compiled: ClassVar[bool] = True
     artifacts: ClassVar[dict[str, str]] = {}  # role -> the file name `build` writes for it
+
+    pipeline: "CudaPipeline | None" = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -103,9 +162,16 @@ class Backend(ABC):
     @classmethod
     def rig_refusal(cls, device: str, precision: str) -> str | None:
         """None when this backend builds the rig (`FaceRig`) for `device` and `precision`, else
-        one sentence saying why not (the default: it does not build the rig at all)."""
-        return (f"the {cls.name} backend does not build the rig; build it with --backend onnxruntime "
-                "(or torch, aoti)")
+        one sentence saying why not (it does not build the rig at all, or only on RIG_DEVICE in
+        RIG_PRECISION)."""
+        if not cls.builds_rig:
+            from exprengine.engines.backends import backend_names
+            return (f"the {cls.name} backend does not build the rig; the backends that do: "
+                    f"{', '.join(backend_names(rig=True))}")
+        if device != RIG_DEVICE or precision != RIG_PRECISION:
+            return (f"the rig's {cls.name} engine is built for the CPU in fp32 "
+                    f"(device {RIG_DEVICE!r}, precision {RIG_PRECISION!r})")
+        return None
 
     @classmethod
     def versions(cls) -> dict[str, str]:
@@ -141,18 +207,52 @@ class Backend(ABC):
     @classmethod
     @abstractmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "Backend":
-        """Deserialise the verified artifacts (never a file the manifest does not list)."""
+        """Deserialise the verified artifacts (never a file the manifest does not list).
+        `device`: "auto", "cpu" or "cuda" as the caller asked (`resolve_device` resolves "auto")."""
 
-    @abstractmethod
-    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-        ...
+    # --- where the network runs ----------------------------------------------------------------
+    def use_cuda_pipeline(self, network, image_size: int, max_batch: int, precision: str,
+                          graphs: bool = True) -> None:
+        """Run this engine on CUDA: `network` ((x, aus) -> (color, attention) CUDA tensors in
+        `precision`'s dtype, see `CudaPipeline`) inside a CudaPipeline for batches up to
+        `max_batch` of `image_size` crops; `graphs`: capture CUDA graphs. EngineError without a GPU."""
+        from exprengine.engines.cuda_pipeline import CudaPipeline
+        from exprengine.models.precision import torch_dtype
+        self.pipeline = CudaPipeline(network, image_size, max_batch, torch_dtype(precision), graphs=graphs)
+
+    def _run_network(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """How this backend runs its network off the CUDA pipeline (the shapes of `run_network`).
+        Backends that run only inside the pipeline keep this default, which refuses."""
+        raise EngineError(f"the {self.name} backend runs only in the CUDA pipeline")
+
+    def run_network(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Network space: image float32 [N,3,S,S] in [-1,1], aus float32 [N,17] (intensity / 5),
+        landmarks float32 [N,478,2] in crop pixels (the rig's engines only; None for generators)
+        -> (output float32 [N,3,S,S] in [-1,1], attention float32 [N,1,S,S] in [0,1]).
+
+        Contiguous float32 inputs, N <= the manifest's max batch (`Engine.run_network` checks
+        and splits). Through the CUDA pipeline when there is one, else `_run_network`.
+        """
+        if self.pipeline is not None:
+            return self.pipeline.run_network(image, aus)     # generators only: the rig runs on the CPU
+        return self._run_network(image, aus, landmarks)
 
     def run_frames(self, frames: np.ndarray, intensities: np.ndarray, want_attention: bool = True,
                    landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pixel space: frames uint8 [1|N,S,S,3], intensities float32 [N,17] on the 0..5 scale,
+        landmarks float32 [1|N,478,2] in crop pixels (the rig's engines only) -> (uint8
+        [N,S,S,3], attention float32 [N,S,S] in [0,1], or None unless `want_attention`).
+
+        A single frame (and its landmarks) is broadcast to every AU row. Through the CUDA
+        pipeline's fused kernels when there is one, else NumPy around `run_network`.
+        """
+        if self.pipeline is not None:
+            return self.pipeline.run_frames(frames, np.asarray(intensities, dtype=np.float32), want_attention)
         from exprengine.aus import AU_SCALE
-        from exprengine.kernels.blend import to_uint8_nhwc
-        from exprengine.preprocess import to_network_input
+        from exprengine.pixels import to_uint8_nhwc
+        from exprengine.pixels import to_network_input
         n = intensities.shape[0]
         x = to_network_input(frames)
         if x.shape[0] == 1 and n > 1:
@@ -162,6 +262,6 @@ class Backend(ABC):
             if landmarks.shape[0] == 1 and n > 1:
                 landmarks = np.broadcast_to(landmarks, (n, *landmarks.shape[1:]))
             extra = (np.ascontiguousarray(landmarks, dtype=np.float32),)
-        output, attention = self.run(np.ascontiguousarray(x), np.ascontiguousarray(intensities / AU_SCALE,
-                                                                                    dtype=np.float32), *extra)
+        aus = np.ascontiguousarray(intensities / AU_SCALE, dtype=np.float32)
+        output, attention = self.run_network(np.ascontiguousarray(x), aus, *extra)
         return to_uint8_nhwc(output), (attention[:, 0] if want_attention else None)

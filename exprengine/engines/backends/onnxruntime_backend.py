@@ -37,8 +37,11 @@ def check_onnx_metadata(manifest: Manifest, directory: Path, name: str, data: by
 
 
 class OnnxRuntimeBackend(Backend):
+    """An ONNX Runtime `session` of the blended graph (the rig's too): the portable path, on the
+    CPU or through onnxruntime's CUDA provider (never the CUDA pipeline)."""
     name = "onnxruntime"
     description = "ONNX Runtime (CPU; CUDA provider when installed)"
+    builds_rig = True
     artifacts = {"onnx-model": MODEL}
 
     def __init__(self, session):
@@ -52,12 +55,6 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime  # noqa: F401
         except ImportError:
             return "onnxruntime is not installed (pip install onnxruntime)"
-        return None
-
-    @classmethod
-    def rig_refusal(cls, device: str, precision: str) -> str | None:
-        if device != "cpu" or precision != "fp32":
-            return "the rig's onnxruntime engine is built for the CPU in fp32 (--device cpu --precision fp32)"
         return None
 
     @classmethod
@@ -106,8 +103,9 @@ class OnnxRuntimeBackend(Backend):
                               f"manifest says {', '.join(manifest.inputs)}; refusing the engine")
         return backend
 
-    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+    def _run_network(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """One session call (`Backend.run_network`'s shapes; landmarks feed the rig's third input)."""
         feed = {"image": image, "aus": aus}
         if landmarks is not None:
             feed["landmarks"] = landmarks

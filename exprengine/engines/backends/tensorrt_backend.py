@@ -37,13 +37,12 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from exprengine.engines.backends.base import Backend
 from exprengine.engines.backends.onnxruntime_backend import check_onnx_metadata
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 from exprengine.files import cache_dir, store_in_cache
+from exprengine.models.precision import torch_dtype
 
 ONNX_MODEL = "model.onnx"
 PLAN = "model.plan"
@@ -72,6 +71,7 @@ def plan_dependencies(onnx_sha256: str, gpu_name: str, capability: str, tensorrt
 
 
 def plan_key(dependencies: dict) -> str:
+    """sha256 (hex) of `dependencies` (`plan_dependencies`) as sorted JSON: the plan cache's key."""
     return hashlib.sha256(json.dumps(dependencies, sort_keys=True).encode()).hexdigest()
 
 
@@ -87,22 +87,26 @@ def plan_mismatch(built: dict, here: dict) -> str | None:
 
 
 def current_gpu() -> tuple[str, str]:
+    """(name, compute capability "major.minor") of the current CUDA device."""
     import torch
     return torch.cuda.get_device_name(), "%d.%d" % torch.cuda.get_device_capability()
 
 
 class TensorRTBackend(Backend):
+    """A deserialised TensorRT `plan` (bytes) run inside the CUDA pipeline, its output buffers
+    sized and typed by `manifest`; EngineError when TensorRT cannot deserialise the plan."""
     name = "tensorrt"
     description = "TensorRT plan (strongly typed FP16 with FP32 norms, or FP32) + fused CUDA epilogue"
     precisions = ("fp16", "fp32")
-    device_bound = True
+    default_precision = "fp16"
     devices = ("cuda",)
+    default_device = "cuda"
+    device_bound = True
     artifacts = {"onnx-model": ONNX_MODEL, "plan": PLAN}
 
     def __init__(self, plan: bytes, manifest: Manifest):
         import torch
 
-        from exprengine.engines.cuda_pipeline import CudaPipeline
         trt = import_tensorrt()
         self.trt = trt
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -111,13 +115,15 @@ class TensorRTBackend(Backend):
         if self.engine is None:
             raise EngineError("TensorRT could not deserialise the plan (built by another TensorRT version or GPU)")
         self.context = self.engine.create_execution_context()
-        dtype = torch.float16 if manifest.precision == "fp16" else torch.float32
+        dtype = torch_dtype(manifest.precision)
         s, b = manifest.image_size, manifest.max_batch
         self.color = torch.empty(b, 3, s, s, dtype=dtype, device="cuda")
         self.attention = torch.empty(b, 1, s, s, dtype=dtype, device="cuda")
-        self.pipeline = CudaPipeline(self._network, s, b, dtype, graphs=True)
+        self.use_cuda_pipeline(self._network, s, b, manifest.precision, graphs=True)
 
     def _network(self, x, aus):
+        """The plan on (x [n,3,S,S], aus [n,17]) CUDA tensors -> views of its (color, attention)
+        buffers, enqueued on the current stream; EngineError when TensorRT cannot enqueue."""
         import torch
         n = x.shape[0]
         self.context.set_input_shape("image", tuple(x.shape))
@@ -157,7 +163,7 @@ class TensorRTBackend(Backend):
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
         from exprengine.export.onnx_graph import export_onnx
         if manifest.device != "cuda":
-            raise EngineError("TensorRT engines run on CUDA; build with --device cuda")
+            raise EngineError("TensorRT engines run on CUDA; build them with device 'cuda'")
         manifest.graph_outputs = "heads"
         export_onnx(generator.cpu(), directory / ONNX_MODEL, outputs="heads", max_batch=manifest.max_batch,
                     precision=manifest.precision)
@@ -202,13 +208,6 @@ class TensorRTBackend(Backend):
             _, plan = cls.artifact(directory, manifest, "plan")     # verified on these bytes
             return cls(plan, manifest)
         return cls(cached_or_rebuilt_plan(directory, manifest, here, mismatch, onnx_bytes), manifest)
-
-    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-        return self.pipeline.run_network(image, aus)        # generators only: the rig is refused at build
-
-    def run_frames(self, frames, intensities, want_attention=True, landmarks=None):
-        return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)
 
 
 def plan_record(manifest: Manifest) -> dict | None:

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exprengine.engines.backends.base import Backend, compare_metadata
+from exprengine.engines.backends.base import RIG_DEVICE, RIG_PRECISION, Backend, compare_metadata, resolve_device
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
-from exprengine.kernels.blend import blend
+from exprengine.pixels import blend
 from exprengine.models import AttentionGenerator, is_rig
+from exprengine.models.precision import torch_dtype
 
 WEIGHTS = "weights.safetensors"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 WEIGHTS_METADATA_KEYS = ("exprengine.model", "exprengine.config", "exprengine.weights_sha256",
                          "exprengine.image_size")
 
@@ -73,9 +73,12 @@ def load_verified_weights(directory: Path, manifest: Manifest, backend: type[Bac
 
 
 class HeadsNetwork:
-    """(x, aus) -> (color, attention) of a generator on CUDA, in one dtype and memory format."""
+    """(x [n,3,S,S], aus [n,17]) -> (color [n,3,S,S], attention [n,1,S,S]) of a generator on CUDA,
+    in `precision`'s dtype ("fp32" or "fp16", `torch_dtype`) and one memory format (channels-last
+    by default): the network a CudaPipeline runs. FP32 means FP32 (no TF32 convolutions)."""
 
-    def __init__(self, generator: AttentionGenerator, dtype: torch.dtype, channels_last: bool = True):
+    def __init__(self, generator: AttentionGenerator, precision: str, channels_last: bool = True):
+        dtype = torch_dtype(precision)
         self.channels_last = channels_last
         # FP32 means FP32: cuDNN would otherwise run the convolutions in TF32 (10-bit mantissa)
         self.allow_tf32 = dtype != torch.float32
@@ -95,9 +98,18 @@ class HeadsNetwork:
 
 
 class TorchBackend(Backend):
+    """Eager PyTorch around an in-memory generator (or the rig, on the CPU in fp32).
+
+    `device` "cpu" (fp32, the portable path) or "cuda" (`precision` fp32 or fp16, inside the
+    CUDA pipeline for batches up to `max_batch`; `graphs`: capture CUDA graphs). The caller's
+    generator is not moved or cast (CUDA runs a copy). EngineError for fp16 on the CPU, the rig
+    elsewhere than the CPU in fp32, or CUDA without a GPU.
+    """
     name = "torch"
     description = "eager PyTorch (reference; CPU FP32, or CUDA FP32/FP16 with the fused kernels and CUDA graphs)"
     precisions = ("fp32", "fp16")
+    builds_rig = True
+    compiled = False
     artifacts = {"weights": WEIGHTS}
 
     def __init__(self, generator: AttentionGenerator, device: str = "cpu", precision: str = "fp32",
@@ -105,29 +117,21 @@ class TorchBackend(Backend):
         self.device = torch.device("cuda" if device == "cuda" else "cpu")
         self.precision = precision
         self.rig = is_rig(generator)
-        if self.rig and (self.device.type != "cpu" or precision != "fp32"):
-            raise EngineError("the rig's torch engine runs on the CPU in fp32; use --device cpu")
+        if self.rig and (self.device.type != RIG_DEVICE or precision != RIG_PRECISION):
+            raise EngineError(f"the rig's torch engine runs on the CPU in fp32 (device {RIG_DEVICE!r}, "
+                              f"precision {RIG_PRECISION!r})")
         if self.device.type == "cpu":
             if precision != "fp32":
-                raise EngineError("the torch backend runs FP16 on CUDA only; use fp32 on the CPU")
+                raise EngineError("the torch backend runs fp16 on CUDA only; use precision 'fp32' on the CPU")
             self.generator = generator.eval()
-            self.pipeline = None
         else:
-            from exprengine.engines.cuda_pipeline import CudaPipeline
-            network = HeadsNetwork(generator, DTYPES[precision])
+            network = HeadsNetwork(generator, precision)
             self.generator = network.module
-            self.pipeline = CudaPipeline(network, generator.config.image_size, max_batch, DTYPES[precision],
-                                         graphs=graphs)
+            self.use_cuda_pipeline(network, generator.config.image_size, max_batch, precision, graphs=graphs)
 
     @classmethod
     def versions(cls) -> dict[str, str]:
         return {"torch": torch.__version__}
-
-    @classmethod
-    def rig_refusal(cls, device: str, precision: str) -> str | None:
-        if device != "cpu" or precision != "fp32":
-            return "the rig's torch engine runs on the CPU in fp32 (--device cpu --precision fp32)"
-        return None
 
     @classmethod
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
@@ -145,26 +149,19 @@ class TorchBackend(Backend):
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "TorchBackend":
         if manifest.is_rig and device == "cuda":
-            raise EngineError("the rig's torch engine runs on the CPU; use --device cpu or auto")
-        if device == "auto":
-            device = "cuda" if manifest.device == "cuda" and torch.cuda.is_available() else "cpu"
+            raise EngineError("the rig's torch engine runs on the CPU; load it with device 'cpu' or 'auto'")
+        device = resolve_device(device, built_for=manifest.device)
         if device == "cuda" and not torch.cuda.is_available():
             raise EngineError("device cuda asked for, but no NVIDIA GPU is visible")
         precision = manifest.precision if device == "cuda" else "fp32"
         return cls(load_verified_weights(directory, manifest, cls), device, precision, manifest.max_batch)
 
     @torch.inference_mode()
-    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-        if self.pipeline is not None:
-            return self.pipeline.run_network(image, aus)
+    def _run_network(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The generator (or rig) on the CPU in fp32, blended (`Backend.run_network`'s shapes)."""
         x = torch.from_numpy(image)
         a = torch.from_numpy(aus)
         extra = (torch.from_numpy(np.ascontiguousarray(landmarks, np.float32)),) if self.rig else ()
         color, attention = self.generator(x, a, *extra)
         return blend(x, color, attention).numpy(), attention.numpy()
-
-    def run_frames(self, frames, intensities, want_attention=True, landmarks=None):
-        if self.pipeline is None:
-            return super().run_frames(frames, intensities, want_attention, landmarks)
-        return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)

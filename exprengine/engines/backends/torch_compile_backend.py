@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from exprengine.engines.backends.base import Backend
-from exprengine.engines.backends.torch_backend import (DTYPES, WEIGHTS, HeadsNetwork, TorchBackend,
-                                                       check_weights_metadata, load_verified_weights)
+from exprengine.engines.backends.torch_backend import (WEIGHTS, HeadsNetwork, TorchBackend, check_weights_metadata,
+                                                       load_verified_weights)
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 
@@ -23,19 +22,23 @@ MODE = "max-autotune"
 
 
 class TorchCompileBackend(Backend):
+    """`generator` compiled by torch.compile in `precision` ("fp16" or "fp32") inside the CUDA
+    pipeline (uncaptured: max-autotune captures its own graphs) for batches up to `max_batch`
+    of `image_size` crops; EngineError without a GPU."""
     name = "torch-compile"
     description = f"torch.compile(mode={MODE!r}) on CUDA, FP32 or FP16, compiled at load time"
     precisions = ("fp16", "fp32")
-    device_bound = True
+    default_precision = "fp32"
     devices = ("cuda",)
+    default_device = "cuda"
+    device_bound = True
     artifacts = {"weights": WEIGHTS}
 
     def __init__(self, generator, precision: str, image_size: int, max_batch: int):
-        from exprengine.engines.cuda_pipeline import CudaPipeline
-        network = HeadsNetwork(generator, DTYPES[precision])
+        network = HeadsNetwork(generator, precision)
         self.module = network.module
         network.module = torch.compile(network.module, mode=MODE, dynamic=False, fullgraph=True)
-        self.pipeline = CudaPipeline(network, image_size, max_batch, DTYPES[precision], graphs=False)
+        self.use_cuda_pipeline(network, image_size, max_batch, precision, graphs=False)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -50,7 +53,7 @@ class TorchCompileBackend(Backend):
     @classmethod
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
         if manifest.device != "cuda":
-            raise EngineError("the torch-compile backend builds CUDA engines only (--device cuda)")
+            raise EngineError("the torch-compile backend builds CUDA engines only (device 'cuda')")
         return TorchBackend.build(generator, directory, manifest)
 
     @classmethod
@@ -63,10 +66,3 @@ class TorchCompileBackend(Backend):
             raise EngineError("a torch-compile engine runs on CUDA only")
         return cls(load_verified_weights(directory, manifest, cls), manifest.precision, manifest.image_size,
                    manifest.max_batch)
-
-    def run(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-        return self.pipeline.run_network(image, aus)        # generators only: the rig is refused at build
-
-    def run_frames(self, frames, intensities, want_attention=True, landmarks=None):
-        return self.pipeline.run(frames, np.asarray(intensities, dtype=np.float32), want_attention)
