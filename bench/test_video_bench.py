@@ -2,13 +2,13 @@
 
     pytest --benchmark-only bench/test_video_bench.py --benchmark-json bench/results/<device>-video.json
 
-A 640x480 clip (a real face, the astronaut, sliding across the frame; 30 fps) is decoded
-(to yuv420p, as the `video` command does, or to RGB),
-edited by `StreamEditor` (background detection on a half-size frame (quarter-size at
-1080p) every 10 frames (near the tracked face, a whole-frame rescan every 30), One-Euro
-tracking, one engine call per frame, paste-back) and encoded to H.264, all in one benchmark
-round. The generator's own time per frame (uint8 crop in, uint8 crop out, same engine) is
-measured beside it; the issue's target is end-to-end within 1.5x of it. On a GPU
+A 640x480 clip (a real face, the astronaut, sliding across the frame; 30 fps) is decoded (to
+yuv420p, as the `video` command does, or to RGB), edited by `StreamEditor` through
+`exprengine.video.edit.edit_video` (the command's own call; background detection on a half-size
+frame (quarter-size at 1080p) every 10 frames (near the tracked face, a whole-frame rescan
+every 30), One-Euro tracking, one engine call per frame, paste-back) and encoded to H.264, all
+in one benchmark round. The generator's own time per frame (uint8 crop in, uint8 crop out, same
+engine) is measured beside it; the issue's target is end-to-end within 1.5x of it. On a GPU
 (`EXPRENGINE_BENCH_DEVICE=cuda`) the clip is 1920x1080 and the engine the torch FP16 CUDA
 pipeline.
 """
@@ -77,19 +77,15 @@ def test_video_generator_per_frame(benchmark, video_engine):
 @pytest.mark.parametrize("pixels, encoder", [("yuv420p", "veryfast"), ("yuv420p", "ultrafast"), ("rgb24", "veryfast")])
 def test_video_end_to_end(benchmark, video_engine, clip, tmp_path, pixels, encoder):
     from exprengine.faces.detect import FaceDetector
-    from exprengine.video.io import VideoReader, VideoWriter
-    from exprengine.video.stream import StreamEditor
+    from exprengine.video.edit import edit_video
     detector = FaceDetector()
     summaries = []
 
     def run():
-        with StreamEditor(video_engine, "happiness@1.5", detector, detect_every=10, detect_scale=DETECT_SCALE,
-                          fps=30.0, in_place=True) as editor, VideoReader(clip) as reader, \
-                VideoWriter(tmp_path / "out.mp4", SIZE[1], SIZE[0], FPS, preset=encoder, pix_fmt_in=pixels) as writer:
-            for frame in editor.process(reader.iter_yuv() if pixels == "yuv420p" else reader):
-                writer.write(frame)
-        summaries.append(editor.stats.summary())
-        assert editor.stats.frames == FRAMES and editor.stats.detections >= 1
+        result = edit_video(clip, tmp_path / "out.mp4", video_engine, "happiness@1.5", detector, detect_every=10,
+                            detect_scale=DETECT_SCALE, encoder_preset=encoder, pixel_format=pixels, progress=False)
+        summaries.append(result.stats.summary())
+        assert result.stats.frames == FRAMES and result.stats.detections >= 1
 
     _extra(benchmark, stage=f"end-to-end {pixels} x264 {encoder}", frames=FRAMES, backend=video_engine.manifest.backend)
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)

@@ -4,7 +4,8 @@
     python bench/video_profile.py --device cpu --frames 60         # 640x480
 
 Times decode alone, encode alone (two x264 presets), the editing pipeline on frames already
-in memory (no decode, no encode), and the whole file-to-file pipeline, in one process.
+in memory (no decode, no encode), and the whole file-to-file pipeline (`edit_video`, what the
+`video` command calls: the check of the input's frames included), in one process.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def main() -> int:
     from exprengine.engines.build import build_engine
     from exprengine.faces.detect import FaceDetector
     from exprengine.models.pretrained import load_default_generator
+    from exprengine.video.edit import edit_video
     from exprengine.video.io import VideoReader, VideoWriter, probe_video
     from exprengine.video.stream import StreamEditor
     h, w = vb.SIZE if args.device == "cuda" else (480, 640)
@@ -79,13 +81,10 @@ def main() -> int:
     for pixels, preset in (("rgb24", "veryfast"), ("rgb24", "ultrafast"), ("yuv420p", "veryfast"),
                            ("yuv420p", "ultrafast")):
         t = time.perf_counter()
-        with StreamEditor(engine, "happiness@1.5", detector, detect_every=10, detect_scale=scale,
-                          in_place=True) as ed, VideoReader(clip) as r, \
-                VideoWriter(tmp / "o.mp4", w, h, "30/1", preset=preset, pix_fmt_in=pixels) as wr:
-            for f in ed.process(r.iter_yuv() if pixels == "yuv420p" else r):
-                wr.write(f)
+        result = edit_video(clip, tmp / "o.mp4", engine, "happiness@1.5", detector, detect_every=10,
+                            detect_scale=scale, encoder_preset=preset, pixel_format=pixels, progress=False)
         rows[f"file to file, {pixels}, x264 {preset}"] = time.perf_counter() - t
-        summaries[f"file to file, {pixels}, x264 {preset}"] = ed.stats.summary()
+        summaries[f"file to file, {pixels}, x264 {preset}"] = result.stats.summary()
     print(f"{w}x{h}, {args.frames} frames, {args.device}, {os.cpu_count()} CPUs")
     print("| step | s | ms/frame | frames/s |\n|---|---|---|---|")
     for k, v in rows.items():

@@ -275,15 +275,16 @@ def _rig_photo_demo(rig, names: list[str], targets: np.ndarray, labels: list[str
 def _faces_demo(engine, out: Path, echo: Callable[[str], None], progress: bool | None = None) -> dict:
     """The faces pipeline on real pixels: scikit-image's astronaut photo (one face, and the
     mission patch the detector must ignore), and a 2-second clip of her face sliding across a
-    640x480 frame, morphing natural -> surprise."""
+    640x480 frame (encoded to H.264 first, then edited from that file by `edit_video`, as the
+    `video` command edits one), morphing natural -> surprise."""
     from skimage import data
     from tqdm import tqdm
 
     from exprengine.faces.editor import FaceEditor
     from exprengine.media import contact_sheet, write_image
-    from exprengine.video import timeline
+    from exprengine.video.edit import edit_video
     from exprengine.video.io import VideoWriter
-    from exprengine.video.stream import StreamEditor
+    from exprengine.video.timeline import expression_plan
     photo = data.astronaut()
     result = FaceEditor(engine).edit(photo, "surprise@2")
     top, left, side = result.crops[0].region if result.crops else (0, 0, min(photo.shape[:2]))
@@ -299,14 +300,18 @@ def _faces_demo(engine, out: Path, echo: Callable[[str], None], progress: bool |
     echo(f"      astronaut photo: {len(result.found)} face(s) found, {changed} pixels changed, "
          f"{outside} of them outside the faces' squares")
     n = 60
-    plan = timeline.morph(AUs.parse("natural"), AUs.parse("surprise@2"), n, "ease-in-out")
-    frames = moving_face_frames(n, 480, 640, side=440, top=20, x0=20, x1=180)
-    with StreamEditor(engine, plan, detect_scale=0.5, fps=30.0, in_place=True) as editor, \
-            VideoWriter(out / "video.mp4", 640, 480, "30/1") as writer:
-        for frame in tqdm(editor.process(frames), total=n, desc="video", unit="frame",
-                          disable=_tqdm_disable(progress)):
+    source = out / "video_source.mp4"          # the clip to edit, encoded as a camera's would be
+    with VideoWriter(source, 640, 480, "30/1") as writer:
+        for frame in moving_face_frames(n, 480, 640, side=440, top=20, x0=20, x1=180):
             writer.write(frame)
-    stats = editor.stats.summary()
+    plan = expression_plan("surprise@2", start="natural", schedule="ease-in-out", policy=engine.policy)
+    try:
+        with tqdm(total=n, desc="video", unit="frame", disable=_tqdm_disable(progress)) as bar:
+            result = edit_video(source, out / "video.mp4", engine, plan, detect_scale=0.5,
+                                progress=lambda done, total: bar.update(done - bar.n))
+    finally:
+        source.unlink()
+    stats = result.stats.summary()
     echo(f"      video.mp4: {stats['frames']} frames, {stats['fps']} frames/s through the pipeline, "
          f"{stats['detections']} detector runs")
     return {"photo_faces": len(result.found), "photo_pixels_changed": changed, "photo_pixels_changed_outside": outside,

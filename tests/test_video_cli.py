@@ -278,3 +278,85 @@ def test_sigterm_and_sighup_leave_nothing_behind(tmp_path, sig):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and b"Traceback" not in err, err
     assert sorted(p.name for p in d.iterdir()) == before
+
+
+# --- the library call behind the command: edit_video, expression_plan -----------------------------
+@pytest.fixture(scope="module")
+def rig():
+    from exprengine.engines.default import default_rig
+    return default_rig()
+
+
+def test_edit_video_is_the_commands_pipeline_as_one_call(clip, tmp_path, rig):
+    from exprengine.video.edit import edit_video
+    from exprengine.video.timeline import expression_plan
+    seen = []
+    result = edit_video(clip, tmp_path / "lib.mp4", rig, expression_plan("happiness@2", policy=rig.policy),
+                        detect_scale=1.0, reproducible=True, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, N) for i in range(1, N + 1)]
+    assert (result.frames, result.width, result.height, result.fps_rational, result.constant_rate) == \
+        (N, W, H, "10/1", True)
+    assert result.audio_tracks == 1 and result.detections >= 1 and result.stats.frames == N
+    assert result.summary().startswith(f"wrote {tmp_path / 'lib.mp4'}: {N} frames at 10 fps, {W}x{H}, "
+                                       "1 audio track kept; ")
+    res = probe_video(tmp_path / "lib.mp4")
+    assert (res.frames, res.fps_rational, res.has_audio) == (N, "10/1", True)
+    with VideoReader(clip) as a, VideoReader(tmp_path / "lib.mp4") as b:
+        first_in, first_out = next(iter(a)).astype(int), next(iter(b)).astype(int)
+    assert np.abs(first_out - first_in).max() > 24                   # the face was edited
+    rgb = edit_video(clip, tmp_path / "rgb.mp4", rig, "happiness@2", detect_scale=1.0, reproducible=True,
+                     audio=False, pixel_format="rgb24", progress=False)
+    assert rgb.frames == N and rgb.audio_tracks == 0 and not probe_video(tmp_path / "rgb.mp4").has_audio
+
+
+def test_edit_video_checks_its_arguments_in_its_own_terms_before_decoding(clip, tmp_path, rig, monkeypatch, capsys):
+    import exprengine.video.io as vio
+    from exprengine.errors import UserError
+    from exprengine.video.edit import edit_video
+    monkeypatch.setattr(vio, "probe_video", lambda *a, **k: pytest.fail("probed"))
+    out = tmp_path / "o.mp4"
+    cases = {"detect_every": dict(detect_every=0), "detect_scale": dict(detect_scale=0.0),
+             "encoder_preset": dict(encoder_preset="turbo"), "mask": dict(mask="outline"),
+             "pixel_format": dict(pixel_format="yuv444p"), "select": dict(select="biggest"),
+             "progress": dict(progress="yes")}
+    for word, kwargs in cases.items():
+        with pytest.raises(UserError, match=word) as e:
+            edit_video(clip, out, rig, "happiness", **kwargs)
+        assert "--" not in str(e.value) and f"`{word}" in str(e.value), e.value     # API terms, not flags
+    for args, word in [((clip, tmp_path / "o.avi", rig, "happiness"), ".mp4"),
+                       ((clip, tmp_path / "no" / "o.mp4", rig, "happiness"), "does not exist"),
+                       ((clip, clip, rig, "happiness"), str(clip)),
+                       ((tmp_path / "missing.mp4", out, rig, "happiness"), "does not exist"),
+                       ((clip, out, rig, "nosuchpreset"), "nosuchpreset")]:
+        with pytest.raises(UserError, match=re.escape(word)):
+            edit_video(*args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    code, _, err = run_cli(["video", clip, "--preset", "happiness", "--out", out, "--face", "biggest"], capsys)
+    assert_one_line_error(code, err)
+    assert "--face (the faces to edit)" in err and "`select`" not in err     # the command says its option
+
+
+def test_expression_plan_holds_morphs_or_follows_keyframes(tmp_path):
+    from exprengine.aus import AUPolicy, AUs, AUWarning
+    from exprengine.errors import UserError
+    from exprengine.video.timeline import expression_plan
+    happy, natural = AUs.parse("happiness@1.5"), AUs.parse("natural")
+    held = expression_plan("happiness@1.5").timeline(10, 1.0)
+    assert np.array_equal(held(0, 0.0), happy.values) and np.array_equal(held(9, 0.9), happy.values)
+    morph = expression_plan(happy, start="natural", schedule="ease-in-out").timeline(10, 1.0)
+    assert np.allclose(morph(0, 0.0), natural.values) and np.allclose(morph(9, 0.9), happy.values)
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps([{"t": 0, "expression": "natural"}, {"t": 3, "expression": "happiness"}]))
+    plan = expression_plan(keyframes=str(keys))
+    with pytest.warns(AUWarning, match=re.escape(f"{keys}: keyframes run to 3 s but the video ends at 1 s")):
+        plan.timeline(10, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        halfway = plan.timeline(40, 4.0)(15, 1.5)                    # within the clip: no warning
+    assert np.allclose(halfway, AUs.parse("happiness").values / 2)
+    for kwargs, word in [({}, "target"), ({"start": "natural"}, "start"),
+                         ({"target": "happiness", "keyframes": str(keys)}, "keyframes"),
+                         ({"target": "happiness", "schedule": "bounce"}, "schedule"),
+                         ({"target": "AU12=4"}, "AU12")]:
+        with pytest.raises(UserError, match=word):
+            expression_plan(**kwargs, policy=AUPolicy(strict=True))

@@ -113,6 +113,7 @@ class ColorTags:
 
     @property
     def full_range(self) -> bool:
+        """Whether the values use 0..255 ("pc") rather than the limited 16..235 ("tv", or unstated)."""
         return self.range == "pc"
 
     @property
@@ -128,6 +129,7 @@ class ColorTags:
         return "setparams=" + ":".join(parts) if parts else ""
 
     def encoder_options(self) -> list[str]:
+        """ffmpeg output options that tag the encoded stream with these values (-color_range, ...)."""
         out = []
         for option, value in (("-color_range", self.range), ("-colorspace", self.space),
                               ("-color_primaries", self.primaries), ("-color_trc", self.transfer)):
@@ -150,7 +152,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     (more than MAX_VIDEO_PIXELS per frame) files each raise one UserError sentence.
     """
     p = Path(path)
-    _check_input_file(p, "video")
+    check_input_file(p, "video")
     scan = _scan(p, _VIDEO_DEMUXERS, decode=True)
     if not scan.opened:
         specific = [e for e in scan.open_errors if not e.startswith("Error opening input")]
@@ -374,7 +376,7 @@ class VideoWriter:
         self.sar = sar                     # the pixels' aspect ratio to tag ("" leaves it unstated)
         self.fps = _parse_rate(fps_rational)
         if preset not in X264_PRESETS:
-            raise UserError(f"unknown x264 preset {preset!r}; use one of {', '.join(X264_PRESETS)}")
+            raise UserError(f"`preset` {preset!r} is not an x264 preset; use one of {', '.join(X264_PRESETS)}")
         self.crf, self.preset = int(crf), preset
         self.pts = None if pts is None else [float(t) for t in pts]
         if self.pts is not None:
@@ -400,7 +402,7 @@ class VideoWriter:
         self._audio_start = 0.0
         self.audio_tracks = 0
         if self.audio_from is not None:
-            _check_input_file(self.audio_from, "audio source")
+            check_input_file(self.audio_from, "audio source")
             scan = _scan(self.audio_from, _AUDIO_DEMUXERS, decode=False)
             if not scan.opened:
                 raise UserError(f"audio source {self.audio_from} is not a file this program can read "
@@ -413,11 +415,6 @@ class VideoWriter:
         self._final_tmp: Path | None = None
         self._count = 0
         self._state = "new"
-
-    @property
-    def frames_written(self) -> int:
-        """Frames passed to `write` so far."""
-        return self._count
 
     def _encoder_command(self) -> list[str]:
         even = self.width % 2 == 0 and self.height % 2 == 0
@@ -651,7 +648,9 @@ def _mkv_frame(time_us: int, duration_us: int, data: memoryview) -> bytes:
 
 
 # --- checks ----------------------------------------------------------------------------------
-def _check_input_file(p: Path, what: str) -> None:
+def check_input_file(p: Path, what: str) -> None:
+    """Refuse, in one UserError sentence naming `what` ("video", "audio source") and the path, an
+    input that is missing, a directory, not a regular file, unreadable or empty. Reads nothing."""
     if not p.exists():
         raise UserError(f"{what} {p} does not exist")
     if p.is_dir():

@@ -69,6 +69,9 @@ class StreamStats:
     detections: int = 0
 
     def summary(self) -> dict:
+        """The stats as numbers to print or store: frames, frames per second of wall time,
+        latency median and 95th percentile (ms), detector runs, each stage's median (ms);
+        None where nothing was measured."""
         def ms(v):
             return round(1000 * float(np.median(v)), 3) if v else None
         return {"frames": self.frames, "fps": round(self.frames / self.wall, 2) if self.wall else None,
@@ -81,15 +84,30 @@ AUSource = Callable[[int, float], np.ndarray]
 
 
 class StreamEditor:
+    """Edits the faces of a stream of frames (module docstring): `process(frames)` for a stream,
+    `edit_frame(frame)` for one frame inline; `stats` times every stage.
+
+    engine: an `exprengine.engine.Engine`. aus: the expression, one (AUs, a spec string, 17
+    intensities; checked by `engine.policy`) or a function (frame index, seconds) -> float32 [17]
+    (`video.timeline`). detector: the face detector (None: dlib's HOG). select: "all",
+    "largest" or a face number. detect_every: frames between detector runs (>= 1);
+    detect_scale: the detector's frame scale; detect_async: detect in a background thread;
+    fps: frames per second (> 0) where `times` (seconds, one per frame) is not given; align,
+    mask, colour_match: as `FaceEditor`; min_cutoff, beta: the One-Euro filter of the boxes;
+    queue_size: frames in flight between stages; in_place: paste into the given frames;
+    rescan_every: frames between whole-frame scans while faces are tracked.
+    UserError for detect_every < 1, fps <= 0, a bad expression, and frames of changing size.
+    Use it as a context manager (or call `close`) to stop the background detector."""
+
     def __init__(self, engine, aus, detector: FaceDetector | None = None, select: str | int = "all",
                  detect_every: int = 10, detect_scale: float = 0.5, detect_async: bool = True, fps: float = 30.0,
                  align: bool = False, mask: str = "attention", colour_match: bool = True,
                  min_cutoff: float = 1.0, beta: float = 0.05, queue_size: int = 3, in_place: bool = False,
                  rescan_every: int = 30, times: Sequence[float] | None = None):
         if detect_every < 1:
-            raise UserError(f"detect_every must be at least 1, got {detect_every}")
+            raise UserError(f"`detect_every` must be at least 1, got {detect_every}")
         if fps <= 0:
-            raise UserError(f"fps must be positive, got {fps}")
+            raise UserError(f"`fps` must be positive, got {fps}")
         self.faces = FaceEditor(engine, detector, align=align, mask=mask, colour_match=colour_match,
                                 detect_scale=detect_scale)
         self.aus_at: AUSource = aus if callable(aus) else _constant(engine, aus)
@@ -295,6 +313,7 @@ class StreamEditor:
             self.stats.wall = time.perf_counter() - wall
 
     def close(self) -> None:
+        """Stop the background detector's thread (if one runs); the editor can be used again."""
         if self._detector is not None:
             self._detector.close()
             self._detector = None

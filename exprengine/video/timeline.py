@@ -7,6 +7,10 @@ takes. Three kinds:
     morph(src, dst, frames, schedule)               src on the first frame to dst on the last
     Keyframes.read("timeline.json" | ".csv")        linear between keyframes, held outside them
 
+`expression_plan(target, start=, schedule=, keyframes=, policy=)` takes these as a user gives
+them (what `edit_video` and the `video` command take), checks them before any video is read,
+and makes the timeline once the clip's length is known (`ExpressionPlan.timeline`).
+
 Keyframe files give a time in seconds (`t`) or a frame number (`frame`) and an expression,
 either as a spec (`expression`: "happiness@1.5,AU25=0.5") or as AU columns/keys
 (`AU12`, `AU12_r` or `12`; missing AUs are 0):
@@ -42,11 +46,12 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from exprengine.aus import AU_NAMES, NUM_AUS, AUs, AUWarning
+from exprengine.aus import AU_NAMES, NUM_AUS, AUPolicy, AUs, AUWarning
 from exprengine.errors import UserError
 from exprengine.textfiles import parse_csv, read_text
 from exprengine.morph import SCHEDULES
@@ -55,14 +60,17 @@ Timeline = Callable[[int, float], np.ndarray]
 
 
 def hold(aus: AUs) -> Timeline:
+    """`aus` on every frame: (index, seconds) -> float32 [17] intensities (OpenFace's 0..5 scale)."""
     values = aus.values.copy()
     return lambda index, t: values
 
 
 def morph(src: AUs, dst: AUs, frames: int, schedule: str = "linear") -> Timeline:
-    """src on frame 0, dst on frame `frames - 1`, along `schedule` (as `exprengine morph`)."""
+    """src on frame 0, dst on frame `frames - 1`, along `schedule` (as `exprengine morph`): (index,
+    seconds) -> float32 [17]; frames outside 0..frames-1 hold the nearer end. UserError for an
+    unknown schedule (`exprengine.morph.SCHEDULES`)."""
     if schedule not in SCHEDULES:
-        raise UserError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        raise UserError(f"unknown `schedule` {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     a, b, ease, last = src.values.copy(), dst.values.copy(), SCHEDULES[schedule], max(frames - 1, 1)
 
     def at(index: int, t: float) -> np.ndarray:
@@ -118,6 +126,7 @@ class Keyframes:
             raise UserError(f"{source}: two keyframes at the same {'frame' if in_frames else 'time'} "
                             f"{self.times[np.argmax(np.diff(self.times) == 0)]:g}")
         self.in_frames = in_frames
+        self.source = source            # what messages call these keyframes (a file's path)
 
     def __call__(self, index: int, t: float) -> np.ndarray:
         x = float(index if self.in_frames else t)
@@ -125,6 +134,8 @@ class Keyframes:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Keyframes":
+        """Keyframes from a .json or .csv file (module docstring: our own rows, or an OpenFace
+        CSV through `from_openface`). Every bad file is one UserError sentence naming it."""
         p = Path(path)
         if not p.is_file():
             raise UserError(f"timeline {p} " + ("is a directory" if p.is_dir() else "does not exist"))
@@ -191,6 +202,10 @@ class Keyframes:
 
     @classmethod
     def from_rows(cls, rows: list[dict], source: str = "timeline") -> "Keyframes":
+        """Keyframes from dicts, one a keyframe: a time (`t` or `time` in seconds, or `frame`, a
+        frame index; one kind for all), an optional `expression` spec, and AU columns (0..5)
+        that set single AUs on top of it. UserError (naming `source` and the keyframe's number)
+        for a missing or bad time, a bad value, an unknown column, or a mix of times and frames."""
         times, values, kinds = [], [], set()
         for n, row in enumerate(rows, 1):
             row = {str(k).strip(): v for k, v in row.items() if k is not None}
@@ -230,3 +245,87 @@ class Keyframes:
         if len(kinds) > 1:
             raise UserError(f"{source}: mix of frame numbers and times; use one")
         return cls(times, values, kinds == {"frame"}, source)
+
+
+@dataclass(frozen=True)
+class ExpressionPlan:
+    """The expression over a clip as a user gives it, already checked (`expression_plan`): held
+    (`target` alone), morphed across the clip (`start` -> `target` along `schedule`), or
+    keyframed (`keyframes`, called `name` in messages). `timeline` makes the per-frame function
+    once the clip's length is known."""
+
+    target: AUs | None = None
+    start: AUs | None = None
+    schedule: str = "linear"
+    keyframes: Keyframes | None = None
+    name: str = "timeline"
+
+    def timeline(self, frames: int, duration: float) -> Timeline:
+        """The per-frame expression, (frame index, seconds) -> float32 [17], for a clip of
+        `frames` frames lasting `duration` seconds (frames / fps): a morph runs from the first
+        frame to the last. Keyframes that run past the clip's end warn (AUWarning: "NAME:
+        keyframes run to X s but the video ends at Y s; ..."), in frames for frame-numbered keys."""
+        if self.keyframes is not None:
+            keys = self.keyframes
+            last, end = float(keys.times[-1]), float(frames - 1 if keys.in_frames else duration)
+            if last > end:
+                unit = "frame" if keys.in_frames else "s"
+                warnings.warn(f"{self.name}: keyframes run to {last:g} {unit} but the video ends at {end:g} {unit}; "
+                              "the keys after the end are not reached", AUWarning, stacklevel=2)
+            return keys
+        if self.start is not None:
+            return morph(self.start, self.target, frames, self.schedule)
+        return hold(self.target)
+
+
+def _as_aus(value, what: str) -> AUs:
+    if isinstance(value, AUs):
+        return value
+    if isinstance(value, str):
+        return AUs.parse(value)
+    try:
+        return AUs(np.asarray(value, np.float32))
+    except (TypeError, ValueError):
+        raise UserError(f"`{what}` must be AUs, a spec such as 'happiness@1.5' or 17 intensities, "
+                        f"not {_short(value)}") from None
+
+
+def expression_plan(target: AUs | str | np.ndarray | None = None, *, start: AUs | str | np.ndarray | None = None,
+                    schedule: str = "linear", keyframes: str | os.PathLike | Keyframes | None = None,
+                    policy: AUPolicy | None = None) -> ExpressionPlan:
+    """The expression over a clip from what a user gives, checked before any video is read.
+
+    One of: `target` alone (held on every frame); `start` and `target` (a morph from the first
+    frame to the last along `schedule`, one of `exprengine.morph.SCHEDULES`); or `keyframes` (a
+    .json/.csv path read by `Keyframes.read`, or Keyframes). Expressions are AUs, a spec string
+    ("happiness@1.5,AU25=0.5") or 17 intensities on OpenFace's 0..5 scale. Every expression is
+    checked by `policy` (default `AUPolicy()`; pass the engine's): values above its cap or
+    conflicting AUs warn (AUWarning) or, strict, raise. The values are not changed here (the
+    engine applies its policy, clipping included, to each frame).
+
+    UserError: none or both of target and keyframes, start without target, an unknown schedule,
+    a bad spec or keyframes file, or what `policy` refuses.
+    """
+    policy = policy if policy is not None else AUPolicy()
+    if schedule not in SCHEDULES:
+        raise UserError(f"unknown `schedule` {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if keyframes is not None:
+        if target is not None or start is not None:
+            raise UserError("`keyframes` give the expression themselves: pass no `target` or `start` with them")
+        if isinstance(keyframes, Keyframes):
+            keys, name = keyframes, keyframes.source
+        elif isinstance(keyframes, (str, os.PathLike)):
+            keys, name = Keyframes.read(keyframes), os.fspath(keyframes)
+        else:
+            raise UserError(f"`keyframes` must be a .json or .csv path or Keyframes, not {type(keyframes).__name__}")
+        policy.check(keys.values)
+        return ExpressionPlan(keyframes=keys, name=name)
+    if target is None:
+        raise UserError("say which expression: a `target` (AUs or a spec such as 'happiness@1.5'), or `keyframes`"
+                        + (" (`start` is where a morph to the target begins)" if start is not None else ""))
+    target = _as_aus(target, "target")
+    policy.check(target.values)
+    if start is not None:
+        start = _as_aus(start, "start")
+        policy.check(start.values)
+    return ExpressionPlan(target=target, start=start, schedule=schedule)

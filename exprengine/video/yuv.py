@@ -70,18 +70,22 @@ class YUVFrame:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """(height, width, 3): the shape of the frame as RGB (what a frame's size is compared by)."""
         return (self.height, self.width, 3)
 
     @property
     def y(self) -> np.ndarray:
+        """The luma plane, uint8 [height, width], a view of `data` (as stored: 16..235 unless full range)."""
         return self.data[:self.height * self.width].reshape(self.height, self.width)
 
     def chroma(self) -> tuple[np.ndarray, np.ndarray]:
+        """The Cb and Cr planes, uint8 [height/2, width/2] each, views of `data`."""
         h2, w2, n = self.height // 2, self.width // 2, self.height * self.width
         return (self.data[n:n + h2 * w2].reshape(h2, w2), self.data[n + h2 * w2:].reshape(h2, w2))
 
     @property
     def matrix(self) -> str:
+        """The YUV<->RGB matrix these values are read with: "bt709", "bt601" or "bt2020" (`matrix_for`)."""
         return matrix_for(self.height, self.space)
 
     @property
@@ -90,6 +94,7 @@ class YUVFrame:
 
     @property
     def flags(self):
+        """`data.flags` (so that a paste in place can ask `frame.flags.writeable` of either kind of frame)."""
         return self.data.flags
 
     @classmethod
@@ -103,6 +108,7 @@ class YUVFrame:
         return cls(np.concatenate([y.ravel(), c[..., 0].ravel(), c[..., 1].ravel()]), h, w, space, full_range)
 
     def to_rgb(self) -> np.ndarray:
+        """The whole frame as uint8 [height, width, 3] RGB (chroma upsampled, `region_rgb`)."""
         return region_rgb(self, 0, 0, self.height, self.width)
 
 
