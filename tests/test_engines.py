@@ -207,7 +207,7 @@ def test_resolve_device_is_the_one_auto():
     assert resolve_device("auto") == here and resolve_device("auto", built_for="cuda") == here
     assert resolve_device("auto", built_for="cpu") == "cpu"
     assert resolve_device("cpu") == "cpu" and resolve_device("cuda") == "cuda"
-    with pytest.raises(UserError, match="device must be auto, cpu or cuda, not 'gpu'"):
+    with pytest.raises(UserError, match="`device` must be auto, cpu or cuda, not 'gpu'"):
         resolve_device("gpu")
-    with pytest.raises(UserError, match="device must be"):
+    with pytest.raises(UserError, match="`device` must be"):
         Engine.load("anywhere", device="gpu")

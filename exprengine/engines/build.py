@@ -132,7 +132,7 @@ def check_engine_destination(out: str | Path) -> Path:
     out = Path(out)
     if out.exists():
         if not out.is_dir():
-            raise EngineError(f"{out} exists and is not a directory; choose another place for the engine")
+            raise EngineError(f"{out} exists and is not a directory; choose another `out`")
         if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
             raise EngineError(f"{out} is a non-empty directory that is not an engine; refusing to replace it")
     from exprengine.files import check_writable_place
@@ -160,13 +160,13 @@ def check_build_request(out: str | Path, backend: str, precision: str = "fp32", 
         raise EngineError(f"backend {backend} builds {', '.join(backend_cls.precisions)} engines, not {precision}")
     if device not in backend_cls.devices:
         raise EngineError(f"backend {backend} builds {' or '.join(backend_cls.devices)} engines; "
-                          f"use device {backend_cls.default_device!r}")
+                          f"use `device` {backend_cls.default_device!r}")
     if precision == "fp16" and device != "cuda":
-        raise EngineError("fp16 engines run on CUDA; use device 'cuda' (or precision 'fp32' on the CPU)")
+        raise EngineError("fp16 engines run on CUDA; use `device` 'cuda' (or `precision` 'fp32' on the CPU)")
     if device == "cuda" and not torch.cuda.is_available():
-        raise EngineError("device 'cuda' needs an NVIDIA GPU with CUDA, and none is visible here")
+        raise EngineError("`device` 'cuda' needs an NVIDIA GPU with CUDA, and none is visible here")
     if not 1 <= opt_batch <= max_batch:
-        raise EngineError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
+        raise EngineError(f"need 1 <= `opt_batch` ({opt_batch}) <= `max_batch` ({max_batch})")
     check_engine_destination(out)
     return backend_cls
 

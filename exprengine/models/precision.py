@@ -35,7 +35,7 @@ def torch_dtype(precision: str) -> torch.dtype:
     """The dtype of `precision` ("fp32" -> torch.float32, "fp16" -> torch.float16);
     UserError for any other name."""
     if precision not in DTYPES:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        raise UserError(f"`precision` must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     return DTYPES[precision]
 
 

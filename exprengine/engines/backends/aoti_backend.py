@@ -120,7 +120,7 @@ class AOTInductorBackend(Backend):
         if manifest.device == "cuda":
             generator = copy.deepcopy(generator).to("cuda", torch_dtype(manifest.precision))
         elif manifest.precision != "fp32":
-            raise EngineError("AOTInductor CPU packages are fp32; fp16 needs device 'cuda'")
+            raise EngineError("AOTInductor CPU packages are fp32; fp16 needs `device` 'cuda'")
         program = export_program(generator, outputs=manifest.graph_outputs, max_batch=manifest.max_batch)
         quiet = logging.getLogger("torch._inductor")
         level = quiet.level

@@ -108,7 +108,7 @@ DEVICES = ("auto", "cpu", "cuda")
 def check_device(device: str) -> str:
     """`device` itself when it is one of DEVICES, else UserError naming the choices."""
     if device not in DEVICES:
-        raise UserError(f"device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}, not {device!r}")
+        raise UserError(f"`device` must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}, not {device!r}")
     return device
 
 
@@ -166,11 +166,12 @@ class Backend(ABC):
         RIG_PRECISION)."""
         if not cls.builds_rig:
             from exprengine.engines.backends import backend_names
-            return (f"the {cls.name} backend does not build the rig; the backends that do: "
-                    f"{', '.join(backend_names(rig=True))}")
+            names = backend_names(rig=True)
+            return (f"the {cls.name} backend does not build the rig; set `backend` to "
+                    f"{', '.join(names[:-1])} or {names[-1]}")
         if device != RIG_DEVICE or precision != RIG_PRECISION:
             return (f"the rig's {cls.name} engine is built for the CPU in fp32 "
-                    f"(device {RIG_DEVICE!r}, precision {RIG_PRECISION!r})")
+                    f"(`device` {RIG_DEVICE!r}, `precision` {RIG_PRECISION!r})")
         return None
 
     @classmethod

@@ -163,7 +163,7 @@ class TensorRTBackend(Backend):
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
         from exprengine.export.onnx_graph import export_onnx
         if manifest.device != "cuda":
-            raise EngineError("TensorRT engines run on CUDA; build them with device 'cuda'")
+            raise EngineError("TensorRT engines run on CUDA; build them with `device` 'cuda'")
         manifest.graph_outputs = "heads"
         export_onnx(generator.cpu(), directory / ONNX_MODEL, outputs="heads", max_batch=manifest.max_batch,
                     precision=manifest.precision)

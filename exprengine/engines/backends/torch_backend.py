@@ -118,11 +118,11 @@ class TorchBackend(Backend):
         self.precision = precision
         self.rig = is_rig(generator)
         if self.rig and (self.device.type != RIG_DEVICE or precision != RIG_PRECISION):
-            raise EngineError(f"the rig's torch engine runs on the CPU in fp32 (device {RIG_DEVICE!r}, "
-                              f"precision {RIG_PRECISION!r})")
+            raise EngineError(f"the rig's torch engine runs on the CPU in fp32 (`device` {RIG_DEVICE!r}, "
+                              f"`precision` {RIG_PRECISION!r})")
         if self.device.type == "cpu":
             if precision != "fp32":
-                raise EngineError("the torch backend runs fp16 on CUDA only; use precision 'fp32' on the CPU")
+                raise EngineError("the torch backend runs fp16 on CUDA only; use `precision` 'fp32' on the CPU")
             self.generator = generator.eval()
         else:
             network = HeadsNetwork(generator, precision)
@@ -149,7 +149,7 @@ class TorchBackend(Backend):
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "TorchBackend":
         if manifest.is_rig and device == "cuda":
-            raise EngineError("the rig's torch engine runs on the CPU; load it with device 'cpu' or 'auto'")
+            raise EngineError("the rig's torch engine runs on the CPU; load it with `device` 'cpu' or 'auto'")
         device = resolve_device(device, built_for=manifest.device)
         if device == "cuda" and not torch.cuda.is_available():
             raise EngineError("device cuda asked for, but no NVIDIA GPU is visible")

@@ -53,7 +53,7 @@ class TorchCompileBackend(Backend):
     @classmethod
     def build(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
         if manifest.device != "cuda":
-            raise EngineError("the torch-compile backend builds CUDA engines only (device 'cuda')")
+            raise EngineError("the torch-compile backend builds CUDA engines only (`device` 'cuda')")
         return TorchBackend.build(generator, directory, manifest)
 
     @classmethod
