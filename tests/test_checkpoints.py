@@ -356,7 +356,7 @@ def test_bad_checkpoints(public_generator, tmp_path):
         import_checkpoint(tmp_path)
     with pytest.raises(UserError, match="unknown model"):
         import_checkpoint(good, "stylegan")
-    with pytest.raises(UserError, match="fits --model ganimation, not convnext6"):
+    with pytest.raises(UserError, match="fits `model_name` ganimation, not convnext6"):
         import_checkpoint(good, "convnext6")
 
     def save(name: str, obj) -> Path:
