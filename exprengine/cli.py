@@ -5,25 +5,18 @@ stderr and exit status 2; nothing partial is written and inputs are never modifi
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
 import sys
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from exprengine import __version__
-from exprengine.aus import (AU_DESCRIPTIONS, AU_NAMES, CONFLICTS, DEFAULT_CAP, PRESETS, AUPolicy, AUs,
-                            AUWarning)
-from exprengine.errors import DISK_ERRNOS, UserError, renamed
+from exprengine.aus import (AU_DESCRIPTIONS, AU_NAMES, CONFLICTS, DEFAULT_CAP, PRESETS, AUPolicy, AUs)
+from exprengine.console import Group, reported_warnings, run, say
+from exprengine.errors import UserError
 from exprengine.video import X264_PRESETS
 
-EXIT_USER_ERROR = 2
-#: Library argument names that differ from the parameter of the command that passes them.
-API_NAMES = {"model_name": "model", "n": "count", "spec": "data"}
 
 # Bounds of the numeric options shared by several commands: values outside them are refused
 # by click before any work, as one line (an unbounded batch or seed used to reach NumPy/torch
@@ -34,25 +27,6 @@ BATCH = click.IntRange(1, 4096)                     # images per training step
 LEARNING_RATE = click.FloatRange(0, 1, min_open=True)
 #: Training sizes: powers of two (the critic halves the image down to 2x2, training/trainer.py).
 IMAGE_SIZE = click.Choice([16, 32, 64, 128, 256, 512])
-
-
-def _say(msg: str) -> None:
-    click.echo(msg, err=True)
-
-
-@contextmanager
-def _reported_warnings():
-    """Show AU warnings (above cap, conflicts) once each, as `warning: ...` lines."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AUWarning)
-        try:
-            yield
-        finally:
-            seen = set()
-            for w in caught:
-                if issubclass(w.category, AUWarning) and str(w.message) not in seen:
-                    seen.add(str(w.message))
-                    _say(f"warning: {w.message}")
 
 
 def _policy(strict: bool, max_intensity: float, above_max: str) -> AUPolicy:
@@ -84,73 +58,7 @@ def _load_engine(engine_dir: str, device: str, policy: AUPolicy):
     return Engine.load(engine_dir, device=device, policy=policy)
 
 
-class _Command(click.Command):
-    """A command that names which of its parameters are input and output paths.
-
-    Before the command's body runs, every output is checked against every input and every
-    other output by the one rule in `files.check_outputs_apart` (no output may be an input,
-    through links or not, lie inside an input directory, or hold an input). With
-    `together=True` the body runs inside `files.outputs_together`: its outputs appear
-    together when it succeeds, or none does.
-    """
-
-    def __init__(self, *args, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = (),
-                 together: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.inputs, self.outputs, self.together = inputs, outputs, together
-
-    def _paths(self, ctx: click.Context, names: tuple[str, ...]) -> dict[str, str]:
-        found = {}
-        params = {p.name: p for p in self.params}
-        for name in names:
-            values = ctx.params.get(name)
-            for value in values if isinstance(values, (tuple, list)) else [values]:
-                if value is None or str(value).lower() == "none" or not str(value).strip():
-                    continue
-                param = params[name]
-                label = param.opts[-1] if isinstance(param, click.Option) else (param.metavar or name.upper())
-                found[label if label not in found else f"{label} {value}"] = str(value)
-        return found
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return self._invoke(ctx)
-        except UserError as e:                     # library errors name arguments; say the options
-            raise renamed(e, self.option_names()) from e.__cause__
-
-    def option_names(self) -> dict[str, str]:
-        """Each parameter's Python name -> what the user typed: its long option, or its metavar."""
-        names = {p.name: max(p.opts, key=len) if isinstance(p, click.Option) else (p.metavar or p.name.upper())
-                 for p in self.params}
-        return {**names, **{api: names[cli] for api, cli in API_NAMES.items() if cli in names}}
-
-    def _invoke(self, ctx: click.Context):
-        from exprengine.files import check_outputs_apart, outputs_together
-        check_outputs_apart(self._paths(ctx, self.outputs), self._paths(ctx, self.inputs))
-        if not self.together:
-            return super().invoke(ctx)
-        finished = None
-        with outputs_together():
-            try:
-                return super().invoke(ctx)
-            except click.exceptions.Exit as e:     # a deliberate exit status (edit --require-face):
-                finished = e                       # what was written stays
-        raise finished
-
-
-class _Group(click.Group):
-    """Prints the epilog's example lines as they are (click would re-wrap them)."""
-
-    command_class = _Command
-
-    def format_epilog(self, ctx, formatter):
-        if self.epilog:
-            formatter.write_paragraph()
-            for line in self.epilog.splitlines():
-                formatter.write(f"{'':>{formatter.current_indent}}{line}\n")
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog="Examples:\n"
                     "  exprengine demo\n"
                     "  exprengine build --model convnext6 --backend onnxruntime --out engines/cx6\n"
@@ -211,7 +119,7 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
     loaded = load_model(model, checkpoint, seed)
     generator, source = loaded.model, loaded.source
     if loaded.random_init:
-        _say(f"note: no --checkpoint: building a randomly initialised {model} (seed {seed}); "
+        say(f"note: no --checkpoint: building a randomly initialised {model} (seed {seed}); "
              "it exercises the toolchain but edits nothing meaningfully")
     manifest = build_engine(generator, out, backend, weights_source=source, precision=precision,
                             device=device, max_batch=max_batch, opt_batch=opt_batch,
@@ -302,7 +210,7 @@ def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy, de
             raise UserError("the default rig engine runs on the CPU; build a GPU engine of your own model "
                             "and pass it with --engine, or use --device cpu")
         from exprengine.engines.default import default_rig
-        return default_rig(policy, progress=True, warn=lambda sentence: _say(f"warning: {sentence}"))
+        return default_rig(policy, progress=True, warn=lambda sentence: say(f"warning: {sentence}"))
     from exprengine.models.pretrained import load_default_generator
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -348,7 +256,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
     if attention_out and not crop:
         raise UserError("--attention is for --crop edits (a whole photo has one attention map per face)")
     att_path = check_output_path(attention_out, "image") if attention_out else None
-    with _reported_warnings():
+    with reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
         target = _aus_from_options(presets, aus)
         policy.check(target.values)
@@ -357,7 +265,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
             photo = read_photo(image)          # its colour profile and EXIF go to the edited crop
             engine = _engine_or_default(engine_dir, device, policy, default="generator")
             for note in edit_crop_file(image, out_path, engine, target, att_path, photo=photo):
-                _say(f"note: {note}")
+                say(f"note: {note}")
             click.echo(f"wrote {out_path} ({target})")
             return
         from exprengine.faces.editor import FaceEditor
@@ -367,9 +275,9 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
         editor = FaceEditor(engine, _detector(detector, min_face), align=align, mask=mask)
         report = edit_photo_file(image, out_path, engine, target, editor, select, photo=photo)
     for note in report.notes:
-        _say(f"note: {note}")
+        say(f"note: {note}")
     if not report.edited and require_face:
-        _say(f"exprengine: warning: {report.summary}")
+        say(f"exprengine: warning: {report.summary}")
         raise click.exceptions.Exit(1)
     click.echo(report.summary)
 
@@ -424,7 +332,7 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
     # command's own check), the expression, the engine (loading verifies it), then the video.
     out_path = check_video_output(out)
     check_writable_place(out_path)
-    with _reported_warnings():
+    with reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
         if timeline and (presets or aus or src):
             raise UserError("--timeline gives the expression itself: drop --preset/--au/--from")
@@ -472,7 +380,7 @@ def morph(image, engine_dir, device, src, dst, frames, schedule, fps, bounce, ou
         check_output_path(default_sheet_path(out_path) if sheet is None else sheet, "image")
     if sheet_path is not None:                  # the default sheet name is derived: check it too
         check_outputs_apart({"--out": out_path, "--sheet": sheet_path}, {"IMAGE": image, "--engine": engine_dir})
-    with _reported_warnings():
+    with reported_warnings():
         policy = _policy(strict, max_intensity, above_max)
         src_aus, dst_aus = AUs.parse(src), AUs.parse(dst)
         policy.check(src_aus.values)
@@ -480,7 +388,7 @@ def morph(image, engine_dir, device, src, dst, frames, schedule, fps, bounce, ou
         face = read_image(image)
         engine = _engine_or_default(engine_dir, device, policy, default="generator")
         calls = -(-frames // engine.max_batch)
-        _say(f"rendering {frames} frames in {calls} engine call{'s' if calls > 1 else ''} ...")
+        say(f"rendering {frames} frames in {calls} engine call{'s' if calls > 1 else ''} ...")
         rendered = engine.morph(face, src_aus, dst_aus, frames=frames, schedule=schedule,
                                 progress=frames > engine.max_batch)
     write_morph(out_path, rendered, fps=fps, bounce=bounce, sheet=sheet_path)
@@ -525,20 +433,6 @@ def models():
                    (f"\n  {'':<{width}}  unavailable here: {reason}" if reason else ""))
 
 
-@contextmanager
-def _as_options(phrases: dict[str, str]):
-    """Re-raise a library UserError with its API phrases (keys) in this command's options (values)."""
-    try:
-        yield
-    except UserError as e:
-        text = str(e)
-        for phrase, options in phrases.items():
-            text = text.replace(phrase, options)
-        if text == str(e):
-            raise
-        raise UserError(text) from e
-
-
 @cli.command(inputs=("data", "init"), outputs=("out",))
 @click.option("--model", default="convnext6", show_default=True, metavar="NAME", help="Generator architecture.")
 @click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
@@ -578,9 +472,7 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
     config = TrainConfig(model=model, data=data, objective=objective, steps=steps, batch=batch, lr=lr, seed=seed,
                          checkpoint_every=checkpoint_every, sample_every=sample_every, image_size=image_size,
                          dims=dims, depth=depth, critic_width=critic_width, init=init)   # resuming: --steps only
-    with _as_options({"continue it with resume=True or choose another directory":
-                      "use --resume to continue it or choose another --out"}):
-        trainer = train_run(out, config, device, resume=resume)
+    trainer = train_run(out, config, device, resume=resume)
     click.echo(f"trained {out} to step {trainer.step}: {Path(out) / GENERATOR}")
 
 
@@ -625,17 +517,14 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
     if photos and (real_dir or sheet):
         raise UserError("--real and --sheet belong to the synthetic evaluation, which --photos skips; "
                         "run them without --photos")
-    if real_dir and not inception:
-        raise UserError("--real needs --inception PATH (the FID Inception-v3 weights cannot be downloaded here)")
     engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
     if photos:
         from exprengine.evaluation.photo_eval import format_report, run_photo_evaluation
-        click.echo(format_report(run_photo_evaluation(engine, photos, sheets_dir=photo_sheets, json_path=json_out)))
+        click.echo(format_report(run_photo_evaluation(engine, photos, photo_sheets=photo_sheets, json_path=json_out)))
         return
     from exprengine.evaluation.synthetic_eval import format_synthetic_report, run_synthetic_evaluation
-    with _as_options({"evaluate it with run_photo_evaluation": "use --photos DIR"}):
-        report = run_synthetic_evaluation(engine, count, seed, real_dir=real_dir, inception=inception,
-                                          sheet_path=sheet, json_path=json_out)
+    report = run_synthetic_evaluation(engine, count, seed, real_dir=real_dir, inception=inception, sheet_path=sheet,
+                                      json_path=json_out)
     click.echo(format_synthetic_report(report))
 
 
@@ -770,106 +659,10 @@ def demo(out, model, backend, frames, repeats):
     run_demo(Path(out), model=model, backend=backend, frames=frames, repeats=repeats, echo=click.echo)
 
 
-# --- entry point ---------------------------------------------------------------------------
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised in the main thread so that every clean-up runs as for Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors become one line and exit status 2."""
-    import signal
-    import threading
-
-    def _terminated(signum, frame):         # SIGTERM/SIGHUP: clean up exactly as Ctrl-C does
-        for sig in previous:                # a second signal must not interrupt the clean-up
-            signal.signal(sig, signal.SIG_IGN)
-        raise _Terminated(signum)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-            if sig is not None:
-                previous[sig] = signal.signal(sig, _terminated)
-    try:
-        return _main(argv)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _main(argv: list[str] | None) -> int:
-    try:
-        code = cli.main(args=argv, prog_name="exprengine", standalone_mode=False)
-        if isinstance(code, int) and not isinstance(code, bool):     # a command's `raise Exit(n)`
-            return code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort as e:     # click turns KeyboardInterrupt into Abort
-        return _interrupted(_interrupt_in_chain(e) or KeyboardInterrupt())
-    except KeyboardInterrupt as e:
-        return _interrupted(e)
-    except click.ClickException as e:
-        _say(f"exprengine: error: {e.format_message()}" + (
-            f" (see `exprengine {e.ctx.info_name} --help`)" if getattr(e, "ctx", None) and e.ctx.parent else ""))
-        return EXIT_USER_ERROR
-    except UserError as e:
-        _say(f"exprengine: error: {e}")
-        return EXIT_USER_ERROR
-    except OSError as e:
-        # A path the user gave that the system refuses (a name too long, a loop of links, no
-        # permission, a full disk) wherever it is first touched: their input, not our bug.
-        if e.errno not in _USER_ERRNOS or (e.filename is None and e.errno not in DISK_ERRNOS):
-            return _internal_error(e)
-        where = f"{_short(e.filename)}: " if e.filename is not None else ""
-        _say(f"exprengine: error: {where}{e.strerror or e}")
-        return EXIT_USER_ERROR
-    except Exception as e:   # a bug, not bad input: one line unless asked for the traceback
-        interrupt = _interrupt_in_chain(e)      # a library that wrapped our SIGTERM or Ctrl-C
-        if interrupt is not None:
-            return _interrupted(interrupt)
-        return _internal_error(e)
-    return 0
-
-
-def _interrupt_in_chain(e: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt (Ctrl-C, or SIGTERM/SIGHUP as `_Terminated`) that `e` was raised
-    from, if any: torch.export, for one, re-raises it as its own error."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def _interrupted(e: KeyboardInterrupt) -> int:
-    if isinstance(e, _Terminated):
-        _say(f"exprengine: terminated by signal {e.signum}; no partial output was left")
-        return 128 + e.signum
-    _say("exprengine: interrupted")
-    return 130
-
-
-_USER_ERRNOS = DISK_ERRNOS | {errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
-                              errno.EEXIST, errno.ENOTEMPTY}
-
-
-def _short(path) -> str:
-    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
-    return text if len(text) <= 80 else text[:40] + "..." + text[-30:]
-
-
-def _internal_error(e: BaseException) -> int:
-    """A bug, not bad input: one line (the traceback with EXPRENGINE_DEBUG=1) and exit status 1."""
-    if os.environ.get("EXPRENGINE_DEBUG"):
-        raise e
-    _say(f"exprengine: internal error: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''} "
-         "(rerun with EXPRENGINE_DEBUG=1 for the traceback, and please report it)")
-    return 1
+    """Console entry point (`exprengine`): runs `cli` through `console.run` (user errors: one
+    line, exit status 2; Ctrl-C and SIGTERM: clean-up, no partial output)."""
+    return run(cli, argv)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Library errors speak in API terms: a message names the argument it is about in backquotes,
 as the Python caller wrote it ("`test_fraction` must be between 0 and 1, got 1.5"). The CLI
 translates each such name into the option the command-line user typed ("--test-fraction must
-be ...", `cli._Command.invoke`); a Python caller reads the name of its own argument.
+be ...", `console.Command.invoke`); a Python caller reads the name of its own argument.
 """
 import errno
 import re

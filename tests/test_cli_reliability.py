@@ -190,10 +190,11 @@ def test_sigterm_during_build_leaves_nothing_behind(tmp_path):
 def test_an_interrupt_wrapped_by_a_library_is_still_an_interrupt(monkeypatch, capsys):
     """torch.export re-raises SIGTERM's KeyboardInterrupt as TorchExportError: still exit 143."""
     import exprengine.cli as cli
+    import exprengine.console as console
 
     def wrapped(*args, **kwargs):
         try:
-            raise cli._Terminated(signal.SIGTERM)
+            raise console._Terminated(signal.SIGTERM)
         except KeyboardInterrupt as e:
             raise RuntimeError("Failed to export the model with torch.export") from e
     monkeypatch.setattr(cli, "_aus_from_options", wrapped)

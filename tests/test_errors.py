@@ -1,5 +1,5 @@
 """Library errors speak in API terms (the argument names a Python caller wrote); the CLI says
-the option the command-line user typed instead (`errors.renamed`, `cli._Command.invoke`)."""
+the option the command-line user typed instead (`errors.renamed`, `console.Command.invoke`)."""
 from __future__ import annotations
 
 import numpy as np

@@ -18,10 +18,17 @@ import torch
 
 from exprengine import __version__
 from exprengine.aus import AU_NAMES, AU_SCALE
-from exprengine.models.weights import model_sha256
-from exprengine.export.graph import (OUTPUT_NAMES, GraphOutputs, dynamic_shapes, example_inputs,
-                                     exported_module, graph_inputs)
+from exprengine.export.graph import (
+    OUTPUT_NAMES,
+    GraphOutputs,
+    dynamic_shapes,
+    example_inputs,
+    exported_module,
+    graph_inputs,
+)
+from exprengine.files import write_bytes
 from exprengine.models import AttentionGenerator, is_rig
+from exprengine.models.weights import model_sha256
 
 OPSET = 18
 INPUT_NORMALISATION = "image: uint8 RGB / 127.5 - 1 -> [-1, 1], NCHW; aus: OpenFace intensity (0..5) / 5"
@@ -85,7 +92,7 @@ def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphO
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model, full_check=True)
-    path.write_bytes(model.SerializeToString())
+    write_bytes(path, model.SerializeToString())          # atomic: whole or untouched
     return path
 
 
