@@ -39,6 +39,8 @@ AU_DESCRIPTIONS: dict[str, str] = {
 AU_SCALE = 5.0          # OpenFace intensities run 0..5; the network input is intensity / 5
 DEFAULT_CAP = 2.0       # the thesis's practical maximum
 DEFAULT_PRESET_INTENSITY = 1.0
+#: What `AUPolicy` does with an intensity above its cap: warn, clip to the cap, or refuse.
+ABOVE_MAX = ("warn", "clip", "error")
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ class AUPolicy:
     strict: bool = False           # conflicts and above-max become errors
 
     def __post_init__(self):
-        if self.above_max not in ("warn", "clip", "error"):
+        if self.above_max not in ABOVE_MAX:
             raise UserError(f"above_max must be warn, clip or error, not {self.above_max!r}")
         if not 0 < self.max_intensity <= AU_SCALE:
             raise UserError(f"the intensity cap must be in (0, {AU_SCALE:g}], got {self.max_intensity:g}")

@@ -13,7 +13,7 @@ import click
 
 from exprengine import __version__
 from exprengine.aus import (AU_DESCRIPTIONS, AU_NAMES, CONFLICTS, DEFAULT_CAP, PRESETS, AUPolicy, AUs)
-from exprengine.console import Group, reported_warnings, run, say
+from exprengine.console import Group, RegistryChoice, reported_warnings, run, say
 from exprengine.errors import UserError
 from exprengine.video import X264_PRESETS
 
@@ -35,7 +35,7 @@ def _policy(strict: bool, max_intensity: float, above_max: str) -> AUPolicy:
 
 def au_policy_options(f):
     """--strict, --max-intensity, --above-max: shared by edit and morph."""
-    f = click.option("--above-max", type=click.Choice(["warn", "clip", "error"]), default="warn",
+    f = click.option("--above-max", type=RegistryChoice("exprengine.aus:ABOVE_MAX"), default="warn",
                      show_default=True, help="What to do with an intensity above --max-intensity.")(f)
     f = click.option("--max-intensity", type=click.FloatRange(0, 5, min_open=True), default=DEFAULT_CAP,
                      show_default=True,
@@ -46,16 +46,11 @@ def au_policy_options(f):
 
 
 def engine_options(f):
-    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+    f = click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names"), default="auto",
                      show_default=True, help="Where to run the engine.")(f)
     f = click.option("--engine", "engine_dir", required=True, metavar="DIR",
                      help="Engine directory made by `exprengine build`.")(f)
     return f
-
-
-def _load_engine(engine_dir: str, device: str, policy: AUPolicy):
-    from exprengine.engine import Engine
-    return Engine.load(engine_dir, device=device, policy=policy)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -83,13 +78,14 @@ def cli():
               help="Weights: our .safetensors, or a GANimation .pth in either public layout. "
                    "--model without it: random weights (for testing the toolchain only).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random initialisation.")
-@click.option("--backend", default="onnxruntime", show_default=True,
-              type=click.Choice(["onnxruntime", "aoti", "torch", "torch-compile", "tensorrt"]), help="Engine backend.")
+@click.option("--backend", default="onnxruntime", show_default=True, type=RegistryChoice("exprengine.engines.backends:backend_names"),
+              help="Engine backend (`exprengine models` lists them).")
 @click.option("--out", required=True, metavar="DIR", help="Engine directory to write (an old engine there is replaced).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
-              help="Numeric precision [default: fp16 for tensorrt, else fp32].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-              help="Device the engine is built for [default: cuda for tensorrt and torch-compile, else cpu].")
+@click.option("--precision", type=RegistryChoice("exprengine.engines.backends:precision_names"), default=None,
+              help="Numeric precision [default: the backend's: fp16 for tensorrt, else fp32].")
+@click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names", build=True), default=None,
+              help="Device the engine is built for [default: the backend's: cuda for tensorrt and torch-compile, "
+                   "else cpu].")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Largest batch one engine call takes; bigger requests are split.")
 @click.option("--opt-batch", type=click.IntRange(1, 4096), default=16, show_default=True,
@@ -108,22 +104,10 @@ def build(model, checkpoint, seed, backend, out, precision, device, max_batch, o
       exprengine build --model convnext6 --backend aoti --device cuda --precision fp16 --out engines/cx6-gpu
       exprengine build --model rig --out engines/rig          # the AU rig: edits real photos, no training
     """
-    from exprengine.engines.build import build_engine, check_build_request
-    from exprengine.models import RIG, load_model
-
-    precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
-    device = device or ("cuda" if backend in ("tensorrt", "torch-compile") else "cpu")
-    if model == RIG and checkpoint:
-        raise UserError("the rig has no learned weights: drop --checkpoint")
-    check_build_request(out, backend, precision, device, max_batch, opt_batch, rig=model == RIG)
-    loaded = load_model(model, checkpoint, seed)
-    generator, source = loaded.model, loaded.source
-    if loaded.random_init:
-        say(f"note: no --checkpoint: building a randomly initialised {model} (seed {seed}); "
-             "it exercises the toolchain but edits nothing meaningfully")
-    manifest = build_engine(generator, out, backend, weights_source=source, precision=precision,
-                            device=device, max_batch=max_batch, opt_batch=opt_batch,
-                            verify=not no_verify, progress=True)
+    from exprengine.engines.build import build_model_engine
+    manifest = build_model_engine(out, backend, model=model, checkpoint=checkpoint, seed=seed, precision=precision,
+                                  device=device, max_batch=max_batch, opt_batch=opt_batch, verify=not no_verify,
+                                  progress=True, note=lambda sentence: say(f"note: {sentence}"))
     click.echo(f"built {out}: {manifest.model} / {manifest.backend} / {manifest.precision}, "
                f"batch 1..{manifest.max_batch}" + (
                    f", max relative error vs eager PyTorch {manifest.verification['max_rel_error']:.2e}"
@@ -162,13 +146,13 @@ def _aus_from_options(presets, aus) -> AUs:
 
 def face_options(f):
     """Detection and paste-back options shared by edit and video."""
-    f = click.option("--mask", type=click.Choice(["attention", "shape"]), default="attention", show_default=True,
+    f = click.option("--mask", type=RegistryChoice("exprengine.faces.paste:MASKS"), default="attention", show_default=True,
                      help="Paste-back mask: the face's shape, or the shape times where the model changed it.")(f)
     f = click.option("--align", is_flag=True, help="Turn each face level (eyes from dlib's 5-point landmarks, or from the "
                                              "mesh with --detector mediapipe).")(f)
     f = click.option("--min-face", type=click.IntRange(8, 100000), default=40, show_default=True,
                      help="Smallest face edited, in pixels.")(f)
-    f = click.option("--detector", type=click.Choice(["hog", "cnn", "mediapipe"]), default="hog", show_default=True,
+    f = click.option("--detector", type=RegistryChoice("exprengine.faces.landmarks:DETECTORS"), default="hog", show_default=True,
                      help="face_recognition's HOG detector, its CNN detector (slower, finds more), or MediaPipe's "
                           "Face Landmarker (fast; faces must fill a good part of the image).")(f)
     f = click.option("--face", "select", default="all", show_default=True, metavar="all|largest|N",
@@ -179,7 +163,7 @@ def face_options(f):
 def media_engine_options(f):
     """--engine (optional: the rig, or the shipped generator for crops and morphs) and --device:
     shared by edit, video and morph."""
-    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    f = click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names"), default="auto", show_default=True,
                      help="Where to run the engine.")(f)
     f = click.option("--engine", "engine_dir", default=None, metavar="DIR",
                      help="Engine directory made by `exprengine build` [default: photos and video: the AU rig "
@@ -197,24 +181,8 @@ def media_options(f):
 
 
 def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy, default: str = "rig"):
-    """The engine at `engine_dir`, or when none is given the default: "rig" (real photos and
-    video: the rig's ONNX Runtime engine, built once into the cache, `engines.default`), or
-    "generator" (the shipped generator, eager PyTorch: crops and morphs)."""
-    if engine_dir:
-        return _load_engine(engine_dir, device, policy)
-    import torch
-
-    from exprengine.engine import Engine
-    if default == "rig":
-        if device == "cuda":
-            raise UserError("the default rig engine runs on the CPU; build a GPU engine of your own model "
-                            "and pass it with --engine, or use --device cpu")
-        from exprengine.engines.default import default_rig
-        return default_rig(policy, progress=True, warn=lambda sentence: say(f"warning: {sentence}"))
-    from exprengine.models.pretrained import load_default_generator
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Engine.from_generator(load_default_generator().to(device), policy=policy, device=device)
+    from exprengine.engines.default import engine_or_default
+    return engine_or_default(engine_dir, device, policy, default, progress=True, warn=lambda s: say(f"warning: {s}"))
 
 
 def _detector(detector: str, min_face: int):
@@ -287,7 +255,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
 @media_options
 @click.option("--from", "src", default=None, metavar="SPEC",
               help="Morph across the clip: from this expression on the first frame to --preset/--au on the last.")
-@click.option("--schedule", type=click.Choice(["linear", "ease-in-out", "ease-in", "ease-out", "cosine"]),
+@click.option("--schedule", type=RegistryChoice("exprengine.morph:SCHEDULES"),
               default="linear", show_default=True, help="Schedule of --from's morph.")
 @click.option("--timeline", default=None, metavar="FILE",
               help="AU keyframes over time (.json or .csv; see the README), instead of --preset/--au.")
@@ -353,7 +321,7 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
 @click.option("--to", "dst", required=True, metavar="SPEC",
               help="Target expression: preset[@x] and/or AUxx=v, comma-separated (surprise, happiness@1.5,AU25=0.5).")
 @click.option("--frames", type=click.IntRange(1, 10000), default=24, show_default=True, help="Number of frames.")
-@click.option("--schedule", type=click.Choice(["linear", "ease-in-out", "ease-in", "ease-out", "cosine"]),
+@click.option("--schedule", type=RegistryChoice("exprengine.morph:SCHEDULES"),
               default="linear", show_default=True, help="Interpolation schedule of the AU trajectory.")
 @click.option("--fps", type=click.FloatRange(0.1, 240), default=12.0, show_default=True, help="Frame rate.")
 @click.option("--bounce", is_flag=True, help="Play forward then backward (GIF/MP4 only).")
@@ -438,7 +406,7 @@ def models():
 @click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
               help="synthetic[:SEED[:IDENTITIES]] (rendered on the fly) or a data set directory.")
 @click.option("--out", required=True, metavar="DIR", help="Run directory (checkpoints, samples, curves).")
-@click.option("--objective", type=click.Choice(["gan", "paired"]), default="gan", show_default=True,
+@click.option("--objective", type=RegistryChoice("exprengine.training.trainer:OBJECTIVES"), default="gan", show_default=True,
               help="gan: GANimation's losses (any data); paired: L1 to the renderer's true edit (synthetic only).")
 @click.option("--steps", type=STEPS, default=100_000, show_default=True,
               help="Critic steps (gan) or generator steps (paired).")
@@ -448,7 +416,7 @@ def models():
 @click.option("--checkpoint-every", type=STEPS, default=1000, show_default=True)
 @click.option("--sample-every", type=STEPS, default=1000, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its checkpoint stopped.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names"), default="auto", show_default=True)
 @click.option("--image-size", type=IMAGE_SIZE, default=None, help="Override the model's image size.")
 @click.option("--dims", default=None, metavar="A,B,C", help="Override the model's widths (small experiments).")
 @click.option("--depth", type=click.IntRange(1, 64), default=None, help="Override the number of residual blocks.")
@@ -479,7 +447,7 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
 @cli.command(name="eval", inputs=("engine_dir", "real_dir", "inception", "photos"),
              outputs=("json_out", "sheet", "photo_sheets"), together=True)
 @click.argument("engine_dir", metavar="ENGINE")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names"), default="auto", show_default=True)
 @click.option("--n", "count", type=click.IntRange(2, 100_000), default=200, show_default=True,
               help="Edits to evaluate (held-out synthetic identities).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Synthetic world seed (as trained on).")
@@ -517,7 +485,7 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
     if photos and (real_dir or sheet):
         raise UserError("--real and --sheet belong to the synthetic evaluation, which --photos skips; "
                         "run them without --photos")
-    engine = _load_engine(engine_dir, device, AUPolicy(max_intensity=5.0))
+    engine = _engine_or_default(engine_dir, device, AUPolicy(max_intensity=5.0))
     if photos:
         from exprengine.evaluation.photo_eval import format_report, run_photo_evaluation
         click.echo(format_report(run_photo_evaluation(engine, photos, photo_sheets=photo_sheets, json_path=json_out)))
@@ -548,7 +516,7 @@ def train_au_estimator_command(out, examples, steps):
 @cli.command(inputs=("photos", "openface"), outputs=("out",))
 @click.argument("photos", metavar="PHOTOS_DIR")
 @click.option("--out", required=True, metavar="DATASET", help="Data set directory (created, or resumed).")
-@click.option("--detector", type=click.Choice(["hog", "cnn", "mediapipe"]), default="hog", show_default=True,
+@click.option("--detector", type=RegistryChoice("exprengine.faces.landmarks:DETECTORS"), default="hog", show_default=True,
               help="face_recognition's detector model (cnn: more accurate, much slower on a CPU), or MediaPipe's.")
 @click.option("--openface", default=None, metavar="CSV_DIR",
               help="OpenFace -aus output for the crops or photos: FaceLandmarkImg's folder of <stem>.csv, "
@@ -572,7 +540,7 @@ def prepare(photos, out, detector, openface, test_fraction):
 @click.option("--out", required=True, metavar="DIR", help="Directory for the runs and the table.")
 @click.option("--models", default="ganimation,convnext2,convnext4,convnext6,convnext2-ln", show_default=True,
               help="Comma-separated registry models.")
-@click.option("--objective", type=click.Choice(["gan", "paired"]), default="gan", show_default=True,
+@click.option("--objective", type=RegistryChoice("exprengine.training.trainer:OBJECTIVES"), default="gan", show_default=True,
               help="gan: the thesis's GANimation losses; paired: L1 to the renderer's true edit.")
 @click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
               help="synthetic[:SEED[:IDENTITIES]] rendered on the fly, or a synthetic set from `exprengine synth` "
@@ -583,7 +551,7 @@ def prepare(photos, out, detector, openface, test_fraction):
 @click.option("--lr", type=LEARNING_RATE, default=1e-4, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--eval-n", type=click.IntRange(2, 100_000), default=200, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names"), default="auto", show_default=True)
 @click.option("--image-size", type=IMAGE_SIZE, default=None, help="Smaller budgets: train at this size.")
 @click.option("--dims", default=None, metavar="A,B,C", help="Smaller budgets: override the widths.")
 @click.option("--critic-width", type=click.IntRange(1, 1024), default=64, show_default=True)
@@ -635,7 +603,8 @@ def synth(count, out, seed, identities, test_fraction, workers):
               help="Output folder (replaced if it is an earlier demo's).")
 @click.option("--model", default="default", show_default=True, metavar="NAME",
               help="'default' (the shipped trained model) or a registry architecture (random weights).")
-@click.option("--backend", type=click.Choice(["onnxruntime", "aoti"]), default="onnxruntime", show_default=True,
+@click.option("--backend", type=RegistryChoice("exprengine.engines.backends:backend_names", device="cpu", compiled=True), default="onnxruntime",
+              show_default=True,
               help="Compiled backend to build and time against eager PyTorch.")
 @click.option("--frames", type=click.IntRange(2, 64), default=16, show_default=True, help="Morph length.")
 @click.option("--repeats", type=click.IntRange(1, 100), default=5, show_default=True,

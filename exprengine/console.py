@@ -20,14 +20,35 @@ from contextlib import contextmanager
 import click
 
 from exprengine.aus import AUWarning
-from exprengine.errors import DISK_ERRNOS, UserError, renamed
+from exprengine.errors import DISK_ERRNOS, UserError, rename_arguments, renamed
 
 EXIT_USER_ERROR = 2
 #: Library argument names that differ from the parameter of the command that passes them.
-API_NAMES = {"model_name": "model", "n": "count", "spec": "data"}
+API_NAMES = {"model_name": "model", "n": "count", "spec": "data", "engine": "engine_dir"}
+
+
+class RegistryChoice(click.Choice):
+    """A choice among the names a registry gives: "module:NAME" (a tuple or dict of names) or
+    "module:function" (called with `kwargs`), e.g. "exprengine.engines.backends:backend_names".
+    Read when first needed: some registries import torch, which `exprengine --help` and the
+    commands that do not need them should not wait for."""
+
+    def __init__(self, registry: str, **kwargs):
+        self.registry, self.kwargs, self.case_sensitive = registry, kwargs, True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        import importlib
+        module, name = self.registry.split(":")
+        names = getattr(importlib.import_module(module), name)
+        return tuple(names(**self.kwargs) if callable(names) else names)
 
 
 def say(msg: str) -> None:
+    """`msg` as a line on stderr, its quoted argument names said as the running command's options."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and isinstance(ctx.command, Command):
+        msg = rename_arguments(msg, ctx.command.option_names())
     click.echo(msg, err=True)
 
 

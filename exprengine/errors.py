@@ -24,10 +24,16 @@ class EngineError(UserError):
     """An engine directory that is missing, corrupt, truncated or does not match this install."""
 
 
+def rename_arguments(text: str, names: dict[str, str]) -> str:
+    """`text` with each quoted argument name found in `names` replaced by what it maps to (a
+    command-line option); names not in `names` stay as they are."""
+    return ARGUMENT.sub(lambda m: names.get(m.group(1), m.group(0)), text)
+
+
 def renamed(error: UserError, names: dict[str, str]) -> UserError:
-    """`error` with each quoted argument name found in `names` replaced by what it maps to (a
-    command-line option), as an error of the same class; names not in `names` stay as they are."""
-    message = ARGUMENT.sub(lambda m: names.get(m.group(1), m.group(0)), str(error))
+    """`error` with its quoted argument names renamed (`rename_arguments`), as an error of the
+    same class (the same object when nothing changed)."""
+    message = rename_arguments(str(error), names)
     if message == str(error):
         return error
     translated = type(error).__new__(type(error))

@@ -212,3 +212,28 @@ def build_engine(generator: AttentionGenerator, out: str | Path, backend: str = 
         manifest.write(tmp)
         bar.update()
     return manifest
+
+
+def build_model_engine(out: str | Path, backend: str = "onnxruntime", *, model: str | None = None,
+                       checkpoint: str | None = None, seed: int = 0, precision: str | None = None,
+                       device: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
+                       opt_batch: int = DEFAULT_OPT_BATCH, verify: bool = True, progress: bool = False,
+                       note=None) -> Manifest:
+    """`exprengine build` in one call: the model the user named (`models.load_model`: the rig,
+    a checkpoint, the shipped default, or random weights from `seed`) compiled into the engine
+    directory `out` by `build_engine`. `precision` and `device` default to the backend's own
+    (`Backend.default_precision`, `.default_device`). The whole request is checked before any
+    work (`check_build_request`); `note(sentence)` hears about random weights before the build.
+    Returns the written manifest. EngineError / UserError (one sentence) for a refused request.
+    """
+    from exprengine.models import RIG, load_model
+    backend_cls = get_backend(backend)
+    precision = precision or backend_cls.default_precision
+    device = device or backend_cls.default_device
+    check_build_request(out, backend, precision, device, max_batch, opt_batch, rig=model == RIG)
+    loaded = load_model(model, checkpoint, seed)
+    if loaded.random_init and note is not None:
+        note(f"no `checkpoint`: building a randomly initialised {model} (seed {seed}); "
+             "it exercises the toolchain but edits nothing meaningfully")
+    return build_engine(loaded.model, out, backend, weights_source=loaded.source, precision=precision,
+                        device=device, max_batch=max_batch, opt_batch=opt_batch, verify=verify, progress=progress)

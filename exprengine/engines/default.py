@@ -13,9 +13,10 @@ on a 2-core CPU).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from exprengine.errors import EngineError
+from exprengine.errors import EngineError, UserError
 from exprengine.files import cache_dir
 
 
@@ -59,3 +60,24 @@ def default_rig(policy=None, progress: bool = False, warn=None):
             warn(f"cannot cache the rig engine ({e.strerror or e}); running it eagerly")
         from exprengine.models.rig import FaceRig
         return Engine.from_generator(FaceRig().eval(), policy=policy)
+
+
+def engine_or_default(engine: str | os.PathLike | None, device: str = "auto", policy=None,
+                      default: str = "rig", progress: bool = False, warn=None):
+    """The `Engine` at the directory `engine`, or when none is given the default one:
+    `default` "rig" (real photos and video: `default_rig`, on the CPU) or "generator" (the
+    shipped generator, eager PyTorch on `device`: crops and morphs). `device`: "auto", "cpu" or
+    "cuda". EngineError / UserError (one sentence): a bad engine directory, or a GPU asked of
+    the CPU-only default rig."""
+    from exprengine.engine import Engine
+    if engine:
+        return Engine.load(engine, device=device, policy=policy)
+    if default == "rig":
+        if device == "cuda":
+            raise UserError("the default rig engine runs on the CPU; build a GPU engine of your own model "
+                            "and pass it as `engine`, or use `device` cpu")
+        return default_rig(policy, progress=progress, warn=warn)
+    from exprengine.engines.backends import resolve_device
+    from exprengine.models.pretrained import load_default_generator
+    device = resolve_device(device)
+    return Engine.from_generator(load_default_generator().to(device), policy=policy, device=device)
