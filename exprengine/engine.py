@@ -119,10 +119,12 @@ class Engine:
 
     @property
     def image_size(self) -> int:
+        """S: the side of the square crops (pixels) the engine takes and returns."""
         return self.manifest.image_size
 
     @property
     def max_batch(self) -> int:
+        """The largest batch one backend call takes (`run_network`/`run_frames` split bigger ones)."""
         return self.manifest.max_batch
 
     @property
