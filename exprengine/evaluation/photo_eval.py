@@ -414,6 +414,51 @@ def evaluate_photos(engine, paths: Sequence[str | os.PathLike], detector="mediap
                                    "seconds", "note", "targets_met", "targets", "aus", "presets", "per_face")}
 
 
+def run_photo_evaluation(engine, photos: str | os.PathLike, *, photo_sheets: str | os.PathLike | None = None,
+                         json_path: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """`evaluate_photos` on every photo in the directory `photos` (`photo_paths`), with
+    the output places checked before any edit; returns the report with "engine" (the engine's
+    directory, `Engine.path`, as text; None for an engine made in memory) first.
+
+    `photo_sheets`: a new or empty directory that gets one contact sheet PNG per measured face;
+    it appears whole when the evaluation succeeds, or not at all (`files.atomic_directory`).
+    `json_path`: the report as JSON (written atomically). `progress`: one line per photo on stderr.
+    UserError: `photos` missing or holding no photo; `json_path` not writable; `photo_sheets`
+    a file or a directory that is not empty; no face found and measured in any photo.
+    """
+    import json
+
+    from exprengine.files import atomic_directory, write_bytes
+    from exprengine.media import check_output_path
+    paths = photo_paths(photos)
+    if json_path:
+        check_output_path(json_path, "file")
+    if photo_sheets:
+        sheets = Path(photo_sheets)
+        if sheets.exists() and not sheets.is_dir():
+            raise UserError(f"`photo_sheets` {photo_sheets} exists and is not a directory; give a new or empty "
+                            "directory for the contact sheets")
+        if sheets.is_dir() and any(sheets.iterdir()):
+            raise UserError(f"`photo_sheets` {photo_sheets} is not empty; give a new or empty directory for the "
+                            "contact sheets")
+
+    def measured(sheet_dir=None) -> dict:
+        found = evaluate_photos(engine, paths, sheet_dir=sheet_dir, progress=progress)
+        if not found["faces"]:
+            raise UserError(f"no face was found and measured in any of the {len(paths)} photo(s) in {photos}")
+        return found
+    if photo_sheets:
+        with atomic_directory(photo_sheets) as tmp:
+            report = measured(tmp)
+    else:
+        report = measured()
+    where = getattr(engine, "path", None)
+    report = {"engine": None if where is None else str(where), **report}
+    if json_path:
+        write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
 def _measure_face(editor, meter: _Meter, rgb, crop, rows, vectors, keep_tiles: bool):
     """One face's per-row measurements (a per_face entry without photo/face/box), the pixels its
     batched edits leaked outside its region, and the measurement images if `keep_tiles`."""

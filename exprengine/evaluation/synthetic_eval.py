@@ -21,11 +21,13 @@ The same numbers for "no edit" (the input itself) are the baseline an edit must 
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 
 from exprengine.aus import AUWarning
+from exprengine.errors import UserError
 from exprengine.data.synthetic import background_masks, render, sample_aus, sample_identities
 from exprengine.evaluation.metrics import psnr, ssim
 
@@ -93,6 +95,68 @@ def evaluate_synthetic(engine, n: int = 200, seed: int = 0, identities: tuple[in
         tiles = np.stack([t for r in range(rows) for t in (inputs[r], edits[r], truth[r])])
         sheet = contact_sheet(tiles, columns=6, labels=["input", "edit", "truth"] * rows)
     return report, sheet
+
+
+def run_synthetic_evaluation(engine, n: int = 200, seed: int = 0, *, real_dir: str | os.PathLike | None = None,
+                             inception: str | os.PathLike | None = None, sheet_path: str | os.PathLike | None = None,
+                             json_path: str | os.PathLike | None = None) -> dict:
+    """`evaluate_synthetic` of `n` edits of world `seed` (the module's metrics), optionally with
+    FID and Inception Score on a real data set, and the outputs written; returns the report
+    with "engine" (the engine's directory, `Engine.path`, as text; None in memory) and, with
+    `real_dir`, "real" (`evaluate_real`: n, fid, inception_score_edits, inception_score_real).
+
+    `real_dir`: a prepared data set whose test split is edited; needs `inception`, the FID
+    Inception-v3 weights file. `sheet_path`: a PNG of 8 examples (input | edit | ground truth).
+    `json_path`: the report as JSON (atomically). Output places, the data set and the weights
+    are all checked before any synthetic edit.
+    UserError: `real_dir` without `inception`; an output place that cannot be written; a rig
+    engine (`Engine.needs_landmarks`: it edits real photos; `photo_eval.run_photo_evaluation(engine,
+    photos)` evaluates it);
+    and what `evaluate_real` refuses.
+    """
+    import json
+
+    from exprengine.files import write_bytes
+    from exprengine.media import check_output_path, write_image
+    if real_dir and not inception:
+        raise UserError("`real_dir` needs `inception`, the FID Inception-v3 weights (they cannot be downloaded here)")
+    if sheet_path:
+        check_output_path(sheet_path, "image")
+    if json_path:
+        check_output_path(json_path, "file")
+    where = None if engine.path is None else str(engine.path)
+    if engine.needs_landmarks:
+        raise UserError(f"{where or 'the engine'} is a rig engine: it edits real photos and has no synthetic "
+                        "evaluation; evaluate it on `photos` instead")
+    real = None
+    if real_dir:                # first: it reads and checks the data set and the weights before any edit
+        from exprengine.evaluation.real_eval import evaluate_real
+        real = evaluate_real(engine, real_dir, inception)
+    report, image = evaluate_synthetic(engine, n, seed, sheet_rows=8 if sheet_path else 0)
+    report["engine"] = where
+    if real is not None:
+        report["real"] = real
+    if json_path:
+        write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode())
+    if sheet_path:
+        write_image(sheet_path, image)
+    return report
+
+
+def format_synthetic_report(report: dict) -> str:
+    """`run_synthetic_evaluation`'s report as lines of text: FID and IS on real photos (when
+    measured), then each metric (4 decimals), then the no-edit baseline."""
+    lines = []
+    if "real" in report:
+        real = report["real"]
+        lines.append(f"{'real: FID':22s} {real['fid']:.3f} (n={real['n']}), IS edits "
+                     f"{real['inception_score_edits'][0]:.3f}, IS real {real['inception_score_real'][0]:.3f}")
+    for key in ("psnr", "ssim", "au_mae", "au_mae_ground_truth", "preserved_psnr", "background_change"):
+        lines.append(f"{key:22s} {report[key]:.4f}")
+    base = report["no_edit"]
+    lines.append(f"{'no edit (baseline)':22s} psnr {base['psnr']:.4f}, ssim {base['ssim']:.4f}, "
+                 f"au_mae {base['au_mae']:.4f}")
+    return "\n".join(lines)
 
 
 #: The demo's synthetic face: a held-out identity of the default world, with a neutral expression.

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 from exprengine.errors import UserError
 from exprengine.training.trainer import CHECKPOINT, GENERATOR, Trainer, TrainConfig
@@ -24,14 +25,33 @@ EVAL_IDENTITIES = (900, 1000)      # held out of every training set the comparis
 COLUMNS = ("psnr", "ssim", "au_mae", "on_target", "preserved_psnr", "background_change")
 
 
-def compare(out: str | Path, base: TrainConfig, models=THESIS_MODELS, eval_n: int = 200, device: str = "cpu",
-            progress: bool = True, inception_path: str | None = None) -> dict:
-    from exprengine.models.weights import load_weights
+def compare(out: str | Path, base: TrainConfig, models: str | Sequence[str] = THESIS_MODELS, eval_n: int = 200,
+            device: str = "cpu", progress: bool = True, inception_path: str | None = None) -> dict:
+    """Train each of `models` with `base` (its `model` replaced) into `out/<model>/`, evaluate it
+    (see the module) and write `out/comparison.json` and `.md`; returns the results
+    ({"config", "eval_n", "device", "models": {name: report}}; `markdown` makes the table).
+
+    `models`: registry generator names, or one text of them separated by commas. `device`:
+    "cpu", "cuda" or "auto" (`resolve_device`). `inception_path`: the FID Inception-v3 weights
+    (adds FID). UserError for an unknown or empty model list, `out` being a file, a data set
+    that does not hold the evaluation's identities out, or unreadable Inception weights.
+    """
     from exprengine.data.datasets import training_data
     from exprengine.engine import Engine
+    from exprengine.engines.backends import resolve_device
     from exprengine.evaluation.synthetic_eval import evaluate_synthetic
     from exprengine.files import atomic_output
     from exprengine.media import write_image
+    from exprengine.models import list_generators
+    from exprengine.models.weights import load_weights
+    names = [m.strip() for m in models.split(",")] if isinstance(models, str) else list(models)
+    models = [m for m in names if m]
+    unknown = [m for m in models if m not in list_generators()]
+    if unknown or not models:
+        raise UserError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(list_generators())}")
+    device = resolve_device(device)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"`out` {out} is a file; give a directory for the comparison")
     out = Path(out)
     inception = None
     if inception_path is not None:              # load (and check) the weights before hours of training

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,10 +54,35 @@ GENERATOR = "generator.safetensors"
 CHECKPOINT_FORMAT = "exprengine-train-checkpoint"
 CHECKPOINT_VERSION = 1
 OBJECTIVES = ("gan", "paired")
+#: Bounds of one width in `TrainConfig.dims` (channels of the stem and the two downsampling stages).
+MAX_WIDTH = 4096
+
+
+def parse_dims(text: str | None) -> tuple[int, int, int] | None:
+    """`dims` written "A,B,C" (spaces allowed) -> (A, B, C): the channel widths of the stem and
+    of the two downsampling stages, each in 1..MAX_WIDTH; None stays None.
+
+    UserError naming `dims` for anything else (not three whole numbers, or a width out of bounds).
+    """
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(re.fullmatch(r"\d{1,6}", p) for p in parts):
+        raise UserError(f"`dims` {text!r}: expected three comma-separated positive integers (stem, down 1, down 2), "
+                        f"e.g. 16,32,64")
+    widths = tuple(int(p) for p in parts)
+    if not all(1 <= w <= MAX_WIDTH for w in widths):
+        raise UserError(f"`dims` {text!r}: each width must be between 1 and {MAX_WIDTH}")
+    return widths
 
 
 @dataclass
 class TrainConfig:
+    """One training run's settings (saved in its checkpoint, `to_dict`/`from_dict`).
+
+    `dims` may be given as the text "A,B,C" (`parse_dims`, UserError when malformed); it is
+    kept as a tuple of three widths. The other fields are documented beside them.
+    """
     model: str = "convnext6"
     objective: str = "gan"                # "gan" (GANimation, SPEC section 4) | "paired" (synthetic ground truth)
     data: str = "synthetic"               # what `exprengine train --data` was given (for --resume)
@@ -84,6 +110,10 @@ class TrainConfig:
     dims: tuple[int, ...] | None = None
     depth: int | None = None
     critic_width: int = 64
+
+    def __post_init__(self):
+        if isinstance(self.dims, str):
+            self.dims = parse_dims(self.dims)
 
     def generator_config(self):
         cfg = generator_config(self.model)
@@ -145,7 +175,7 @@ def _text(v) -> bool:
 
 def _dims(v) -> bool:
     """three widths in 1..4096"""
-    return isinstance(v, list) and len(v) == 3 and all(type(w) is int and 1 <= w <= 4096 for w in v)
+    return isinstance(v, list) and len(v) == 3 and all(type(w) is int and 1 <= w <= MAX_WIDTH for w in v)
 
 
 def _image_size(v) -> bool:
@@ -485,6 +515,41 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_image(path, sheet)
         return path
+
+
+def train_run(out: str | os.PathLike, config: TrainConfig, device: str = "auto", *, resume: bool = False,
+              progress: bool = True) -> Trainer:
+    """Train the run in directory `out` to its step budget and return its Trainer (`.step`, `.config`).
+
+    New run (`resume` False): `config`, on the data `config.data` names (`training_data`), in
+    `out` (created; UserError when it already holds a run's checkpoint: continue it with
+    `resume` or choose another directory). `resume`: the run in `out` continues exactly where
+    its checkpoint stopped, with the checkpoint's own config; of `config` only `steps` (the new
+    step budget) is taken. `device`: "auto" (`resolve_device`: CUDA when PyTorch sees an NVIDIA
+    GPU), "cpu" or "cuda" (UserError when no GPU is visible). `progress`: a line on stderr saying
+    where a resumed run starts, and the trainer's progress bar.
+    UserError also when `out` is a file, and for a missing or corrupt checkpoint or data set.
+    """
+    from exprengine.data.datasets import training_data
+    from exprengine.engines.backends import resolve_device
+    device = resolve_device(device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("`device` cuda needs an NVIDIA GPU, and none is visible")
+    run = Path(out)
+    if run.exists() and not run.is_dir():
+        raise UserError(f"`out` {out} is a file; give a directory for the run")
+    if resume:
+        saved = Trainer.checkpoint_config(run)
+        trainer = Trainer.resume(run, training_data(saved.data, saved.generator_config().image_size), device,
+                                 config.steps)
+        if progress:
+            print(f"resuming {out} at step {trainer.step} of {trainer.config.steps}", file=sys.stderr, flush=True)
+    else:
+        if (run / CHECKPOINT).exists():
+            raise UserError(f"{out} already holds a run; use `resume` to continue it or choose another `out`")
+        trainer = Trainer(config, training_data(config.data, config.generator_config().image_size), run, device)
+    trainer.train(progress=progress)
+    return trainer
 
 
 def _json_metadata(meta: dict, key: str, path: Path):
