@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -49,12 +48,6 @@ def moving_face_frames(n: int, height: int, width: int, side: int, top: int, x0:
         yield frame
 
 
-def bundled_face() -> np.ndarray:
-    from exprengine.media import read_image
-    with resources.as_file(resources.files("exprengine") / "assets" / "face.png") as p:
-        return read_image(p)
-
-
 def _median_ms(fn: Callable[[], object], repeats: int, tick: Callable[[], object] = lambda: None) -> float:
     fn()  # warm-up (first-call allocations, lazy initialisation)
     tick()
@@ -75,7 +68,7 @@ def timing_table(engines: dict[str, "object"], batches: list[int], repeats: int,
     """
     from tqdm import tqdm
 
-    from exprengine.engines.build import random_network_inputs
+    from exprengine.export.inputs import random_network_inputs
     rows = []
     with tqdm(total=len(batches) * len(engines) * (repeats + 1), desc="timing", unit="call",
               disable=_tqdm_disable(progress)) as bar:
@@ -226,9 +219,9 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
 
 
 def rig_engine(progress: bool | None = None):
-    """The rig's ONNX Runtime engine (`engines.default.default_rig_engine`, built once into the
+    """The rig's ONNX Runtime engine (`default_engines.default_rig_engine`, built once into the
     cache), or the rig eager in memory when the cache cannot be written."""
-    from exprengine.engines.default import default_rig
+    from exprengine.default_engines import default_rig
     return default_rig(progress=progress is not False)
 
 
@@ -307,11 +300,11 @@ def _faces_demo(engine, out: Path, echo: Callable[[str], None], progress: bool |
     plan = expression_plan("surprise@2", start="natural", schedule="ease-in-out", policy=engine.policy)
     try:
         with tqdm(total=n, desc="video", unit="frame", disable=_tqdm_disable(progress)) as bar:
-            result = edit_video(source, out / "video.mp4", engine, plan, detect_scale=0.5,
-                                progress=lambda done, total: bar.update(done - bar.n))
+            video = edit_video(source, out / "video.mp4", engine, plan, detect_scale=0.5,
+                               progress=lambda done, total: bar.update(done - bar.n))
     finally:
         source.unlink()
-    stats = result.stats.summary()
+    stats = video.stats.summary()
     echo(f"      video.mp4: {stats['frames']} frames, {stats['fps']} frames/s through the pipeline, "
          f"{stats['detections']} detector runs")
     return {"photo_faces": len(result.found), "photo_pixels_changed": changed, "photo_pixels_changed_outside": outside,
