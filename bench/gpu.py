@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from exprengine.aus import AUs, NUM_AUS  # noqa: E402
 from exprengine.engine import Engine  # noqa: E402
-from exprengine.engines.build import build_engine, random_network_inputs, relative_error  # noqa: E402
+from exprengine.engines.build import build_engine, relative_error  # noqa: E402
+from exprengine.export.inputs import random_network_inputs
 from exprengine.pixels import blend, to_uint8_nhwc  # noqa: E402
 from exprengine.models.precision import PRECISIONS, torch_dtype  # noqa: E402
 from exprengine.morph import au_trajectory  # noqa: E402
@@ -246,7 +247,7 @@ def main() -> int:
     results["copy_tbs"] = copy_bandwidth_tbs()
     log(f"FP16 matmul {results['fp16_matmul_tflops']:.0f} TFLOP/s, copy {results['copy_tbs']:.2f} TB/s")
     save()
-    from exprengine.demo import bundled_face
+    from exprengine.media import bundled_face
     face = bundled_face()
     traj = au_trajectory(np.zeros(NUM_AUS, np.float32), AUs.parse("happiness@2").values, MORPH_FRAMES)
     workdir = Path(tempfile.mkdtemp(prefix="exprengine-gpu-"))

@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from exprengine.aus import AUs
 from exprengine.engines.backends import backend_names, get_backend
-from exprengine.engines.build import random_network_inputs
+from exprengine.export.inputs import random_network_inputs
 from exprengine.models import create_generator
 
 BENCH_MODELS = ("ganimation", "convnext6")
@@ -84,7 +84,7 @@ def gflop_per_frame(model: str) -> float:
 
 @pytest.fixture(scope="session")
 def face_image():
-    from exprengine.demo import bundled_face
+    from exprengine.media import bundled_face
     return bundled_face()
 
 

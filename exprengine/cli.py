@@ -181,7 +181,7 @@ def media_options(f):
 
 
 def _engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy, default: str = "rig"):
-    from exprengine.engines.default import engine_or_default
+    from exprengine.default_engines import engine_or_default
     return engine_or_default(engine_dir, device, policy, default, progress=True, warn=lambda s: say(f"warning: {s}"))
 
 

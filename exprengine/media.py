@@ -390,6 +390,14 @@ def check_output_path(path: str | os.PathLike, kind: str, inputs: Iterable[str |
     return p
 
 
+def bundled_face() -> np.ndarray:
+    """The photo shipped with the package (`exprengine/assets/face.png`, see its README), as
+    uint8 HxWx3 RGB: the demo's and the checks' real face."""
+    from importlib import resources
+    with resources.as_file(resources.files("exprengine") / "assets" / "face.png") as p:
+        return read_image(p)
+
+
 # --- writers ---------------------------------------------------------------------------------
 def _check_frames(frames: np.ndarray, what: str) -> np.ndarray:
     a = np.asarray(frames)

@@ -11,7 +11,7 @@ from helpers import perturbed_generator
 
 def pytest_configure(config):
     """Commands without --engine build the default rig engine once into the cache
-    (exprengine.engines.default): give the test session its own cache, shared by every test and
+    (exprengine.default_engines): give the test session its own cache, shared by every test and
     the commands they start, so that tests neither read nor fill the user's."""
     if "EXPRENGINE_CACHE" not in os.environ:
         os.environ["EXPRENGINE_CACHE"] = tempfile.mkdtemp(prefix="exprengine-test-cache-")
@@ -42,7 +42,7 @@ def rng():
 
 @pytest.fixture(scope="session")
 def face():
-    from exprengine.demo import bundled_face
+    from exprengine.media import bundled_face
     return bundled_face()
 
 

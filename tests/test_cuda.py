@@ -123,7 +123,8 @@ def generator():
 def test_torch_cuda_engine_matches_eager_fp32(generator, rng, precision, tolerance):
     from exprengine.engine import Engine
     from exprengine.engines.backends.torch_backend import TorchBackend
-    from exprengine.engines.build import random_network_inputs, relative_error
+    from exprengine.engines.build import relative_error
+    from exprengine.export.inputs import random_network_inputs
     from exprengine.pixels import blend
     cpu = Engine.from_generator(generator)
     gpu = Engine(TorchBackend(generator, "cuda", precision, max_batch=8), cpu.manifest)

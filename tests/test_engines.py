@@ -8,7 +8,8 @@ import torch
 
 from exprengine.engine import Engine
 from exprengine.engines.backends import BACKENDS, backend_names, get_backend
-from exprengine.engines.build import build_engine, random_network_inputs, relative_error
+from exprengine.engines.build import build_engine, relative_error
+from exprengine.export.inputs import random_network_inputs
 from exprengine.engines.manifest import MANIFEST_NAME, Manifest
 from exprengine.errors import EngineError, UserError
 from exprengine.pixels import blend

@@ -12,7 +12,8 @@ from helpers import perturbed_generator
 
 from exprengine.engines.backends import get_backend
 from exprengine.engines.backends import tensorrt_backend as trt_backend
-from exprengine.engines.build import build_engine, check_build_request, random_network_inputs, relative_error
+from exprengine.engines.build import build_engine, check_build_request, relative_error
+from exprengine.export.inputs import random_network_inputs
 from exprengine.errors import EngineError
 
 DEPS = dict(onnx_sha256="ab" * 32, gpu_name="NVIDIA H100 80GB HBM3", capability="9.0",

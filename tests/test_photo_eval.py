@@ -253,7 +253,7 @@ def test_unedited_face_has_identity_zero(report):
 
 
 def test_identity_tells_another_face(astronaut, mediapipe):
-    from exprengine.demo import bundled_face
+    from exprengine.media import bundled_face
     from exprengine.faces.crop import FaceCrop
     from exprengine.media import read_image
     ids = pe.IdentityModel()

@@ -14,7 +14,8 @@ from PIL import Image, ImageDraw
 from test_cli import assert_one_line_error, run_cli
 
 from exprengine.engine import Engine
-from exprengine.engines.build import build_engine, random_rig_inputs, relative_error, verify_against_eager
+from exprengine.engines.build import build_engine, relative_error, verify_against_eager
+from exprengine.export.inputs import random_rig_inputs
 from exprengine.engines.manifest import MANIFEST_NAME, Manifest
 from exprengine.errors import EngineError, UserError
 from exprengine.faces.crop import FaceCrop

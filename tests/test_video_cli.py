@@ -283,7 +283,7 @@ def test_sigterm_and_sighup_leave_nothing_behind(tmp_path, sig):
 # --- the library call behind the command: edit_video, expression_plan -----------------------------
 @pytest.fixture(scope="module")
 def rig():
-    from exprengine.engines.default import default_rig
+    from exprengine.default_engines import default_rig
     return default_rig()
 
 

@@ -81,10 +81,10 @@ def exported_module(model, outputs: GraphOutputs = "blended") -> nn.Module:
 
 def example_inputs(generator: AttentionGenerator, batch: int = EXAMPLE_BATCH, seed: int = 0):
     """Random inputs in the network's ranges, on the generator's device and in its dtype (for
-    the rig also plausible landmarks: `engines.build.random_rig_inputs`)."""
+    the rig also plausible landmarks: `export.inputs.random_rig_inputs`)."""
     from exprengine.models import is_rig
     if is_rig(generator):
-        from exprengine.engines.build import random_rig_inputs
+        from exprengine.export.inputs import random_rig_inputs
         return tuple(torch.from_numpy(a) for a in random_rig_inputs(batch, generator.config.image_size, seed))
     cfg = generator.config
     g = torch.Generator().manual_seed(seed)

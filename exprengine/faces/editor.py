@@ -19,16 +19,19 @@ edited (`PhotoEdit.unmeshed`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from exprengine.aus import NUM_AUS
-from exprengine.engine import EditResult
 from exprengine.errors import UserError
 from exprengine.faces.crop import FaceCrop
 from exprengine.faces.detect import Box, FaceDetector
 from exprengine.faces.paste import MASKS, apply_changes, face_outline, pasted_change
 from exprengine.pixels import as_rgb
+
+if TYPE_CHECKING:      # the faces room drives any engine it is given; it does not import one
+    from exprengine.engine import EditResult
 
 
 @dataclass
