@@ -155,17 +155,11 @@ def save_estimator(model: AUEstimator, path: str | os.PathLike, report: dict) ->
 
 def load_estimator(path: str | os.PathLike | None = None) -> AUEstimator:
     """The estimator at `path`, or the one shipped with the package."""
-    from safetensors import SafetensorError
-    from safetensors.torch import safe_open
+    from exprengine.models.weights import read_safetensors
     if path is None:
         from importlib import resources
         path = resources.files("exprengine") / "assets" / "au_estimator.safetensors"
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"cannot read the AU estimator {path} ({str(e).splitlines()[0]})") from None
+    meta, tensors = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise UserError(f"{path} is not an exprengine AU estimator")
     model = AUEstimator(tuple(json.loads(meta["widths"])))

@@ -110,6 +110,23 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
     return metadata
 
 
+def read_safetensors(path: str | os.PathLike, data: bytes | None = None) -> tuple[dict[str, str], dict]:
+    """(metadata, tensors) of a safetensors file: its string metadata and its tensors by name
+    (torch, on the CPU), from `path` or from its bytes `data` (then `path` only names them in
+    messages). No pickle is involved. UserError (one sentence naming `path`) when it is not a
+    readable safetensors file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_from_bytes
+    from safetensors.torch import safe_open
+    try:
+        if data is not None:
+            return safetensors_metadata(data), load_from_bytes(data)
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path} is not a readable safetensors file ({first_line(e)})") from None
+
+
 def load_weights(path: str | os.PathLike, data: bytes | None = None) -> nn.Module:
     """Rebuild the model saved by `save_weights` at `path`, on the CPU in eval mode, with the
     tensors' dtypes cast to the model's own (float32): an `AttentionGenerator`, or for a rig's
@@ -124,20 +141,8 @@ def load_weights(path: str | os.PathLike, data: bytes | None = None) -> nn.Modul
 
     data: the file's bytes, already read (and verified) by the caller; they are parsed from
     memory and `path` only names them in messages."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load as load_from_bytes
-    from safetensors.torch import safe_open
-
     p = existing_file(path, "weights") if data is None else Path(path)
-    try:
-        if data is not None:
-            metadata, tensors = safetensors_metadata(data), load_from_bytes(data)
-        else:
-            with safe_open(str(p), framework="pt") as f:
-                metadata = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"{p} is not a readable safetensors file ({first_line(e)})") from None
+    metadata, tensors = read_safetensors(p, data)
     if metadata.get("format") != FORMAT:
         raise UserError(f"{p} is a safetensors file but not exprengine weights (no exprengine metadata)")
     if metadata.get("format_version") != FORMAT_VERSION:
