@@ -71,6 +71,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 
 @dataclass(frozen=True)
 class Conflict:
+    """An antagonist pair: AUs `a` and `b` (canonical names, e.g. 'AU23') pull the same tissue in
+    opposite directions; `why` says how, in words. Raising both above CONFLICT_THRESHOLD asks the
+    generator for a face it has never seen (thesis fig. 2.3).
+    """
+
     a: str
     b: str
     why: str
@@ -126,6 +131,10 @@ class AUs:
     # --- construction -------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, intensity: float = DEFAULT_PRESET_INTENSITY) -> "AUs":
+        """The named preset (PRESETS, case-insensitive) with each of its AUs at `intensity` (0..5).
+
+        Raises UserError for an unknown name or an intensity outside [0, 5].
+        """
         key = name.strip().lower()
         if key not in PRESETS:
             raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
@@ -141,6 +150,11 @@ class AUs:
 
     @classmethod
     def from_dict(cls, mapping: Mapping[str, float]) -> "AUs":
+        """{'AU12': 1.5, '25': 0.6, ...} -> AUs; names as `au_name` reads them, others 0.
+
+        Raises UserError for a name that is not one of the 17 AUs; a value `float()` cannot read
+        raises its ValueError / TypeError. Values are not range-checked here (AUPolicy.check is).
+        """
         v = np.zeros(NUM_AUS, np.float32)
         for k, x in mapping.items():
             v[AU_INDEX[au_name(str(k))]] = float(x)
@@ -172,6 +186,7 @@ class AUs:
 
     # --- views --------------------------------------------------------------------------
     def as_dict(self, nonzero: bool = False) -> dict[str, float]:
+        """{'AU01': x, ...} in AU_NAMES order, floats on the 0..5 scale; only the non-zero ones if `nonzero`."""
         return {n: float(x) for n, x in zip(AU_NAMES, self.values) if x != 0 or not nonzero}
 
     def network_input(self) -> np.ndarray:
@@ -179,6 +194,7 @@ class AUs:
         return self.values / AU_SCALE
 
     def conflicts(self, threshold: float = CONFLICT_THRESHOLD) -> list[Conflict]:
+        """The CONFLICTS whose two AUs are both above `threshold` (intensity, 0..5), in CONFLICTS order."""
         return [c for c in CONFLICTS
                 if self.values[AU_INDEX[c.a]] > threshold and self.values[AU_INDEX[c.b]] > threshold]
 

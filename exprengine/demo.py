@@ -331,6 +331,11 @@ def photo_panels(photo: np.ndarray, edited: np.ndarray, face: tuple[int, int, in
 
 
 def region_table(regions: dict[str, dict]) -> str:
+    """`evaluation.synthetic_eval.preset_region_report`'s result ({preset: {in_region, region_change,
+    true_change, psnr, psnr_no_edit}}) as a Markdown table: the share of the change inside the
+    preset's AU regions (percent), the mean change there and the renderer's true change (uint8
+    levels), and PSNR against the rendered truth with and without the edit (dB).
+    """
     lines = ["| preset | share of the change inside its AU regions | mean change there (levels) | "
              "renderer's true change there (levels) | PSNR vs truth | no-edit PSNR vs truth |",
              "|---|---|---|---|---|---|"]

@@ -218,9 +218,14 @@ class FaceFolder:
         return len(self.ids)
 
     def aus(self, i: int) -> np.ndarray:
+        """Row `i`'s AU labels: float32 [17], OpenFace intensities 0..5, AU_NAMES order."""
         return self.labels[i]
 
     def image_path(self, i: int) -> Path:
+        """The image file of row `i`: imgs/<id>.png, .jpg or .jpeg, the first that exists.
+
+        Raises UserError when none is a file.
+        """
         for suffix in (".png", ".jpg", ".jpeg"):
             p = self.directory / "imgs" / f"{self.ids[i]}{suffix}"
             if p.is_file():

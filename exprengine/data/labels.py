@@ -47,6 +47,14 @@ OPENFACE_MIN_CONFIDENCE = 0.725
 
 @dataclass
 class OpenFaceTable:
+    """One OpenFace CSV, read (`read_openface_csv`): the kept rows' AU intensities (float32 [rows,17],
+    AU_NAMES order, clipped to 0..5) and per row its non-AU columns as text; `kind` is
+    "FeatureExtraction" (the header has `frame`) or "FaceLandmarkImg"; `failed` and
+    `low_confidence` count the rows dropped for `success` 0 and for confidence below
+    OPENFACE_MIN_CONFIDENCE, and `dropped` lists each (non-AU columns, reason); `header` is the
+    file's stripped header.
+    """
+
     aus: np.ndarray                 # float32 [rows, 17], OpenFace intensities 0..5
     meta: list[dict[str, str]]      # per row: the non-AU columns (frame, face, confidence, success, ...)
     kind: str                       # "FeatureExtraction" (has frame) or "FaceLandmarkImg"

@@ -38,6 +38,12 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def list_photos(photos_dir: Path) -> list[Path]:
+    """The photos directly in `photos_dir` (suffixes PHOTO_SUFFIXES, case-insensitive; hidden files
+    skipped), sorted by name. Each photo's id is its file stem.
+
+    Raises UserError when `photos_dir` is not a directory, holds no photo, or two photos share a
+    stem (e.g. a.jpg and a.png).
+    """
     if not photos_dir.is_dir():
         raise UserError(f"{photos_dir} is not a directory of photos")
     photos = sorted(p for p in photos_dir.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith("."))
@@ -90,12 +96,30 @@ def _labels_note(found, kept: list[str], source) -> str:
 
 
 def in_test_split(identifier: str, fraction: float) -> bool:
+    """Whether `identifier` falls in the test split: the first 32 bits of its sha256, read as a
+    fraction of 0xFFFFFFFF, below `fraction`. Stable: it depends on the id alone.
+    """
     return int(hashlib.sha256(identifier.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
 def prepare_photos(photos_dir: str | os.PathLike, out: str | os.PathLike, detector: str = "hog",
                    openface: str | os.PathLike | None = None, test_fraction: float = 0.1, size: int = 128,
                    progress: bool = True) -> dict:
+    """Prepare the photos in `photos_dir` into the face data set `out` (the module docstring's
+    steps): one square crop of `size` x `size` pixels per one-face photo, written as
+    `imgs/<stem>.png`; with `openface` (a CSV or a folder of OpenFace output), `aus.csv` for the
+    crops it labels; `train_ids.csv` / `test_ids.csv` (`in_test_split` with `test_fraction`) and
+    `report.json`. Resumes from `out/prepare.jsonl`. `detector` is a `make_detector` name
+    ("hog", "cnn" or "mediapipe"); `progress` shows a tqdm bar.
+
+    Returns the report (the dict written to report.json): counts `photos`, `kept`, `labelled`
+    (None without `openface`), the photo names that had no face, several faces or were
+    unreadable, and with `openface` the `unlabelled` ids and an `openface` section.
+
+    Raises UserError for a bad `photos_dir` (see `list_photos`), an `out` that exists and is not a
+    data set made by prepare, `test_fraction` outside (0, 1), a missing `openface`, an unknown
+    `detector`, or OpenFace output that `read_image_labels` refuses.
+    """
     from exprengine.faces.detect import square_box, square_crop
     from exprengine.faces.landmarks import make_detector
     from exprengine.files import atomic_output

@@ -24,7 +24,7 @@ writes a data set, `SyntheticFaces` serves one to training.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -90,6 +90,9 @@ class Identity:
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> "Identity":
+        """One identity drawn from `rng`: a skin tone, hair and iris colour from the module's palettes
+        (each jittered), and every shape, lighting and pose field uniform in a fixed range.
+        """
         skin = SKIN_TONES[rng.integers(len(SKIN_TONES))] * rng.uniform(0.93, 1.05, 3)
         hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))] * rng.uniform(0.85, 1.15, 3)
         iris = IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))] * rng.uniform(0.85, 1.15, 3)
@@ -293,10 +296,6 @@ def render(identities: Identity | list[Identity], aus: np.ndarray) -> np.ndarray
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
 
 
-def identity_dict(identity: Identity) -> dict:
-    return {k: float(v) for k, v in asdict(identity).items()}
-
-
 # --- expressions to render, data sets -------------------------------------------------------------
 def sample_aus(rng: np.random.Generator, count: int) -> np.ndarray:
     """AU vectors [count,17] as a face data set has them: mostly a few AUs at low to moderate
@@ -338,13 +337,18 @@ class SyntheticFaces:
         return self.length
 
     def identity_index(self, i: int) -> int:
+        """The identity index of sample `i`: `identities[0] + i % (identities[1] - identities[0])`."""
         first, stop = self.identities
         return first + i % (stop - first)
 
     def identity(self, i: int) -> Identity:
+        """Sample `i`'s Identity, drawn from (seed, identity_index(i))."""
         return Identity.sample(np.random.default_rng([self.seed, self.identity_index(i)]))
 
     def aus(self, i: int) -> np.ndarray:
+        """Sample `i`'s AU intensities, float32 [17] on the OpenFace 0..5 scale, drawn from (seed, i) by
+        `sample_aus`.
+        """
         return sample_aus(np.random.default_rng([self.seed, 1_000_003, i]), 1)[0]
 
     def render_target(self, i: int, aus: np.ndarray) -> np.ndarray:

@@ -170,6 +170,9 @@ def schema_error(raw) -> str | None:
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of the file at `path` as 64 lowercase hex digits, read in blocks of `chunk` bytes.
+    OSError (missing, unreadable) passes through.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -234,6 +237,14 @@ def read_verified(directory: Path, name: str, expected: dict, keep: bool = True)
 
 @dataclass
 class Manifest:
+    """The contents of `engine.json` (module docstring; schema `SCHEMA`): the model and its config,
+    the weights' sha256 and source, backend, precision ("fp32" | "fp16"), device ("cpu" |
+    "cuda"), graph outputs ("blended" | "heads"), batch range and image size (pixels, square),
+    the artifacts ({name: {bytes, sha256, role}}), the graph's inputs, the versions the artifacts
+    depend on, the verification against eager PyTorch, the AU vocabulary and scale, and the build
+    time (UTC, ISO 8601). `Manifest.read` validates one from disk; build writes one with `write`.
+    """
+
     model: str                       # registry name
     model_config: dict               # GeneratorConfig.to_dict() or RigConfig.to_dict()
     weights_sha256: str
@@ -263,13 +274,20 @@ class Manifest:
 
     @property
     def is_rig(self) -> bool:
+        """The engine runs the rig (its model config's family is "rig"), not a generator."""
         return self.model_config.get("family") == "rig"
 
     @property
     def random_init(self) -> bool:
+        """The engine's weights were randomly initialised, not trained (`weights_source` says
+        "random-init ...").
+        """
         return self.weights_source.startswith("random-init")
 
     def record_artifact(self, directory: Path, name: str, role: str | None = None) -> None:
+        """List the file `directory/name` as an artifact: its size in bytes, its sha256 and, when given,
+        its `role` (e.g. "onnx-model", "plan"). OSError passes through when it cannot be read.
+        """
         p = directory / name
         entry = {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
         if role:
@@ -277,6 +295,9 @@ class Manifest:
         self.artifacts[name] = entry
 
     def write(self, directory: Path) -> Path:
+        """Write the manifest as `directory/engine.json` (indented JSON), replacing any; returns the path.
+        Not atomic by itself: build writes into a directory that appears whole (files.atomic_directory).
+        """
         path = directory / MANIFEST_NAME
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
         return path
@@ -306,6 +327,7 @@ class Manifest:
 
     @property
     def has_roles(self) -> bool:
+        """Some artifact records its role (manifests written before roles existed record none)."""
         return any("role" in info for info in self.artifacts.values())
 
     # --- reading -----------------------------------------------------------------------------
@@ -405,6 +427,9 @@ class Manifest:
 
 
 def base_versions() -> dict[str, str]:
+    """What every engine depends on, for the manifest's `versions`: exprengine, Python, torch,
+    NumPy and the machine's architecture (`platform.machine()`), as text.
+    """
     import numpy
     import torch
 

@@ -88,7 +88,6 @@ LOWER_BODY = (15, 16, 62, 76, 77, 85, 86, 89, 90, 96, 179, 180, 292, 306, 307, 3
 #: the inner lip contour as one polygon (right corner, upper lip to the left corner, lower lip back)
 INNER_LIP_POLYGON = (78,) + UPPER_INNER + (308,) + LOWER_INNER[::-1]
 NOSE_WINGS = ((48, 64, 98, 129), (278, 294, 327, 358))
-CHIN = (152, 175, 199, 200, 18, 148, 377)
 
 #: left partners of the right-side points used as anchors
 MIRROR = {33: 263, 145: 374, 48: 278, 133: 362}
