@@ -1,6 +1,6 @@
 """The exported graph's interface, shared by every backend.
 
-Inputs (float32, normalised outside the graph by `exprengine.engine.preprocess`):
+Inputs (float32, normalised outside the graph by `exprengine.pixels.to_network_input`):
     image     [N, 3, S, S] in [-1, 1]      (uint8 / 127.5 - 1)
     aus       [N, 17]      intensity / 5   (AU_NAMES order)
     landmarks [N, 478, 2]  the rig only (`graph_inputs`): MediaPipe's face mesh in the crop's
@@ -49,6 +49,9 @@ class ExportedGenerator(nn.Module):
         self.outputs = outputs
 
     def forward(self, image: torch.Tensor, aus: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image [N,3,S,S] in [-1,1], aus [N,17] (intensity / 5) -> ("blended") output [N,3,S,S] in [-1,1]
+        = A*image + (1-A)*C and attention A [N,1,S,S], or ("heads") color C and attention A.
+        """
         color, attention = self.generator(image, aus)
         if self.outputs == "heads":
             return color, attention
@@ -67,6 +70,9 @@ class ExportedRig(nn.Module):
 
     def forward(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image [N,3,S,S] in [-1,1], aus [N,17] (intensity / 5), landmarks [N,478,2] (crop pixels) ->
+        the same two outputs as `ExportedGenerator.forward`.
+        """
         color, attention = self.rig(image, aus, landmarks)
         if self.outputs == "heads":
             return color, attention
@@ -95,6 +101,9 @@ def example_inputs(generator: AttentionGenerator, batch: int = EXAMPLE_BATCH, se
 
 
 def dynamic_shapes(max_batch: int, inputs: tuple[str, ...] = INPUT_NAMES) -> dict:
+    """torch.export's `dynamic_shapes` for the graph: axis 0 of each of `inputs` is one shared Dim
+    "batch" in 1..`max_batch`.
+    """
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     return {name: {0: batch} for name in inputs}
 

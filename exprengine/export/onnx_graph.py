@@ -37,6 +37,11 @@ LANDMARKS = ("MediaPipe Face Landmarker 478-point mesh, float32 [N,478,2]: x, y 
 
 
 def graph_metadata(generator: AttentionGenerator, outputs: GraphOutputs) -> dict[str, str]:
+    """The ONNX `metadata_props` (all strings) written with `generator`'s graph (module docstring):
+    exprengine version, model name and config (JSON), AU order and scale, input normalisation,
+    image size, the graph's inputs and `outputs`, the weights' sha256, and for the rig the
+    landmarks' convention. `export_onnx` adds `exprengine.precision`.
+    """
     cfg = generator.config
     return {
         "exprengine.version": __version__,
@@ -58,7 +63,10 @@ def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphO
 
     precision "fp16": inputs, weights and outputs in FP16, norm layers in FP32 between casts
     (`exprengine.models.precision`), for strongly typed TensorRT networks (generators only).
-    The rig's graph takes `landmarks` as its third input.
+    The rig's graph takes `landmarks` as its third input. Returns `path`.
+
+    Raises ValueError for a `precision` other than "fp32" / "fp16", fp16 for the rig, or
+    `outputs` other than "blended" / "heads"; onnx's checker errors pass through.
     """
     path = Path(path)
     metadata = graph_metadata(generator, outputs)
@@ -97,5 +105,8 @@ def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphO
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
+    """An ONNX file's `metadata_props` as {key: value} (strings), e.g. "exprengine.precision"; the
+    weights are not loaded. onnx's errors pass through for a file that is not ONNX.
+    """
     model = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}

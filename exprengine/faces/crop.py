@@ -27,6 +27,11 @@ from exprengine.preprocess import resize_face
 
 @dataclass(frozen=True)
 class FaceCrop:
+    """A face's crop in a frame (module docstring): a square of `side` pixels centred on (cx, cy)
+    (frame pixels, continuous), turned by `angle` radians (counter-clockwise in the image; 0
+    without alignment). Made with `from_box` or `from_landmarks`; `extract` reads it at a size.
+    """
+
     cx: float
     cy: float
     side: int

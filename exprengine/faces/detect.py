@@ -35,6 +35,12 @@ MAX_WORK_PIXELS: dict[str, int] = {"hog": 16_000_000, "cnn": 2_000_000}
 
 @dataclass(frozen=True)
 class Box:
+    """A detected face: its box's edges in image pixels (x right, y down; width = right - left,
+    clipped to the image by the detectors) and the detector's `score` (dlib's HOG or MMOD
+    score, MediaPipe's detection confidence, 1.0 for a box made from a face mesh; higher is
+    surer).
+    """
+
     left: int
     top: int
     right: int
@@ -43,14 +49,17 @@ class Box:
 
     @property
     def width(self) -> int:
+        """right - left, pixels."""
         return self.right - self.left
 
     @property
     def height(self) -> int:
+        """bottom - top, pixels."""
         return self.bottom - self.top
 
     @property
     def area(self) -> int:
+        """width * height, square pixels (negative sides are not clipped)."""
         return self.width * self.height
 
     def scaled(self, factor: float, image_shape: tuple[int, ...] | None = None) -> "Box":
@@ -63,6 +72,7 @@ class Box:
         return Box(left, top, right, bottom, self.score)
 
     def iou(self, other: "Box") -> float:
+        """Intersection over union with `other`, in [0, 1] (0 when the union is empty)."""
         w = min(self.right, other.right) - max(self.left, other.left)
         h = min(self.bottom, other.bottom) - max(self.top, other.top)
         inter = max(0, w) * max(0, h)

@@ -36,6 +36,12 @@ if TYPE_CHECKING:      # the faces room drives any engine it is given; it does n
 
 @dataclass
 class PhotoEdit:
+    """What `FaceEditor.edit` did to a photo: the edited `image` (same shape and dtype as the
+    input), every face `found` (most confident first), the indices into `found` that were
+    `edited`, their `crops`, and the chosen faces left `unmeshed` (an engine that needs the face
+    mesh found none for them).
+    """
+
     image: np.ndarray                       # the edited photo, same shape and dtype as the input
     found: list[Box]                        # every face detected, most confident first
     edited: list[int] = field(default_factory=list)   # indices into `found` that were edited
@@ -60,6 +66,17 @@ def select_faces(found: list[Box], select: str | int) -> list[int]:
 
 
 class FaceEditor:
+    """Edits the faces of photos and video frames with `engine` (an `exprengine.engine.Engine`, or
+    anything with its `image_size`, `edit_detailed` and `needs_landmarks`).
+
+    `detector`: a face detector (`faces.detect.FaceDetector`, HOG, by default; or
+    `faces.landmarks.MediaPipeDetector`); `align` turns each crop so the eyes lie level; `mask`:
+    how the change is pasted back ("attention": the face's ellipse or outline times where the
+    attention map says the network changed something, "shape": the ellipse or outline alone;
+    `paste.MASKS`); `colour_match` removes the change's mean colour along the mask's fading
+    ring (`paste.colour_matched`); `detect_scale` in (0, 1] detects on a downscaled copy.
+    UserError for an unknown `mask`.
+    """
     def __init__(self, engine, detector: FaceDetector | None = None, align: bool = False,
                  mask: str = "attention", colour_match: bool = True, detect_scale: float = 1.0,
                  mesher=None):
@@ -116,6 +133,9 @@ class FaceEditor:
         return self.detector.detect_near(rgb, around) if around else self.detector.detect(rgb, self.detect_scale)
 
     def crops_for(self, rgb: np.ndarray, boxes: list[Box]) -> list[FaceCrop]:
+        """The crop of each box (`FaceCrop.from_box`), turned level by dlib's 5-point eye centres when
+        `align`: one FaceCrop per box, in order. `rgb`: uint8 HxWx3.
+        """
         eyes = [self.detector.eye_centres(rgb, b) if self.align else None for b in boxes]
         return [FaceCrop.from_box(b, rgb.shape, e) for b, e in zip(boxes, eyes)]
 
@@ -162,6 +182,14 @@ class FaceEditor:
                               self.mask, self.colour_match, outlines[i]) for i, c in enumerate(crops)]
 
     def edit(self, photo: np.ndarray, aus, select: str | int = "all") -> PhotoEdit:
+        """Edit the faces `select` picks ("all", "largest", or a face number; `select_faces`) to `aus`
+        (an AU spec, AUs, [17] or [N,17] intensities 0..5, as `Engine.edit` takes them) in one
+        engine call, and paste them back. `photo`: uint8 HxW, HxWx3 or HxWx4 (alpha kept).
+
+        Returns a PhotoEdit (a photo without a face comes back unchanged, `found` empty). Raises
+        UserError for a photo of another dtype or shape, a face number not found, or AUs the
+        engine's policy refuses.
+        """
         rgb = np.ascontiguousarray(as_rgb(photo, "a photo"))
         found = self.find(rgb)
         chosen = select_faces(found, select)

@@ -3,7 +3,7 @@
 
     detector = make_detector("mediapipe", min_size=40)   # or "hog" / "cnn" (dlib's FaceDetector)
     boxes = detector.detect(image)                       # [Box], most confident first
-    left, right = detector.eye_centres(image, boxes[0])  # for --align
+    left, right = detector.eye_centres(image, boxes[0])  # for aligned crops (`align`)
     points = detector.landmarks(image, boxes[0])         # float32 [1,478,3], image pixels
     names, scores = detector.blendshapes(image)          # 52 names, float32 [N,52] in 0..1
 
@@ -68,6 +68,9 @@ def make_detector(name: str, min_size: int = 40):
 
 
 def model_path() -> Path:
+    """Where the shipped Face Landmarker bundle lies: exprengine/assets/face_landmarker.task inside the
+    installed package (not checked here; `read_model` checks its sha256).
+    """
     return Path(str(resources.files("exprengine") / "assets" / MODEL_FILE))
 
 
@@ -115,13 +118,30 @@ def _quiet_stderr():
 
 @dataclass
 class FaceMesh:
+    """One face's MediaPipe mesh (`MediaPipeDetector.meshes`): its box, the 478 points (float32
+    [478,3], x and y in image pixels, z MediaPipe's relative depth scaled to pixels) and the 52
+    blendshape scores (float32 [52] in 0..1, in the order of the detector's `blendshape_names`).
+    """
+
     box: Box                      # the face's box (from the mesh's extent when no detector box was given)
     points: np.ndarray            # float32 [478,3]: x, y in image pixels; z in pixels too (MediaPipe's
     #                               depth, relative to the head's centre, smaller = nearer the camera)
-    blendshapes: np.ndarray       # float32 [52] in 0..1, in the order of `BLENDSHAPES` names
+    blendshapes: np.ndarray       # float32 [52] in 0..1, in the order of the detector's `blendshape_names`
 
 
 class MediaPipeDetector(BoxDetector):
+    """Face boxes, meshes and blendshapes from the shipped MediaPipe Face Landmarker (module
+    docstring), with FaceDetector's interface (`BoxDetector`: detect, detect_near, eye_centres).
+
+    `min_size`: faces narrower than this many pixels are dropped; `min_confidence` in (0, 1):
+    BlazeFace's detection confidence and the mesher's face presence threshold (MediaPipe's default
+    0.5); `num_faces`: at most this many meshes per image; `model`: another copy of the bundle
+    (checked against MODEL_SHA256). Thread-safe (one MediaPipe run at a time); `close` frees it.
+
+    Raises UserError for a confidence outside (0, 1), a missing or changed model file, or when
+    mediapipe is not installed.
+    """
+
     near_face_px = 160                 # BlazeFace short range wants faces of a good size
 
     def __init__(self, min_size: int = 40, min_confidence: float = 0.5, num_faces: int = 8,

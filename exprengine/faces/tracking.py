@@ -127,6 +127,7 @@ class MeshSmoother:
         self._t: float | None = None
 
     def reset(self) -> None:
+        """Forget the past: the next mesh starts the filter afresh (a new track is a new face)."""
         self.filter.reset()
         self._t = None
 
@@ -144,6 +145,12 @@ class MeshSmoother:
 
 @dataclass
 class Track:
+    """One tracked face (`FaceTracker.tracks`): its last detection `box`, the filtered state
+    `smoothed` (float64 [3]: centre x, centre y, side; pixels) and the One-Euro `filter` making
+    it, `missed` (detector runs in a row that did not find it) and `mesh`, its face mesh's
+    MeshSmoother once `FaceTracker.smooth_meshes` has seen a mesh for it.
+    """
+
     box: Box                    # the last detection
     smoothed: np.ndarray        # (cx, cy, side) after the filter
     filter: OneEuroFilter
@@ -151,6 +158,9 @@ class Track:
     mesh: MeshSmoother | None = None    # its face mesh's smoother (FaceTracker.smooth_meshes)
 
     def smoothed_box(self) -> Box:
+        """The smoothed state as a square Box (side `smoothed[2]`, rounded to pixels), with the last
+        detection's score.
+        """
         cx, cy, side = self.smoothed
         half = side / 2
         return Box(int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half)),
@@ -158,6 +168,7 @@ class Track:
 
 
 def box_state(box: Box) -> np.ndarray:
+    """A box as the tracker filters it: float64 [3] (centre x, centre y, the longer side), pixels."""
     return np.array([(box.left + box.right) / 2, (box.top + box.bottom) / 2, max(box.width, box.height)], np.float64)
 
 
@@ -181,6 +192,10 @@ class FaceTracker:
         self._t: float | None = None
 
     def update(self, detections: list[Box]) -> None:
+        """Take one detector run's boxes: each track takes the unmatched detection with the highest IoU
+        with its smoothed box if that IoU is >= `min_iou`, else counts a miss; tracks missed
+        `max_missed` runs in a row are dropped; each unmatched detection starts a new track.
+        """
         unmatched = list(range(len(detections)))
         for track in self.tracks:
             current = track.smoothed_box()
@@ -196,6 +211,9 @@ class FaceTracker:
             self.tracks.append(Track(detections[i], f(box_state(detections[i]), 0.0), f))
 
     def step(self, t: float) -> None:
+        """Advance to time `t` (seconds): each track's filter moves its state toward its last detection.
+        The first call, or a `t` not after the previous one, only records the time.
+        """
         dt = 0.0 if self._t is None else t - self._t
         self._t = t
         if dt <= 0:
@@ -205,9 +223,13 @@ class FaceTracker:
 
     @property
     def lost(self) -> bool:
+        """No face is tracked, or a tracked face was missed by the last detector run (time to detect on
+        the whole frame again).
+        """
         return not self.tracks or any(tr.missed for tr in self.tracks)
 
     def boxes(self) -> list[Box]:
+        """The tracks' smoothed boxes (`Track.smoothed_box`), in track order."""
         return [tr.smoothed_box() for tr in self.tracks]
 
     def smooth_meshes(self, tracks: list[Track], meshes: list[np.ndarray | None], t: float

@@ -46,6 +46,9 @@ def kernel_source() -> bytes:
 
 
 def nvrtc_unavailable_reason() -> str | None:
+    """Why the fused kernel cannot be compiled here (cuda-bindings or the NVRTC library missing, or
+    NVRTC failing), as one sentence; None when NVRTC works. Raises nothing.
+    """
     try:
         from cuda.bindings import nvrtc
         err, *_ = nvrtc.nvrtcVersion()
@@ -58,6 +61,9 @@ def nvrtc_unavailable_reason() -> str | None:
 
 
 def nvrtc_version() -> str:
+    """NVRTC's version as "MAJOR.MINOR" (part of the kernel cache's key). Needs cuda-bindings
+    (ImportError otherwise; check `nvrtc_unavailable_reason` first).
+    """
     from cuda.bindings import nvrtc
     _, major, minor = nvrtc.nvrtcVersion()
     return f"{major}.{minor}"
@@ -66,11 +72,19 @@ def nvrtc_version() -> str:
 # --- compilation ----------------------------------------------------------------------------------
 @dataclass
 class Compiled:
+    """One NVRTC compilation of `epilogue.cu`: its `target` ("sm_90" for a cubin, "compute_90" for
+    PTX), the `binary` (cubin or PTX bytes) and NVRTC's `log` (with ptxas's resource report for
+    cubins).
+    """
+
     target: str                 # "sm_90" (cubin) or "compute_90" (ptx)
     binary: bytes
     log: str                    # NVRTC's log, including ptxas's resource report for cubins
 
     def resources(self) -> dict[str, dict[str, int]]:
+        """ptxas's resource report from the log: {kernel: {registers, stack, spill_stores, spill_loads}}
+        (stack and spills in bytes); empty for PTX, which has no report.
+        """
         return parse_resource_report(self.log)
 
 

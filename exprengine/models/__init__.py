@@ -43,6 +43,9 @@ _DESCRIPTIONS: dict[str, str] = {}
 
 
 def register(config: GeneratorConfig, description: str) -> GeneratorConfig:
+    """Add the generator `config` to the registry under `config.name` (replacing any of that name),
+    with its one-line `description` (`describe`); returns `config`.
+    """
     _CONFIGS[config.name] = config
     _DESCRIPTIONS[config.name] = description
     return config
@@ -70,20 +73,30 @@ def _block_factory(config: GeneratorConfig) -> Callable[[int], nn.Module]:
 
 
 def list_generators() -> list[str]:
+    """The registered trainable generators' names, in registration order (the rig is not one:
+    `list_models`).
+    """
     return list(_CONFIGS)
 
 
 def describe(name: str) -> str:
+    """The one-line description of model `name` (a registered generator, or "rig"). KeyError for
+    another name (callers check it against `list_models` first).
+    """
     return RIG_DESCRIPTION if name == RIG else _DESCRIPTIONS[name]
 
 
 def generator_config(name: str) -> GeneratorConfig:
+    """The registered GeneratorConfig called `name`; UserError naming the choices otherwise."""
     if name not in _CONFIGS:
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(_CONFIGS)}")
     return _CONFIGS[name]
 
 
 def build_generator(config: GeneratorConfig) -> AttentionGenerator:
+    """A fresh AttentionGenerator for `config` (weights as its layers initialise them: call
+    `create_generator` for a seeded one). UserError for an unknown `config.block`.
+    """
     return AttentionGenerator(config, _block_factory(config))
 
 

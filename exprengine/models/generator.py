@@ -35,6 +35,9 @@ class GeneratorConfig:
     image_size: int = 128
 
     def to_dict(self) -> dict:
+        """The config as a JSON-ready dict (`dims` a list), as stored in weights files, checkpoints and
+        engine manifests; `from_dict` reads it back.
+        """
         d = asdict(self)
         d["dims"] = list(self.dims)
         return d
