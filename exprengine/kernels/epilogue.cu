@@ -9,12 +9,12 @@
 // f(n) = n, or 0 when one frame is broadcast to every batch item (a morph: one face, N
 // expressions; frame_stride = 0). The epilogue re-reads the uint8 frame rather than the
 // network input, so I0 costs 3 bytes a pixel instead of 6 or 12, and recomputes
-// I0 = u8 / 127.5 - 1 exactly as the prologue (and exprengine/preprocess.py) does.
+// I0 = u8 / 127.5 - 1 exactly as the prologue (and exprengine/pixels.py) does.
 //
 // Every multiply and add is an explicit _rn intrinsic: no FMA contraction, so for the
 // same float32 inputs the results are bit-identical to the NumPy/PyTorch references
-// (exprengine/kernels/blend.py: blend_to_uint8_nhwc; exprengine/preprocess.py:
-// to_network_input). rint is round-half-to-even, as numpy.rint and torch.round.
+// (exprengine/pixels.py: blend_to_uint8_nhwc and to_network_input). rint is
+// round-half-to-even, as numpy.rint and torch.round.
 //
 // Layout and vectorisation: one thread handles 16 consecutive pixels of one image. On
 // the vector path (H*W % 16 == 0 and 16-byte aligned pointers, the host decides) every
