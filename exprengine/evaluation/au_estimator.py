@@ -45,6 +45,8 @@ class AUEstimator(nn.Module):
         self.widths = widths
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x float [N,3,64,64] in [-1,1] -> AU intensities [N,17] (OpenFace scale: the head's
+        output * 5; trained on 0..5, not clamped). AssertionError for another input shape."""
         assert x.ndim == 4 and x.shape[1:] == (3, INPUT_SIZE, INPUT_SIZE), f"expected [N,3,64,64], got {tuple(x.shape)}"
         return self.head(self.trunk(x).mean(dim=(2, 3))) * AU_SCALE
 
@@ -87,6 +89,8 @@ def _render_chunk(args):
 
 
 def render_pool(seed: int, count: int, identities: tuple[int, int], workers: int = 2, progress: bool = True):
+    """`render_examples(seed, 0, count, identities)` rendered in chunks of 256 by `workers`
+    spawned processes: (faces uint8 [count,64,64,3], aus float32 [count,17] in 0..5)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -145,6 +149,9 @@ def evaluate_estimator(model: AUEstimator, seed: int = ESTIMATOR_SEED, n: int = 
 
 
 def save_estimator(model: AUEstimator, path: str | os.PathLike, report: dict) -> None:
+    """Write `model` to `path` as safetensors (its state dict, metadata: format
+    "exprengine-au-estimator", its widths and `report` as JSON), atomically (`files.write_bytes`);
+    `load_estimator` reads it back. UserError when `path` cannot be written (or the disk is full)."""
     from safetensors.torch import save
 
     from exprengine.files import write_bytes

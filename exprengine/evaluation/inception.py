@@ -45,6 +45,11 @@ def _tf_avg_pool(x):
 
 
 class BlockA(nn.Module):
+    """Inception-v3's 35x35 block (torchvision's InceptionA; pytorch-fid's FIDInceptionA):
+    concat(1x1 -> 64, 1x1 -> 48 -> 5x5 -> 64, 1x1 -> 64 -> 3x3 -> 96 -> 3x3 -> 96,
+    TF avg pool 3x3 (padding not counted) -> 1x1 -> `pool_features`): [N,cin,H,W] ->
+    [N,224+pool_features,H,W]. Every conv is a ConvBN."""
+
     def __init__(self, cin: int, pool_features: int):
         super().__init__()
         self.branch1x1 = ConvBN(cin, 64, 1)
@@ -60,6 +65,10 @@ class BlockA(nn.Module):
 
 
 class BlockB(nn.Module):
+    """Inception-v3's grid reduction 35 -> 17 (torchvision's InceptionB): concat(3x3 stride 2
+    -> 384, 1x1 -> 64 -> 3x3 -> 96 -> 3x3 stride 2 -> 96, max pool 3x3 stride 2):
+    [N,cin,H,W] -> [N,480+cin,(H-3)//2+1,(W-3)//2+1]."""
+
     def __init__(self, cin: int):
         super().__init__()
         self.branch3x3 = ConvBN(cin, 384, 3, stride=2)
@@ -72,6 +81,11 @@ class BlockB(nn.Module):
 
 
 class BlockC(nn.Module):
+    """Inception-v3's 17x17 block with factorised 7x7 convs (torchvision's InceptionC;
+    pytorch-fid's FIDInceptionC): concat(1x1 -> 192, 1x1 -> c7 -> 1x7 -> c7 -> 7x1 -> 192,
+    1x1 -> c7 -> (7x1, 1x7, 7x1 -> c7) -> 1x7 -> 192, TF avg pool -> 1x1 -> 192):
+    [N,cin,H,W] -> [N,768,H,W]."""
+
     def __init__(self, cin: int, c7: int):
         super().__init__()
         self.branch1x1 = ConvBN(cin, 192, 1)
@@ -94,6 +108,10 @@ class BlockC(nn.Module):
 
 
 class BlockD(nn.Module):
+    """Inception-v3's grid reduction 17 -> 8 (torchvision's InceptionD): concat(1x1 -> 192 ->
+    3x3 stride 2 -> 320, 1x1 -> 192 -> 1x7 -> 7x1 -> 3x3 stride 2 -> 192, max pool 3x3
+    stride 2): [N,cin,H,W] -> [N,512+cin,(H-3)//2+1,(W-3)//2+1]."""
+
     def __init__(self, cin: int):
         super().__init__()
         self.branch3x3_1, self.branch3x3_2 = ConvBN(cin, 192, 1), ConvBN(192, 320, 3, stride=2)
@@ -108,6 +126,12 @@ class BlockD(nn.Module):
 
 
 class BlockE(nn.Module):
+    """Inception-v3's 8x8 block (torchvision's InceptionE; pytorch-fid's FIDInceptionE_1 with
+    `max_pool` False, FIDInceptionE_2 with True): concat(1x1 -> 320, 1x1 -> 384 -> (1x3, 3x1)
+    -> 2 x 384, 1x1 -> 448 -> 3x3 -> 384 -> (1x3, 3x1) -> 2 x 384, pool 3x3 stride 1 -> 1x1
+    -> 192), the pool TF's average (padding not counted) or, with `max_pool`, a max pool as the
+    FID port's last block has: [N,cin,H,W] -> [N,2048,H,W]."""
+
     def __init__(self, cin: int, max_pool: bool):
         super().__init__()
         self.max_pool = max_pool

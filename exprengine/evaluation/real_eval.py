@@ -14,6 +14,15 @@ from exprengine.pixels import to_uint8_nhwc
 
 
 def evaluate_real(engine, dataset, inception_path: str, n: int | None = None, seed: int = 0) -> dict:
+    """FID and IS of `engine`'s edits on the test split of the prepared data set `dataset`
+    (module docstring): `n` test images (all by default) drawn with `seed`, resized to the
+    engine's size, each edited to another test image's AUs. `inception_path`: the FID
+    Inception-v3 weights (`inception.load_fid_inception`).
+
+    Returns {"n", "fid" (edits vs the real images), "inception_score_edits",
+    "inception_score_real" ((mean, std) over min(10, n // 50) splits, at least 1)}.
+    Raises UserError for a data set `FaceFolder` refuses, fewer than 2 test images, or weights
+    that are not the FID Inception's."""
     from exprengine.data.datasets import FaceFolder
     from exprengine.evaluation.inception import inception_outputs, load_fid_inception
     ds = FaceFolder(dataset, "test", size=engine.image_size)

@@ -22,7 +22,6 @@ from exprengine.training.trainer import CHECKPOINT, GENERATOR, Trainer, TrainCon
 
 THESIS_MODELS = ("ganimation", "convnext2", "convnext4", "convnext6", "convnext2-ln")
 EVAL_IDENTITIES = (900, 1000)      # held out of every training set the comparison accepts
-COLUMNS = ("psnr", "ssim", "au_mae", "on_target", "preserved_psnr", "background_change")
 
 
 def compare(out: str | Path, base: TrainConfig, models: str | Sequence[str] = THESIS_MODELS, eval_n: int = 200,
@@ -135,6 +134,11 @@ def _finished(path: Path, results: dict, with_fid: bool) -> dict:
 
 
 def markdown(results: dict) -> str:
+    """`compare`'s results as Markdown (comparison.md): a line saying the data, size, objective,
+    steps, batch, seed and learning rate; one table row per model (parameters in millions,
+    PSNR dB, SSIM, AU error in intensity units, on target %, preserved PSNR dB, background
+    change in uint8 levels, FID when every model has one, training seconds); the no-edit baseline and the AU
+    estimator's own error; and a note when FID is left out. KeyError for results that lack a field."""
     c = results["config"]
     size = c.get("image_size") or 128
     objective = c.get("objective", "gan")

@@ -116,12 +116,15 @@ class TrainConfig:
             self.dims = parse_dims(self.dims)
 
     def generator_config(self):
+        """The registry's GeneratorConfig for `model` with this run's overrides (`image_size`,
+        `dims`, `depth`, where not None). UserError for a model the registry does not know."""
         cfg = generator_config(self.model)
         overrides = {k: v for k, v in (("image_size", self.image_size), ("dims", self.dims), ("depth", self.depth))
                      if v is not None}
         return dataclasses.replace(cfg, **overrides)
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-ready dict (`dims` a list), as the checkpoint stores them."""
         d = dataclasses.asdict(self)
         if d["dims"] is not None:
             d["dims"] = list(d["dims"])
@@ -247,6 +250,8 @@ class Trainer:
 
     # --- schedule and per-step randomness -------------------------------------------------------
     def learning_rate(self, step: int) -> float:
+        """The learning rate at `step` (GANimation's schedule): `lr` until the last
+        `decay_fraction` of the steps, then linearly down to 0 at `steps`."""
         c = self.config
         decay_start = int(c.steps * (1 - c.decay_fraction))
         if step < decay_start:
@@ -278,6 +283,13 @@ class Trainer:
 
     # --- one step --------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
+        """One step at `self.step` (then advanced by one), the learning rate set by `learning_rate`.
+
+        "gan" (GANimation, SPEC section 4): one critic update (WGAN-GP: d_wasserstein, d_gp,
+        and the AU regression on real images, d_au); every `critic_steps`-th step also one
+        generator update (g_adversarial, g_au, g_cycle, g_attention, g_tv), each term weighted
+        by its `lambda_*`. "paired": one generator update against the renderer's true edit
+        (g_paired, g_attention, g_tv). Returns those losses as floats."""
         c, step = self.config, self.step
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
@@ -394,6 +406,9 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything the checkpoint stores as tensors, on the CPU and contiguous: the generator's
+        and the critic's state dicts ("generator.*", "critic.*") and both Adam optimisers' state
+        ("opt_g.<param>.<key>", "opt_d.<param>.<key>")."""
         tensors = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
         tensors.update({f"critic.{k}": v for k, v in self.critic.state_dict().items()})
         for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
