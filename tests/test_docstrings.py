@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import inspect
 import pkgutil
+import re
 
 import exprengine
 
@@ -27,13 +28,9 @@ def module_names() -> list[str]:
 
 def own_class_doc(cls: type) -> str:
     """The class's own docstring, '' when it has none or only the one Python generates."""
-    doc = cls.__dict__.get("__doc__") or ""
-    try:
-        generated = cls.__name__ + str(inspect.signature(cls)).replace(" -> None", "")
-    except (TypeError, ValueError):
-        generated = None
-    fields = getattr(cls, "_fields", None)
-    if doc.strip() == generated or (fields is not None and doc.strip() == f"{cls.__name__}({', '.join(fields)})"):
+    doc = (cls.__dict__.get("__doc__") or "").strip()
+    # dataclasses write "Name(field: type, ...)", namedtuples "Name(a, b)" (or "Name(a,)")
+    if "\n" not in doc and re.fullmatch(re.escape(cls.__name__) + r"\(.*\)", doc):
         return ""
     return inspect.cleandoc(doc)
 
