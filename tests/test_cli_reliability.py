@@ -189,7 +189,7 @@ def test_sigterm_during_build_leaves_nothing_behind(tmp_path):
 
 def test_an_interrupt_wrapped_by_a_library_is_still_an_interrupt(monkeypatch, capsys):
     """torch.export re-raises SIGTERM's KeyboardInterrupt as TorchExportError: still exit 143."""
-    import exprengine.cli as cli
+    import exprengine.cli.edit as cli
     import exprengine.console as console
 
     def wrapped(*args, **kwargs):
@@ -197,7 +197,7 @@ def test_an_interrupt_wrapped_by_a_library_is_still_an_interrupt(monkeypatch, ca
             raise console._Terminated(signal.SIGTERM)
         except KeyboardInterrupt as e:
             raise RuntimeError("Failed to export the model with torch.export") from e
-    monkeypatch.setattr(cli, "_aus_from_options", wrapped)
+    monkeypatch.setattr(cli, "aus_from_options", wrapped)
     code, _, err = run_cli(["edit", "x.png", "--preset", "happiness", "--out", "o.png"], capsys)
     assert code == 128 + signal.SIGTERM and "terminated" in err and "internal error" not in err
 

@@ -55,6 +55,27 @@ ON_PHOTOS = {"AU01": "moves", "AU02": "moves", "AU04": "seen", "AU05": "seen", "
              "AU15": "seen", "AU17": "slight", "AU20": "moves", "AU23": "slight", "AU25": "slight",
              "AU26": "moves", "AU45": "moves"}
 
+#: What each word of ON_PHOTOS says, for people.
+ON_PHOTOS_WORDS = {"moves": "moves plainly", "seen": "moves visibly; MediaPipe reads it on under half the faces",
+                   "slight": "moves slightly", "creases": "moves a little, creases painted"}
+
+
+def describe_aus() -> str:
+    """The text of `exprengine presets`: the 17 AUs with what the rig does with each on real
+    photos at intensity 2 (ON_PHOTOS, measured in bench/results/photo-eval-rig-cpu.md), the
+    presets and the conflicting pairs (`exprengine.aus`, SPEC sections 2-4)."""
+    from exprengine.aus import AU_DESCRIPTIONS, AU_NAMES, CONFLICTS, DEFAULT_CAP, PRESETS
+    width = max(len(AU_DESCRIPTIONS[n]) for n in AU_NAMES)
+    lines = ["Action Units (OpenFace order; intensities 0..5, network input = intensity / 5), and what the rig "
+             "(the default for photos and video) does with each on real photos at intensity 2:"]
+    lines += [f"  {n}  {AU_DESCRIPTIONS[n]:<{width}}  {ON_PHOTOS_WORDS[ON_PHOTOS[n]]}" for n in AU_NAMES]
+    lines += ["", f"Presets (each AU at the preset's intensity, default 1.0; cap {DEFAULT_CAP:g}):"]
+    lines += [f"  {p.name:<10} {' + '.join(p.aus) or '(no AUs)'}" + (f"   [{p.note}]" if p.note else "")
+              for p in PRESETS.values()]
+    lines += ["", "Conflicting pairs (warned about; refused with --strict):"]
+    return "\n".join(lines + [f"  {c.a} + {c.b}: {c.why}" for c in CONFLICTS])
+
+
 #: The crop a rig edits, in IOD (see below) about the eye midpoint: its centre CROP_CENTRE below
 #: it, down the face, and its side CROP_SIDE: from above the forehead's top (about -0.9) to below
 #: the chin dropped by AU26 at intensity 5 (about 2.0 + 0.65), with room for the flow to fade.
@@ -123,6 +144,9 @@ class RigConfig:
     version: int = 1                # bump when the fields below change what an edit looks like
 
     def to_dict(self) -> dict:
+        """The config as a JSON-ready dict (with `family` "rig"), as stored in engine manifests and in
+        `rig_sha256`; `from_dict` reads it back.
+        """
         return asdict(self)
 
     @classmethod
@@ -533,6 +557,9 @@ class FaceRig(nn.Module):
         return colour, attention
 
     def edit(self, image: torch.Tensor, aus: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """The edited image, A * image + (1 - A) * C, float [N,3,S,S] in [-1, 1]; the inputs as `forward`'s
+        (image [N,3,S,S] in [-1,1], aus [N,17] = intensity / 5, landmarks [N,478,2] in crop pixels).
+        """
         from exprengine.pixels import blend
         colour, attention = self(image, aus, landmarks)
         return blend(image, colour, attention)

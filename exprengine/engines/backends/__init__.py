@@ -61,5 +61,19 @@ def device_names(build: bool = False) -> list[str]:
     return list(DEVICES)
 
 
-__all__ = ["Backend", "BACKENDS", "DEVICES", "backend_names", "check_device", "device_names", "get_backend",
+def describe_registry() -> str:
+    """The text of `exprengine models`: every model of the registry (`models.list_models`,
+    `models.describe`) and every backend with its description, and why it is unavailable here
+    when it is (`Backend.unavailable_reason`)."""
+    from exprengine.models import describe, list_models
+    names = list(list_models())
+    width = max(map(len, [*names, *BACKENDS]))      # one column for both tables, the longest name
+    lines = ["Models:", *(f"  {name:<{width}}  {describe(name)}" for name in names), "", "Backends:"]
+    for name, b in BACKENDS.items():
+        reason = b.unavailable_reason()
+        lines.append(f"  {name:<{width}}  {b.description}" + (f"\n  {'':<{width}}  unavailable here: {reason}" if reason else ""))
+    return "\n".join(lines)
+
+
+__all__ = ["describe_registry", "Backend", "BACKENDS", "DEVICES", "backend_names", "check_device", "device_names", "get_backend",
            "precision_names", "resolve_device"]
