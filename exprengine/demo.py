@@ -129,7 +129,7 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "demo.json").is_file())):
-        raise UserError(f"{out} exists and is not an earlier demo's folder; choose another --out")
+        raise UserError(f"{out} exists and is not an earlier demo's folder; choose another `out`")
     trained = model == DEFAULT
     if trained:
         generator = load_default_generator()

@@ -243,7 +243,7 @@ def test_compare_trains_on_a_pre_rendered_set_that_holds_the_evaluation_out(tmp_
                          (tmp_path / "c", "no synth.json")):
         with pytest.raises(UserError, match=message):
             compare(tmp_path / "x", dataclasses.replace(config, data=str(bad)), ("convnext2",), eval_n=4)
-    with pytest.raises(UserError, match="same --seed"):
+    with pytest.raises(UserError, match="same `seed`"):
         compare(tmp_path / "x", dataclasses.replace(config, data="synthetic:5"), ("convnext2",), eval_n=4)
     assert not (tmp_path / "x").exists()
 

@@ -49,7 +49,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from exprengine.errors import UserError
-from exprengine.files import write_bytes
+from exprengine.files import cache_dir, write_bytes
 
 #: Image files a photo set holds (what `list_photos` returns).
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -128,9 +128,11 @@ class SourceResult:
 
 
 def default_photo_dir() -> Path:
-    """Where the photo set lives by default: $EXPRENGINE_PHOTOS, or ~/.cache/exprengine/photos."""
+    """Where the photo set lives by default: $EXPRENGINE_PHOTOS, or `photos` in the cache
+    directory (`files.cache_dir`: ~/.cache/exprengine/photos unless $EXPRENGINE_CACHE or
+    $XDG_CACHE_HOME say otherwise)."""
     env = os.environ.get("EXPRENGINE_PHOTOS")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "exprengine" / "photos"
+    return Path(env).expanduser() if env else cache_dir("photos")
 
 
 def list_photos(directory: str | os.PathLike) -> list[Path]:

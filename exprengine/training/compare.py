@@ -100,18 +100,18 @@ def _check_held_out(config: TrainConfig) -> None:
         except ValueError:
             return                              # training_data() says what the spec should be
         if parts and (parts[0] != config.seed or (len(parts) > 1 and parts[1] != EVAL_IDENTITIES[1])):
-            raise UserError(f"--data {config.data}: the comparison evaluates identities {EVAL_IDENTITIES[0]}-"
-                            f"{EVAL_IDENTITIES[1] - 1} of world {config.seed}; use --data synthetic or the same --seed")
+            raise UserError(f"`data` {config.data}: the comparison evaluates identities {EVAL_IDENTITIES[0]}-"
+                            f"{EVAL_IDENTITIES[1] - 1} of world {config.seed}; use `data` synthetic or the same `seed`")
         return
     info = Path(config.data) / "synth.json"
     if not info.is_file():
-        raise UserError(f"--data {config.data}: the comparison evaluates on the synthetic world, so it trains on a set "
+        raise UserError(f"`data` {config.data}: the comparison evaluates on the synthetic world, so it trains on a set "
                         "from `exprengine synth` (no synth.json there)")
     stats = json.loads(info.read_text())
     if stats.get("seed") != config.seed or stats.get("test_identities", [0])[0] > EVAL_IDENTITIES[0] \
             or stats.get("identities", 0) < EVAL_IDENTITIES[1]:
-        raise UserError(f"--data {config.data}: rendered with seed {stats.get('seed')} and identities "
-                        f"{stats.get('identities')}; the comparison needs --seed {config.seed} and the evaluation's "
+        raise UserError(f"`data` {config.data}: rendered with seed {stats.get('seed')} and identities "
+                        f"{stats.get('identities')}; the comparison needs `seed` {config.seed} and the evaluation's "
                         f"identities {EVAL_IDENTITIES[0]}-{EVAL_IDENTITIES[1] - 1} held out "
                         f"(`exprengine synth --seed {config.seed} --identities {EVAL_IDENTITIES[1]}`)")
 

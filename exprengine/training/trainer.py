@@ -244,8 +244,8 @@ class Trainer:
         from exprengine.models.ganimation import import_checkpoint
         source = import_checkpoint(path, self.config.model)
         if source.config != self.generator.config:
-            raise UserError(f"--init {path} holds a {source.config.name} generator with another shape than "
-                            f"the one being trained ({self.generator.config.name}); pass the same --model/--dims")
+            raise UserError(f"`init` {path} holds a {source.config.name} generator with another shape than "
+                            f"the one being trained ({self.generator.config.name}); pass the same `model`/`dims`")
         self.generator.load_state_dict(source.state_dict())
 
     # --- schedule and per-step randomness -------------------------------------------------------
