@@ -34,3 +34,29 @@ def test_the_cli_says_its_own_options(tmp_path, face_png, capsys):
     code, _, err = run_cli(["train", "--data", "synthetic:x", "--out", tmp_path / "run", "--steps", "1"], capsys)
     assert_one_line_error(code, err)
     assert "--data synthetic:x: expected" in err
+
+
+def test_no_library_error_names_a_command_line_option():
+    """Library messages quote Python argument names; only the command line (cli/, console.py,
+    and the modules' own `python -m` entry points) speaks of --options. A suggested command in
+    backquotes (`exprengine build --model rig`) is advice, not an option of the caller's."""
+    import ast
+    import re
+    from pathlib import Path
+    package = Path(__file__).resolve().parents[1] / "exprengine"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        if rel.startswith("cli/") or rel == "console.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        mains = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "main"
+                 for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.endswith("Error")
+                    and node.args and id(node) not in mains):
+                text = "".join(part.value for part in ast.walk(node.args[0])
+                               if isinstance(part, ast.Constant) and isinstance(part.value, str))
+                if re.search(r"(?<![\w-])--[a-z]", re.sub(r"`[^`]*`", "", text)):
+                    found.append(f"{rel}:{node.lineno}: {text[:90]}")
+    assert not found, "\n".join(found)

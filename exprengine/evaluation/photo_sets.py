@@ -246,7 +246,7 @@ def fetch_archive(source: Source, downloads: Path, offline: bool = False) -> Pat
     target = downloads / source.archive
     if not target.is_file():
         if offline:
-            raise UserError(f"{source.archive} is not in {downloads} and --offline was given")
+            raise UserError(f"{source.archive} is not in {downloads} and `offline` forbids downloading it")
         downloads.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=downloads, prefix=".tmp-") as tmp:
             tmp = Path(tmp)
