@@ -38,6 +38,7 @@ class RegistryChoice(click.Choice):
 
     @property
     def choices(self) -> tuple[str, ...]:
+        """The registry's names now (imported on first use)."""
         import importlib
         module, name = self.registry.split(":")
         names = getattr(importlib.import_module(module), name)

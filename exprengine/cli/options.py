@@ -22,6 +22,7 @@ IMAGE_SIZE = click.Choice([16, 32, 64, 128, 256, 512])
 
 
 def policy_from(strict: bool, max_intensity: float, above_max: str) -> AUPolicy:
+    """The `AUPolicy` of --strict, --max-intensity (OpenFace 0..5) and --above-max."""
     return AUPolicy(max_intensity=max_intensity, above_max=above_max, strict=strict)
 
 
@@ -38,6 +39,7 @@ def au_policy_options(f):
 
 
 def engine_options(f):
+    """--engine (required: a directory made by `exprengine build`) and --device (auto, cpu, cuda)."""
     f = click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names"), default="auto",
                      show_default=True, help="Where to run the engine.")(f)
     f = click.option("--engine", "engine_dir", required=True, metavar="DIR",
@@ -61,6 +63,7 @@ def cli():
 
 
 def aus_from_options(presets, aus) -> AUs:
+    """The expression of --preset NAME[@X] (repeatable) then --au AUxx=V (repeatable); UserError when neither is given."""
     if not presets and not aus:
         raise UserError("say which expression: --preset NAME[@INTENSITY] and/or --au AUxx=VALUE")
     return AUs.parse(*presets, *aus)
@@ -103,10 +106,12 @@ def media_options(f):
 
 
 def engine_or_default(engine_dir: str | None, device: str, policy: AUPolicy, default: str = "rig"):
+    """`default_engines.engine_or_default` with a progress bar, its warnings said as `warning:` lines."""
     from exprengine.default_engines import engine_or_default
     return engine_or_default(engine_dir, device, policy, default, progress=True, warn=lambda s: say(f"warning: {s}"))
 
 
 def detector_from(detector: str, min_face: int):
+    """The face detector of --detector (hog, cnn, mediapipe) finding faces of at least --min-face pixels."""
     from exprengine.faces.landmarks import make_detector
     return make_detector(detector, min_size=min_face)
