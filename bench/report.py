@@ -1,6 +1,6 @@
 """Turn a pytest-benchmark JSON into the bench README table and check the issue's targets.
 
-    python bench/report.py bench/results/cpu-x86_64-2core.json [--markdown out.md] [--check]
+    python bench/report.py bench/results/cpu-amd-epyc-2core.json [--markdown out.md] [--check]
 
 Ratios are taken within one run (one JSON), never across runs: these machines are noisy.
 """
