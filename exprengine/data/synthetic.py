@@ -24,11 +24,15 @@ writes a data set, `SyntheticFaces` serves one to training.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+from exprengine.ages import AGE_CLASSES, MAX_AGE
 from exprengine.aus import AU_INDEX, AU_SCALE, NUM_AUS
+from exprengine.data.aging import (ADULT_STRAIN, INFANT_SCALE, NEUTRAL, STRAIN_CENTRE_V, WIDTH_STRAIN, age_params,
+                                   ages_array)
 
 SIZE = 128
 
@@ -87,6 +91,7 @@ class Identity:
     shift_x: float          # pixels
     shift_y: float
     scale: float            # pixels per face unit
+    base_age: float         # years: the age the age world draws this face at (`render` draws REFERENCE_AGE)
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> "Identity":
@@ -108,7 +113,15 @@ class Identity:
             bg_r=bg[0], bg_g=bg[1], bg_b=bg[2], bg_gradient=rng.uniform(-0.25, 0.25),
             light_u=rng.uniform(-0.35, 0.35), light_v=rng.uniform(-0.3, 0.1),
             rotation=rng.uniform(-0.07, 0.07), shift_x=rng.uniform(-3, 3), shift_y=rng.uniform(-3, 3),
-            scale=rng.uniform(36, 42))
+            scale=rng.uniform(36, 42), base_age=_base_age(rng))
+
+
+def _base_age(rng: np.random.Generator) -> float:
+    """An identity's base age in years: one of the six LATS age classes (equally likely), then
+    uniform within its years (lo <= age < hi + 1, at most MAX_AGE). Drawn after every other field,
+    so adding it changed none of them."""
+    lo, hi = AGE_CLASSES[int(rng.integers(len(AGE_CLASSES)))]
+    return float(rng.uniform(lo, min(hi + 1, MAX_AGE)))
 
 
 def sample_identities(seed: int, count: int, start: int = 0) -> list[Identity]:
@@ -168,10 +181,106 @@ def region_masks(identities: list[Identity], au: str) -> np.ndarray:
     return (np.abs(u) >= u0) & (np.abs(u) <= u1) & (v >= v0) & (v <= v1)
 
 
+# --- age (exprengine.data.aging has the curves and their sources) ---------------------------------
+def _grow(u, v, px, g):
+    """Face-space coordinates of a face at its age -> the adult face's (the cardioidal strain of
+    `exprengine.data.aging`, and the infant's larger head in the frame), and the pixel size there.
+
+    With theta from straight up about (0, STRAIN_CENTRE_V) and 1 - cos(theta) = c, the adult
+    radius is the young one's times f = (1 + K c) / (1 + k c), K = ADULT_STRAIN and k the
+    strain at this age; the head is drawn `scale` times larger, so the map is R -> R f / scale.
+    Written as an increment that is exactly 0 for a grown face (no change, bit for bit)."""
+    d = v - STRAIN_CENTRE_V
+    c = 1.0 + d / np.maximum(np.sqrt(u * u + d * d), 1e-6)
+    young = 1.0 - g["growth"]
+    k = ADULT_STRAIN * g["growth"]
+    scale = 1.0 + (INFANT_SCALE - 1.0) * young
+    f_minus_1 = ADULT_STRAIN * young * c / (1.0 + k * c)
+    grow = (f_minus_1 + (1.0 - scale)) / scale          # the map's factor minus 1
+    grow_u = (f_minus_1 * WIDTH_STRAIN + (1.0 - scale)) / scale       # less across: a child's cheeks stay full
+    return u + u * grow_u, v + d * grow, px * (1.0 + grow)
+
+
+def _aged(p, g):
+    """The identity's fields at its age (`_params`' dict, a new dict): face, features and colours.
+
+    Exactly the same values for a face at REFERENCE_AGE (every factor 1, every offset 0)."""
+    q = dict(p)
+    young = 1.0 - g["growth"]
+    q["face_width"] = p["face_width"] * (1.0 + 0.12 * young)                    # round cheeks, wide cranium
+    q["jaw"] = (p["jaw"] + (1.0 - p["jaw"]) * 0.6 * g["sag"]) * (1.0 - 0.8 * young)   # round child, heavy old jaw
+    q["eye_size"] = p["eye_size"] * (1.0 + 0.45 * young)                        # eyes near adult size early
+    q["eye_spacing"] = p["eye_spacing"] * (1.0 + 0.08 * young)
+    q["nose_length"] = p["nose_length"] * (1.0 - 0.45 * young) * (1.0 + 0.12 * g["sag"])
+    q["mouth_width"] = p["mouth_width"] * (1.0 - 0.22 * young)
+    q["lip_thickness"] = p["lip_thickness"] * (1.0 + 0.1 * g["child"]) * (1.0 - 0.45 * g["sag"])
+    q["brow_thickness"] = p["brow_thickness"] * (1.0 - 0.4 * young) * (1.0 - 0.25 * g["thinning"])
+    q["hair_volume"] = p["hair_volume"] * (1.0 - 0.9 * g["sparse"]) * (1.0 - 0.5 * g["thinning"])
+    q["hairline"] = p["hairline"] - 0.3 * g["thinning"]                        # recedes
+    hair = _rgb(p, "hair")
+    for name, amount in (("hair", g["greying"]), ("brow", g["brow_greying"])):
+        a = amount[..., None]                        # grey hairs: mid grey at first, whiter later
+        colour = hair + ((0.5 + 0.4 * a) * np.array([1.0, 1.0, 0.98], np.float32) - hair) * a
+        for j, ch in enumerate("rgb"):
+            q[f"{name}_{ch}"] = colour[..., j]
+    sa, ch = g["skin_age"], g["child"]
+    for j, (older, younger) in enumerate(((0.05, 0.03), (0.08, 0.02), (0.12, 0.01))):
+        q[f"skin_{'rgb'[j]}"] = p[f"skin_{'rgb'[j]}"] * (1.0 - older * sa) * (1.0 + younger * ch)
+    return q
+
+
+def _paint_age_lines(img, u, v, px, p, g, skin):
+    """Lines, folds and sag on the skin (painted after the face, before hair and features):
+    forehead lines, frown lines, under-eye bags, nasolabial folds, marionette lines, jowls, neck
+    bands. Each at its curve's strength (`exprengine.data.aging`); none below 27 years."""
+    soft = px * 1.6
+    crease, light = skin * 0.62, skin * 1.08
+    for j, v0 in enumerate((-0.66, -0.77, -0.88)):                              # forehead lines
+        half = 0.42 - 0.05 * j
+        d = np.maximum(np.abs(v - (v0 + 0.07 * u * u)) - 0.006, np.abs(u) - half)
+        fade = np.clip(1.0 - (u / half) ** 2, 0, 1) ** 0.5
+        _paint(img, crease, _coverage(d, soft) * fade * g["forehead"] * (0.6 - 0.12 * j))
+    for side in (-1, 1):
+        frown = _segment(u, v, side * 0.045, -0.46, side * 0.055, -0.36, 0.006)  # frown lines
+        _paint(img, crease, _coverage(frown, soft) * 0.5 * g["crows_feet"])
+        eu = u - side * p["eye_spacing"]                                         # under-eye bags
+        w = p["eye_size"]
+        bag = _ellipse(eu, v, 0, -0.24 + 0.035, w * 1.02, 0.12)
+        below = np.clip((v - (-0.24 + 0.06)) / 0.03, 0, 1)
+        _paint(img, skin * 0.8, _coverage(bag, soft) * below * 0.6 * g["eye_bags"])
+        _paint(img, skin * 0.55, _coverage(np.abs(bag) - 0.008, soft) * below * g["eye_bags"])
+        tip = -0.12 + p["nose_length"]                                           # nasolabial folds
+        mw = p["mouth_width"]
+        pts = ((0.14, tip - 0.03), (0.22, tip + 0.08), (mw + 0.06, 0.5), (mw + 0.1, 0.7))
+        fold = np.minimum.reduce([_segment(u * side, v, *pts[i], *pts[i + 1], 0.008) for i in range(3)])
+        _paint(img, light, _coverage(fold - 0.02, soft * 3) * 0.35 * g["nasolabial"])
+        _paint(img, crease, _coverage(fold, soft) * g["nasolabial"])
+        mv = 0.58 + g["mouth_v"]                                                 # marionette lines
+        marionette = _segment(u * side, v, mw + 0.01, mv + 0.03, mw + 0.05, mv + 0.3, 0.007)
+        _paint(img, crease, _coverage(marionette, soft) * 0.7 * g["sag"])
+        jowl = _ellipse(u * side, v, mw + 0.2, mv + 0.36, 0.16, 0.2)             # jowls: a shadowed fold
+        fold_line = np.maximum(np.abs(jowl) - 0.007, mw + 0.12 - u * side)
+        _paint(img, skin * 0.8, _coverage(jowl, soft * 4) * (u * side > mw + 0.12) * 0.45 * g["sag"])
+        _paint(img, crease, _coverage(fold_line, soft) * (v < mv + 0.36) * 0.6 * g["sag"])
+        neck = _segment(u * side, v, 0.17, p["face_height"] + 0.05, 0.2, 1.9, 0.008)
+        _paint(img, crease, _coverage(neck, soft) * 0.5 * g["sag"])              # neck bands
+
+
 # --- the renderer ---------------------------------------------------------------------------------
-def render(identities: Identity | list[Identity], aus: np.ndarray) -> np.ndarray:
-    """Render faces: identities (one or N) with AU intensities [17] or [N,17] (0..5) -> uint8 [N,128,128,3]."""
+def render(identities: Identity | list[Identity], aus: np.ndarray,
+           age: float | Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+    """Render faces: identities (one or N) with AU intensities [17] or [N,17] (0..5) -> uint8 [N,128,128,3].
+
+    `age`: years (0..70), one for all faces or one per face; one identity with N ages draws that
+    face at each age. None draws the faces as they have always been drawn, which is each face at
+    REFERENCE_AGE (25): `render(ids, aus, age=25)` is bit-identical to `render(ids, aus)`. How
+    the face changes with age (proportions by cardioidal strain, features, lines and folds, sag,
+    greying and thinning hair) and the sources: `exprengine.data.aging`. UserError for an age
+    outside 0..70 or an age list of another length than the faces.
+    """
     ids = [identities] if isinstance(identities, Identity) else list(identities)
+    if age is not None and np.ndim(age) == 1 and len(ids) == 1:
+        ids = ids * len(age)                          # one face at several ages
     aus = np.asarray(aus, np.float32)
     if aus.ndim == 1:
         aus = np.broadcast_to(aus, (len(ids), NUM_AUS))
@@ -184,16 +293,26 @@ def render(identities: Identity | list[Identity], aus: np.ndarray) -> np.ndarray
     au_ = np.abs(u)
     px = 1.0 / p["scale"]
     n = len(ids)
+    g = NEUTRAL                                       # Python 1.0 / 0.0: exact no-ops on float32
+    if age is not None:
+        g = age_params(ages_array(age, n))
+        u, v, px = _grow(u, v, px, g)
+        au_ = np.abs(u)
+        p = _aged(p, g)
 
     # background with a vertical gradient
     img = np.broadcast_to(_rgb(p, "bg"), (n, SIZE, SIZE, 3)) * (1 + p["bg_gradient"][..., None] * v[..., None] / 2)
     img = np.ascontiguousarray(img, np.float32)
     skin, hair = _rgb(p, "skin"), _rgb(p, "hair")
+    brow_hair = hair if age is None else _rgb(p, "brow")
 
     # hair behind the head, neck, then the face (the jaw drops with AU26)
     _paint(img, hair, _coverage(_ellipse(u, v, 0, -0.25, p["face_width"] + p["hair_volume"], 1.25), px))
-    _paint(img, skin * 0.82, _coverage(np.maximum(au_ - 0.45, -(v - 0.6)), px) * (v < 1.9))
-    jaw_drop = 0.14 * k["AU26"]
+    if age is not None:                               # the scalp shows through sparse or thinning hair
+        scalp = _coverage(_ellipse(u, v, 0, -0.25, p["face_width"] + 0.02, 1.22), px)
+        _paint(img, skin * 0.96, scalp * (1 - g["hair_density"]))
+    _paint(img, skin * 0.82, _coverage(np.maximum(au_ - 0.45 * g["neck"], -(v - 0.6)), px) * (v < 1.9 * g["neck_end"]))
+    jaw_drop = 0.14 * k["AU26"] + g["chin_sag"]
     lower_b = p["face_height"] + jaw_drop
     b = np.where(v > 0, lower_b, p["face_height"])
     face_d = _ellipse(u, v, 0, 0, p["face_width"], b)
@@ -203,19 +322,22 @@ def render(identities: Identity | list[Identity], aus: np.ndarray) -> np.ndarray
     shade = 1.0 + 0.22 * (p["light_u"] * u + p["light_v"] * v)
     shade = shade - 0.18 * np.clip(face_d + 0.25, 0, 0.25) / 0.25          # darker towards the outline
     _paint(img, skin * shade[..., None], face)
+    if age is not None:
+        _paint_age_lines(img, u, v, px, p, g, skin)
     # hair on top of the forehead
-    fringe = np.maximum(v - p["hairline"] - 0.08 * np.cos(3 * u), _ellipse(u, v, 0, -0.2, p["face_width"] + 0.12, 1.3))
-    _paint(img, hair, _coverage(fringe, px))
+    fringe = np.maximum(v - p["hairline"] - (0.08 + g["temples"]) * np.cos(3 * u),
+                        _ellipse(u, v, 0, -0.2, p["face_width"] + 0.12, 1.3))
+    _paint(img, hair, _coverage(fringe, px) * g["hair_density"])
 
     # cheeks (AU06 raises and brightens them)
     cheek_v = 0.18 - 0.14 * k["AU06"]
     for side in (-1, 1):
         blush = _coverage(_ellipse(u, v, side * 0.55, cheek_v, 0.2, 0.13), px * 6)
-        _paint(img, skin * np.array([1.08, 0.86, 0.84], np.float32), blush * (0.25 + 0.45 * k["AU06"]))
+        _paint(img, skin * np.array([1.08, 0.86, 0.84], np.float32), blush * (0.25 + g["blush"] + 0.45 * k["AU06"]))
 
     # eyes: almond between two lid curves; AU05 / AU07 / AU06 / AU45 move the lids
-    upper = (0.075 + 0.075 * k["AU05"] - 0.045 * k["AU07"]) * (1 - 0.97 * k["AU45"])
-    lower = (0.06 - 0.03 * k["AU07"] - 0.035 * k["AU06"]) * (1 - 0.97 * k["AU45"])
+    upper = (0.075 + 0.075 * k["AU05"] - 0.045 * k["AU07"]) * (1 - 0.97 * k["AU45"]) * g["lid_open"]
+    lower = (0.06 - 0.03 * k["AU07"] - 0.035 * k["AU06"]) * (1 - 0.97 * k["AU45"]) * g["lid_open"]
     ev = -0.24
     for side in (-1, 1):
         eu = u - side * p["eye_spacing"]
@@ -225,24 +347,24 @@ def render(identities: Identity | list[Identity], aus: np.ndarray) -> np.ndarray
         eye_d = np.maximum(np.maximum(lid_top - v, v - lid_bottom), np.abs(eu) - w)
         eye = _coverage(eye_d, px)
         _paint(img, np.array([0.93, 0.93, 0.9], np.float32), eye)
-        iris = _coverage(_ellipse(eu, v, 0, ev, 0.075, 0.075), px) * eye
+        iris = _coverage(_ellipse(eu, v, 0, ev, 0.075 * g["iris"], 0.075 * g["iris"]), px) * eye
         _paint(img, _rgb(p, "iris"), iris)
-        _paint(img, np.zeros(3, np.float32), _coverage(_ellipse(eu, v, 0, ev, 0.032, 0.032), px) * eye)
+        _paint(img, np.zeros(3, np.float32), _coverage(_ellipse(eu, v, 0, ev, 0.032 * g["iris"], 0.032 * g["iris"]), px) * eye)
         lash = _coverage(np.maximum(np.abs(v - lid_top) - 0.012, np.abs(eu) - w), px)
         _paint(img, hair * 0.4, lash * 0.9)
         # crow's feet (AU06)
         for dv in (-0.04, 0.0, 0.04):
             line = _segment(eu * side, v, w + 0.04, ev + dv, w + 0.13, ev + 1.8 * dv - 0.01, 0.008)
-            _paint(img, skin * 0.6, _coverage(line, px) * k["AU06"] * 0.8)
+            _paint(img, skin * 0.6, _coverage(line, px) * np.maximum(k["AU06"] * 0.8, 0.6 * g["crows_feet"]))
         # brows: inner end (AU01 up, AU04 down and in), outer end (AU02 up)
         inner_u = 0.12 + 0.06 * (1 - k["AU04"])
-        inner_v = -0.5 - 0.2 * k["AU01"] + 0.1 * k["AU04"]
-        outer_v = -0.48 - 0.2 * k["AU02"] + 0.03 * k["AU04"]
+        inner_v = -0.5 - 0.2 * k["AU01"] + 0.1 * k["AU04"] + g["brow_drop"]
+        outer_v = -0.48 - 0.2 * k["AU02"] + 0.03 * k["AU04"] + g["brow_drop"]
         mid_v = (inner_v + outer_v) / 2 - 0.05
         bu = u * side
         brow = np.minimum(_segment(bu, v, inner_u, inner_v, 0.4, mid_v, p["brow_thickness"]),
                           _segment(bu, v, 0.4, mid_v, 0.66, outer_v, p["brow_thickness"] * 0.8))
-        _paint(img, hair * 0.8, _coverage(brow, px))
+        _paint(img, brow_hair * 0.8, _coverage(brow, px) * g["brow_alpha"])
     # furrows between the brows (AU04)
     for side in (-1, 1):
         furrow = _segment(u, v, side * 0.05, -0.48, side * 0.06, -0.34, 0.01)
@@ -251,10 +373,10 @@ def render(identities: Identity | list[Identity], aus: np.ndarray) -> np.ndarray
     # nose: bridge shading, nostrils (AU09 lifts them), wrinkles (AU09)
     tip = -0.12 + p["nose_length"]
     bridge = _segment(u, v, 0.06, -0.15, 0.08, tip - 0.04, 0.012)
-    _paint(img, skin * 0.78, _coverage(bridge, px) * 0.7)
+    _paint(img, skin * 0.78, _coverage(bridge, px) * 0.7 * g["bridge"])
     nostril_v = tip - 0.045 * k["AU09"]
     for side in (-1, 1):
-        nostril = _ellipse(u, v, side * 0.075, nostril_v, 0.045, 0.022)
+        nostril = _ellipse(u, v, side * 0.075 * g["nostril"], nostril_v, 0.045 * g["nostril"], 0.022 * g["nostril"])
         _paint(img, skin * 0.45, _coverage(nostril, px))
     for i, dv in enumerate((-0.1, -0.05, 0.0)):
         wrinkle = _segment(u, v, -0.09 + 0.01 * i, dv, 0.09 - 0.01 * i, dv - 0.01, 0.009)
@@ -262,9 +384,9 @@ def render(identities: Identity | list[Identity], aus: np.ndarray) -> np.ndarray
 
     # mouth: corners (AU12 up/out, AU15 down, AU20 wider, AU14 in), lips (AU23 thinner,
     # AU10 upper up, AU17 lower up), opening (AU25, AU26)
-    mv = 0.55 + 0.05 * k["AU26"]
+    mv = 0.55 + 0.05 * k["AU26"] + g["mouth_v"]
     mw = p["mouth_width"] * (1 + 0.3 * k["AU20"] + 0.18 * k["AU12"] - 0.08 * k["AU14"])
-    corner = -0.13 * k["AU12"] + 0.12 * k["AU15"] + 0.02 * k["AU20"]
+    corner = -0.13 * k["AU12"] + 0.12 * k["AU15"] + 0.02 * k["AU20"] + g["corner_down"]
     x = np.clip(u / mw, -1, 1)
     t = 1 - x ** 2                                      # 1 at the middle, 0 at the corners
     centre = mv + corner * x ** 2
@@ -276,7 +398,7 @@ def render(identities: Identity | list[Identity], aus: np.ndarray) -> np.ndarray
     lower_lip = lo_open + thick * 1.2 * (0.4 + 0.6 * t)
     inside = np.abs(u) - mw
     lips = _coverage(np.maximum(np.maximum(upper_lip - v, v - lower_lip), inside), px)
-    lip_colour = skin * np.array([0.85, 0.55, 0.55], np.float32)
+    lip_colour = skin * (np.array([0.85, 0.55, 0.55], np.float32) + g["lip_tint"])
     _paint(img, lip_colour, lips)
     mouth = _coverage(np.maximum(np.maximum(up_open - v, v - lo_open), inside + 0.01), px)
     _paint(img, np.array([0.25, 0.05, 0.06], np.float32), mouth)
