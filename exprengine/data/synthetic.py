@@ -229,11 +229,13 @@ def _aged(p, g):
     return q
 
 
-def _paint_age_lines(img, u, v, px, p, g, skin):
+def _paint_age_lines(img, u, v, px, p, g, skin, face):
     """Lines, folds and sag on the skin (painted after the face, before hair and features):
-    forehead lines, frown lines, under-eye bags, nasolabial folds, marionette lines, jowls, neck
-    bands. Each at its curve's strength (`exprengine.data.aging`); none below 27 years."""
+    forehead lines, frown lines, under-eye bags, nasolabial folds, marionette lines, jowls (all
+    inside the face's coverage `face`), neck bands. Each at its curve's strength
+    (`exprengine.data.aging`); none below 27 years."""
     soft = px * 1.6
+    outside = img.copy()                       # what the face's edge and the neck keep
     crease, light = skin * 0.62, skin * 1.08
     for j, v0 in enumerate((-0.66, -0.77, -0.88)):                              # forehead lines
         half = 0.42 - 0.05 * j
@@ -263,7 +265,9 @@ def _paint_age_lines(img, u, v, px, p, g, skin):
         _paint(img, skin * 0.8, _coverage(jowl, soft * 4) * (u * side > mw + 0.12) * 0.45 * g["sag"])
         _paint(img, crease, _coverage(fold_line, soft) * (v < mv + 0.36) * 0.6 * g["sag"])
         neck = _segment(u * side, v, 0.17, p["face_height"] + 0.05, 0.2, 1.9, 0.008)
-        _paint(img, crease, _coverage(neck, soft) * 0.5 * g["sag"])              # neck bands
+        _paint(outside, crease, _coverage(neck, soft) * 0.5 * g["sag"])          # neck bands
+    img *= face[..., None]                     # the marks stay on the face, the bands on the neck
+    img += outside * (1.0 - face[..., None])
 
 
 # --- the renderer ---------------------------------------------------------------------------------
@@ -293,16 +297,16 @@ def render(identities: Identity | list[Identity], aus: np.ndarray,
     au_ = np.abs(u)
     px = 1.0 / p["scale"]
     n = len(ids)
-    g = NEUTRAL                                       # Python 1.0 / 0.0: exact no-ops on float32
-    if age is not None:
-        g = age_params(ages_array(age, n))
-        u, v, px = _grow(u, v, px, g)
-        au_ = np.abs(u)
-        p = _aged(p, g)
 
     # background with a vertical gradient
     img = np.broadcast_to(_rgb(p, "bg"), (n, SIZE, SIZE, 3)) * (1 + p["bg_gradient"][..., None] * v[..., None] / 2)
     img = np.ascontiguousarray(img, np.float32)
+    g = NEUTRAL                                       # Python 1.0 / 0.0: exact no-ops on float32
+    if age is not None:                               # the face at its age; the background stays
+        g = age_params(ages_array(age, n))
+        u, v, px = _grow(u, v, px, g)
+        au_ = np.abs(u)
+        p = _aged(p, g)
     skin, hair = _rgb(p, "skin"), _rgb(p, "hair")
     brow_hair = hair if age is None else _rgb(p, "brow")
 
@@ -323,7 +327,7 @@ def render(identities: Identity | list[Identity], aus: np.ndarray,
     shade = shade - 0.18 * np.clip(face_d + 0.25, 0, 0.25) / 0.25          # darker towards the outline
     _paint(img, skin * shade[..., None], face)
     if age is not None:
-        _paint_age_lines(img, u, v, px, p, g, skin)
+        _paint_age_lines(img, u, v, px, p, g, skin, face)
     # hair on top of the forehead
     fringe = np.maximum(v - p["hairline"] - (0.08 + g["temples"]) * np.cos(3 * u),
                         _ellipse(u, v, 0, -0.2, p["face_width"] + 0.12, 1.3))
@@ -497,6 +501,15 @@ def resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
     f = SIZE // size
     n = faces.shape[0]
     return np.rint(faces.reshape(n, size, f, size, f, 3).mean(axis=(2, 4))).astype(np.uint8)
+
+
+def backgrounds(identities: list[Identity]) -> np.ndarray:
+    """uint8 [N,128,128,3]: each identity's background alone (its colour and vertical gradient),
+    exactly as `render` paints it before the head, at every age and expression."""
+    p = _params(identities)
+    _, v = _face_coordinates(p)
+    img = np.broadcast_to(_rgb(p, "bg"), (len(identities), SIZE, SIZE, 3)) * (1 + p["bg_gradient"][..., None] * v[..., None] / 2)
+    return np.clip(np.rint(np.ascontiguousarray(img, np.float32) * 255), 0, 255).astype(np.uint8)
 
 
 def background_masks(identities: list[Identity]) -> np.ndarray:
