@@ -6,20 +6,24 @@
 
 Variants are thin named constructors over `GeneratorConfig` (like timm / ConvNeXt).
 
-Beside the trainable generators there is one other model family, the landmark-driven AU
-rig (`exprengine.models.rig.FaceRig`, name "rig", no learned weights), whose forward also
-takes the face mesh. `list_models()` names every model an engine can be built from
-(generators and the rig; `list_generators()` only the trainable ones), `create_model(name)`
-builds any of them, and `build_model(config_dict)` rebuilds one from the config stored in
-checkpoints and engine manifests (a generator's `GeneratorConfig` or a `RigConfig`, told
-apart by the rig's `family: "rig"`).
+Beside the trainable expression generators there are two other model families: the
+landmark-driven AU rig (`exprengine.models.rig.FaceRig`, name "rig", no learned weights), whose
+forward also takes the face mesh, and the age generators of Lifespan Age Transformation
+Synthesis (`exprengine.models.lats.LATSGenerator`, names "lats" and "lats-small", `is_lats`),
+which take an image and a 300-value age code. `list_models()` names every model an engine can
+be built from (the expression generators, the LATS generators, the rig; `list_generators()`
+only the expression generators), `create_model(name)` builds any of them, and
+`build_model(config_dict)` rebuilds one from the config stored in checkpoints and engine
+manifests (a generator's `GeneratorConfig`, a `LATSConfig` or a `RigConfig`, told apart by
+their `family`: "lats", "rig").
 
 Weights: our own safetensors format for every model here is `exprengine.models.weights`
 (save_weights / load_weights / model_sha256); GANimation's public checkpoint layouts are
-converted beside that model, in `exprengine.models.ganimation` (import_checkpoint). The shipped
-default model is located and loaded by `exprengine.models.pretrained`. The models layer imports
-only exprengine.errors, exprengine.files, exprengine.aus and the pixel conventions
-(exprengine.pixels), besides torch and safetensors: nothing above it.
+converted beside that model, in `exprengine.models.ganimation` (import_checkpoint), and the
+LATS authors' generator files beside theirs (`exprengine.models.lats.import_lats_checkpoint`).
+The shipped default model is located and loaded by `exprengine.models.pretrained`. The models
+layer imports only exprengine.errors, exprengine.files, exprengine.aus, exprengine.ages and the
+pixel conventions (exprengine.pixels), besides torch and safetensors: nothing above it.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from exprengine.errors import UserError
 from exprengine.models.convnext import ConvNeXtBlock, ConvNeXtLNBlock
 from exprengine.models.discriminator import Discriminator
 from exprengine.models.generator import AttentionGenerator, GeneratorConfig
+from exprengine.models.lats import LATS_CONFIGS, LATS_DESCRIPTIONS, LATSConfig, LATSGenerator
 
 DEFAULT_MODEL = "convnext6"
 
@@ -80,10 +85,12 @@ def list_generators() -> list[str]:
 
 
 def describe(name: str) -> str:
-    """The one-line description of model `name` (a registered generator, or "rig"). KeyError for
-    another name (callers check it against `list_models` first).
+    """The one-line description of model `name` (a registered generator, a LATS model, or "rig").
+    KeyError for another name (callers check it against `list_models` first).
     """
-    return RIG_DESCRIPTION if name == RIG else _DESCRIPTIONS[name]
+    if name == RIG:
+        return RIG_DESCRIPTION
+    return LATS_DESCRIPTIONS[name] if name in LATS_CONFIGS else _DESCRIPTIONS[name]
 
 
 def generator_config(name: str) -> GeneratorConfig:
@@ -113,16 +120,26 @@ def is_rig(model) -> bool:
     return isinstance(model, (FaceRig, RigConfig))
 
 
+def is_lats(model) -> bool:
+    """True for a `LATSGenerator`, a `LATSConfig`, or a config dict of the LATS family."""
+    if isinstance(model, dict):
+        return model.get("family") == "lats"
+    return isinstance(model, (LATSGenerator, LATSConfig))
+
+
 def list_models() -> list[str]:
-    """Every model an engine can be built from: the generators, then the rig."""
-    return [*_CONFIGS, RIG]
+    """Every model an engine can be built from: the expression generators, the LATS age
+    generators ("lats", "lats-small"), then the rig."""
+    return [*_CONFIGS, *LATS_CONFIGS, RIG]
 
 
 def model_config_from_dict(d: dict):
-    """A `GeneratorConfig` or a `RigConfig` from its `to_dict()` form (as stored in weights files
-    and engine manifests), every field checked; UserError otherwise."""
+    """A `GeneratorConfig`, `LATSConfig` or `RigConfig` from its `to_dict()` form (as stored in
+    weights files and engine manifests), every field checked; UserError otherwise."""
     if not isinstance(d, dict):
         raise UserError(f"a model config must be a JSON object, not {type(d).__name__}")
+    if is_lats(d):
+        return LATSConfig.from_dict(d)
     if is_rig(d):
         from exprengine.models.rig import RigConfig
         return RigConfig.from_dict(d)
@@ -130,11 +147,13 @@ def model_config_from_dict(d: dict):
 
 
 def build_model(config) -> nn.Module:
-    """The model of a config (a `GeneratorConfig`, a `RigConfig`, or either's dict), in eval mode:
-    a generator with fresh (untrained) weights, or the rig (which has none). UserError if the
-    config is invalid."""
+    """The model of a config (a `GeneratorConfig`, a `LATSConfig`, a `RigConfig`, or one's dict),
+    in eval mode: a generator with fresh (untrained) weights, or the rig (which has none).
+    UserError if the config is invalid."""
     if isinstance(config, dict):
         config = model_config_from_dict(config)
+    if is_lats(config):
+        return LATSGenerator(config).eval()
     if is_rig(config):
         from exprengine.models.rig import FaceRig
         return FaceRig(config).eval()
@@ -142,11 +161,18 @@ def build_model(config) -> nn.Module:
 
 
 def create_model(name: str, seed: int | None = 0) -> nn.Module:
-    """Any model by its registry name (`list_models()`): a generator randomly initialised from
-    `seed` (`create_generator`), or the rig with its default `RigConfig` (seed unused)."""
+    """Any model by its registry name (`list_models()`): a generator (expression or LATS)
+    randomly initialised from `seed` (None: torch's RNG; `create_generator`), or the rig with its
+    default `RigConfig` (seed unused)."""
     if name == RIG:
         from exprengine.models.rig import FaceRig, RigConfig
         return FaceRig(RigConfig()).eval()
+    if name in LATS_CONFIGS:
+        if seed is None:
+            return LATSGenerator(LATS_CONFIGS[name]).eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return LATSGenerator(LATS_CONFIGS[name]).eval()
     if name not in _CONFIGS:
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     return create_generator(name, seed)
@@ -166,6 +192,7 @@ def create_generator(name: str, seed: int | None = 0) -> AttentionGenerator:
 __all__ = [
     "AttentionGenerator", "GeneratorConfig", "Discriminator", "DEFAULT_MODEL",
     "build_generator", "create_generator", "generator_config", "list_generators", "describe",
+    "LATSConfig", "LATSGenerator", "is_lats",
     "RIG", "is_rig", "list_models", "model_config_from_dict", "build_model", "create_model",
 ]
 
@@ -184,6 +211,8 @@ def load_model(name: str | None = None, checkpoint: str | None = None, seed: int
     - `name` "rig": the AU rig (no learned weights; a `checkpoint` is refused);
     - a `checkpoint` (our .safetensors or a GANimation .pth in either public layout,
       `ganimation.import_checkpoint`), holding architecture `name` (default DEFAULT_MODEL);
+      for a LATS `name` ("lats", "lats-small") our .safetensors or the authors' generator file
+      (`lats.import_lats_checkpoint`);
     - neither: the shipped default model (`pretrained.load_default_generator`);
     - only `name`: that architecture randomly initialised from `seed` (`random_init` True).
 
@@ -193,6 +222,9 @@ def load_model(name: str | None = None, checkpoint: str | None = None, seed: int
         if checkpoint:
             raise UserError("the rig has no learned weights: load it without a checkpoint")
         return LoadedModel(create_model(RIG), "rig (no learned weights)")
+    if checkpoint and name in LATS_CONFIGS:
+        from exprengine.models.lats import import_lats_checkpoint
+        return LoadedModel(import_lats_checkpoint(checkpoint, name), Path(checkpoint).name)
     if checkpoint:
         from exprengine.models.ganimation import import_checkpoint
         return LoadedModel(import_checkpoint(checkpoint, name or DEFAULT_MODEL), Path(checkpoint).name)
