@@ -21,6 +21,12 @@ The 17 AUs (0..5, OpenFace scale; k = intensity / 5) move only their own region:
 `AU_REGIONS` names each AU's region in face space; tests check that an AU's pixel changes
 fall inside it. The renderer is vectorised over the batch (NumPy); `exprengine synth`
 writes a data set, `SyntheticFaces` serves one to training.
+
+Age: `render(identities, aus, age=...)` draws the same faces at 0..70 years (head proportions,
+features, lines and folds, sag, greying and thinning hair; the curves and their sources are in
+`exprengine.data.aging`). Without an age, a face is drawn as it always was, which is the face at
+25 years. Each identity has a `base_age` in one of the six LATS age classes; the age world's data
+sets and class folders are in `exprengine.data.age_faces`.
 """
 from __future__ import annotations
 
