@@ -16,6 +16,15 @@ row by the kernels, never copied N times).
 A network is any callable `(x, aus) -> (color, attention)` on CUDA tensors of the
 pipeline's dtype that enqueues on PyTorch's current stream (eager/compiled PyTorch,
 AOTInductor) or on the stream it is given (TensorRT: `network.set_stream`).
+
+A LATS age engine's decoder runs in `LATSCudaDecoder`, the same way with its own ends:
+
+    pinned host --H2D--> features f32 [1|N,C,s,s], styles f32 [N,D]  (cast to the pipeline's dtype)
+        -> decoder network             image [N,3,S,S] (tanh, in [-1,1])
+        -> output kernel (CUDA)        out u8 [N,S,S,3] = rint((x + 1) * 127.5), clamped
+    pinned host <--D2H--
+
+one row of features (a traversal's face) shared by every style, never copied N times.
 """
 from __future__ import annotations
 
@@ -162,5 +171,113 @@ class CudaPipeline:
             color, attention = self.network(self.x[:n], self.aus[:n])
             out = blend(x, color.float(), attention.float())
             result = out.cpu().numpy(), attention.float().cpu().numpy()
+        self.stream.synchronize()
+        return result
+
+
+class LATSCudaDecoder:
+    """The pixel-space hot path of a LATS engine's decoder on one CUDA device (see the module).
+
+    `network`: (features [1|n,C,s,s], style [n,D]) CUDA tensors of `dtype` -> image [n,3,S,S]
+    in [-1,1]; `feature_shape` (C, s); `style_dim` D; `image_size` S; `max_batch` the largest n
+    (buffers are sized for it); `dtype` torch.float32 or torch.float16; `graphs`: capture each
+    (n, features rows) shape as a CUDA graph (a network that cannot be captured runs uncaptured,
+    `graph_failure` says why). EngineError when no NVIDIA GPU is visible.
+    """
+
+    def __init__(self, network: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], feature_shape: tuple[int, int],
+                 style_dim: int, image_size: int, max_batch: int, dtype: torch.dtype,
+                 device: str | torch.device = "cuda", graphs: bool = True):
+        if not torch.cuda.is_available():
+            raise EngineError("this engine runs on CUDA, and no NVIDIA GPU is visible")
+        self.network = network
+        self.size, self.max_batch, self.dtype = image_size, max_batch, dtype
+        self.device = torch.device(device)
+        if self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.graphs_enabled = graphs
+        self.kernels = fused_kernels(self.device.index)
+        self.stream = torch.cuda.Stream(self.device)
+        c, f = feature_shape
+        s, b = image_size, max_batch
+        dev = dict(device=self.device)
+        self.features_dev = torch.empty(b, c, f, f, dtype=dtype, **dev)
+        self.style_dev = torch.empty(b, style_dim, dtype=dtype, **dev)
+        self.out_dev = torch.empty(b, s, s, 3, dtype=torch.uint8, **dev)
+        self.features_host = torch.empty(b, c, f, f, dtype=torch.float32, pin_memory=True)
+        self.style_host = torch.empty(b, style_dim, dtype=torch.float32, pin_memory=True)
+        self.out_host = torch.empty(b, s, s, 3, dtype=torch.uint8, pin_memory=True)
+        self._graphs: OrderedDict[tuple[int, int], torch.cuda.CUDAGraph] = OrderedDict()
+        self.graph_replays = 0
+        self.graph_failure: str | None = None
+
+    def _enqueue(self, n: int, nf: int) -> None:
+        """H2D (with the cast), decoder, output kernel, D2H on the current stream."""
+        features, style = self.features_dev[:nf], self.style_dev[:n]
+        features.copy_(self.features_host[:nf], non_blocking=True)
+        style.copy_(self.style_host[:n], non_blocking=True)
+        image = self.network(features, style)
+        assert image.shape == (n, 3, self.size, self.size), f"the decoder returned {tuple(image.shape)}"
+        out = self.out_dev[:n]
+        self.kernels.to_uint8(image.contiguous(), out)
+        self.out_host[:n].copy_(out, non_blocking=True)
+
+    def _graph(self, n: int, nf: int) -> torch.cuda.CUDAGraph:
+        key = (n, nf)
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+            return self._graphs[key]
+        with torch.cuda.stream(self.stream):        # warm up (cuDNN plans, lazy loading), then capture
+            self._enqueue(n, nf)
+        self.stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream):
+            self._enqueue(n, nf)
+        self._graphs[key] = graph
+        while len(self._graphs) > MAX_GRAPHS:
+            self._graphs.popitem(last=False)
+        return graph
+
+    def _stage(self, features: np.ndarray, style: np.ndarray) -> tuple[int, int]:
+        n, nf = style.shape[0], features.shape[0]
+        assert features.shape[1:] == tuple(self.features_host.shape[1:]), \
+            f"features must be [1|N,{','.join(map(str, self.features_host.shape[1:]))}], got {features.shape}"
+        assert style.shape == (n, self.style_host.shape[1]), f"style must be [N,{self.style_host.shape[1]}], got {style.shape}"
+        assert 1 <= n <= self.max_batch and nf in (1, n), f"batch {n} (features {nf}) outside 1..{self.max_batch}"
+        self.features_host[:nf].numpy()[...] = features
+        self.style_host[:n].numpy()[...] = style
+        return n, nf
+
+    @torch.inference_mode()
+    def run_frames(self, features: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """features float32 [1|N,C,s,s], style float32 [N,D] -> uint8 [N,S,S,3] (the caller's copy).
+        1 <= N <= max_batch (AssertionError otherwise: `Engine` splits before)."""
+        n, nf = self._stage(features, style)
+        graph = None
+        if self.graphs_enabled:
+            try:
+                graph = self._graph(n, nf)
+            except RuntimeError as e:      # a network that cannot be captured still runs, uncaptured
+                self.graphs_enabled = False
+                self.graph_failure = str(e).splitlines()[0] if str(e) else type(e).__name__
+                torch.cuda.synchronize(self.device)
+        with torch.cuda.stream(self.stream):
+            if graph is not None:
+                graph.replay()
+                self.graph_replays += 1
+            else:
+                self._enqueue(n, nf)
+        self.stream.synchronize()
+        return self.out_host[:n].numpy().copy()
+
+    @torch.inference_mode()
+    def run_network(self, features: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """Network space, for verification: the same decoder in the pipeline's dtype without the
+        uint8 kernel -> output float32 [N,3,S,S] in [-1,1]."""
+        n, nf = self._stage(features, style)
+        with torch.cuda.stream(self.stream):
+            self.features_dev[:nf].copy_(self.features_host[:nf])
+            self.style_dev[:n].copy_(self.style_host[:n])
+            result = self.network(self.features_dev[:nf], self.style_dev[:n]).float().cpu().numpy()
         self.stream.synchronize()
         return result

@@ -82,9 +82,46 @@ RIG_CONFIG: dict = {
         "version": {"type": "integer", "minimum": 1, "maximum": 1000},
     },
 }
-#: The graph's inputs: every engine takes the image and the AUs; the rig also the landmarks
-#: (MediaPipe's 478-point mesh in crop pixels). Manifests written before this field: GRAPH_INPUTS.
+#: A LATS age generator's config (`exprengine.models.lats.LATSConfig`); `LATSConfig.from_dict`
+#: checks it again (the widths' consistency) when the manifest is validated.
+_WIDTHS = {"type": "array", "minItems": 1, "maxItems": 10, "items": {"type": "integer", "minimum": 1, "maximum": 4096}}
+LATS_CONFIG: dict = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "family", "image_size", "encoder_dims", "encoder_blocks", "decoder_dims", "decoder_blocks",
+                 "age_encoder_dims", "mapping_dim", "mapping_layers", "style_dim", "num_classes", "code_per_class",
+                 "discriminator_dims"],
+    "properties": {
+        "name": _NAME,
+        "family": {"const": "lats"},
+        "image_size": _IMAGE_SIZE,
+        "encoder_dims": _WIDTHS, "decoder_dims": _WIDTHS, "age_encoder_dims": _WIDTHS, "discriminator_dims": _WIDTHS,
+        "encoder_blocks": {"type": "integer", "minimum": 0, "maximum": 32},
+        "decoder_blocks": {"type": "integer", "minimum": 0, "maximum": 32},
+        "mapping_dim": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "mapping_layers": {"type": "integer", "minimum": 1, "maximum": 32},
+        "style_dim": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "num_classes": {"type": "integer", "const": 6},
+        "code_per_class": {"type": "integer", "minimum": 1, "maximum": 256},
+    },
+}
+#: The graph's inputs: every expression engine takes the image and the AUs; the rig also the
+#: landmarks (MediaPipe's 478-point mesh in crop pixels). Manifests written before this field:
+#: GRAPH_INPUTS. A LATS engine has two graphs (`LATS_GRAPHS`); its `inputs` are theirs, in order.
 GRAPH_INPUTS, RIG_INPUTS = ("image", "aus"), ("image", "aus", "landmarks")
+LATS_INPUTS = ("image", "features", "style")
+#: A LATS engine's two graphs, their inputs and outputs (the manifest's `graphs`):
+#:   encoder: image float32 [N,3,S,S] in [-1,1] -> features float32 [N,C,S/4,S/4] (identity)
+#:   decoder: features [N,C,S/4,S/4], style float32 [N,D] -> output float32 [N,3,S,S] in [-1,1] (tanh)
+LATS_GRAPHS: dict[str, dict[str, list[str]]] = {
+    "encoder": {"inputs": ["image"], "outputs": ["features"]},
+    "decoder": {"inputs": ["features", "style"], "outputs": ["output"]},
+}
+#: The artifact role of a LATS engine's class styles (float32 [6, D], `LATSGenerator.class_styles()`).
+CLASS_STYLES_ROLE = "class-styles"
+_GRAPH = {"type": "object", "additionalProperties": False, "required": ["inputs", "outputs"],
+          "properties": {"inputs": {"type": "array", "minItems": 1, "maxItems": 4, "items": _NAME},
+                         "outputs": {"type": "array", "minItems": 1, "maxItems": 4, "items": _NAME}}}
 
 SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -96,15 +133,17 @@ SCHEMA: dict = {
                  "format_version"],
     "properties": {
         "model": _NAME,
-        "model_config": {"oneOf": [GENERATOR_CONFIG, RIG_CONFIG]},
+        "model_config": {"oneOf": [GENERATOR_CONFIG, RIG_CONFIG, LATS_CONFIG]},
         "inputs": {"type": "array", "minItems": 2, "maxItems": 3, "uniqueItems": True,
-                   "items": {"enum": list(RIG_INPUTS)}},
+                   "items": {"enum": list(dict.fromkeys(RIG_INPUTS + LATS_INPUTS))}},
+        "graphs": {"type": "object", "additionalProperties": False,
+                   "properties": {"encoder": _GRAPH, "decoder": _GRAPH}},
         "weights_sha256": _SHA256,
         "weights_source": _TEXT,
         "backend": _NAME,
         "precision": {"enum": ["fp32", "fp16"]},
         "device": {"enum": ["cpu", "cuda"]},
-        "graph_outputs": {"enum": ["blended", "heads"]},
+        "graph_outputs": {"enum": ["blended", "heads", "image"]},
         "min_batch": _BATCH,
         "max_batch": _BATCH,
         "opt_batch": _BATCH,
@@ -239,26 +278,30 @@ def read_verified(directory: Path, name: str, expected: dict, keep: bool = True)
 class Manifest:
     """The contents of `engine.json` (module docstring; schema `SCHEMA`): the model and its config,
     the weights' sha256 and source, backend, precision ("fp32" | "fp16"), device ("cpu" |
-    "cuda"), graph outputs ("blended" | "heads"), batch range and image size (pixels, square),
-    the artifacts ({name: {bytes, sha256, role}}), the graph's inputs, the versions the artifacts
-    depend on, the verification against eager PyTorch, the AU vocabulary and scale, and the build
-    time (UTC, ISO 8601). `Manifest.read` validates one from disk; build writes one with `write`.
+    "cuda"), graph outputs ("blended" | "heads"; "image" for a LATS engine's decoder, its tanh
+    image), batch range and image size (pixels, square), the artifacts ({name: {bytes, sha256,
+    role}}), the graph's inputs, for a LATS engine its two graphs (`graphs`: `LATS_GRAPHS`, the
+    class styles being the artifact of role `CLASS_STYLES_ROLE`, whose entry holds their
+    sha256), the versions the artifacts depend on, the verification against eager PyTorch, the
+    AU vocabulary and scale, and the build time (UTC, ISO 8601). `Manifest.read` validates one
+    from disk; build writes one with `write`.
     """
 
     model: str                       # registry name
-    model_config: dict               # GeneratorConfig.to_dict() or RigConfig.to_dict()
+    model_config: dict               # GeneratorConfig, RigConfig or LATSConfig .to_dict()
     weights_sha256: str
     weights_source: str              # "random-init seed=0", or the checkpoint's file name
     backend: str
     precision: str                   # "fp32" | "fp16"
     device: str                      # "cpu" | "cuda"
-    graph_outputs: str               # "blended" | "heads"
+    graph_outputs: str               # "blended" | "heads" | "image" (LATS)
     min_batch: int
     max_batch: int
     opt_batch: int
     image_size: int
     artifacts: dict[str, dict] = field(default_factory=dict)    # name -> {bytes, sha256, role}
     inputs: list[str] = field(default_factory=lambda: list(GRAPH_INPUTS))   # the graph's inputs, in order
+    graphs: dict[str, dict] = field(default_factory=dict)       # LATS: LATS_GRAPHS; others: none
     versions: dict[str, str] = field(default_factory=dict)      # what the artifacts depend on
     verification: dict = field(default_factory=dict)            # check against eager PyTorch
     au_order: list[str] = field(default_factory=lambda: list(AU_NAMES))
@@ -276,6 +319,17 @@ class Manifest:
     def is_rig(self) -> bool:
         """The engine runs the rig (its model config's family is "rig"), not a generator."""
         return self.model_config.get("family") == "rig"
+
+    @property
+    def is_lats(self) -> bool:
+        """The engine runs a LATS age generator (its model config's family is "lats"): two graphs,
+        `encoder` and `decoder` (`LATS_GRAPHS`), and the stored class styles."""
+        return self.model_config.get("family") == "lats"
+
+    @property
+    def kind(self) -> str:
+        """What the engine does: "age" (a LATS generator), "rig" (the AU rig) or "expression"."""
+        return "age" if self.is_lats else ("rig" if self.is_rig else "expression")
 
     @property
     def random_init(self) -> bool:
@@ -344,6 +398,12 @@ class Manifest:
             ("artifacts", ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in self.artifacts.items())),
             ("built", self.created), ("depends on", ", ".join(f"{k} {v}" for k, v in self.versions.items())),
         ]
+        if self.is_lats:
+            rows.insert(5, ("graphs", "; ".join(f"{g}: {', '.join(io['inputs'])} -> {', '.join(io['outputs'])}"
+                                                  for g, io in self.graphs.items())))
+            styles = [(n, a) for n, a in self.artifacts.items() if a.get("role") == CLASS_STYLES_ROLE]
+            if styles:
+                rows.insert(6, ("class styles", f"{styles[0][0]} (sha256 {styles[0][1]['sha256'][:16]}...)"))
         if self.verification:
             v = self.verification
             rows.append(("verified", f"max relative error {v['max_rel_error']:.2e} vs eager PyTorch at batch {v['batch']}"))
@@ -407,10 +467,24 @@ class Manifest:
         if self.model != self.model_config["name"]:
             raise EngineError(f"engine {directory} says model {self.model}, but its model config is "
                               f"{self.model_config['name']}")
-        expected_inputs = list(RIG_INPUTS if self.is_rig else GRAPH_INPUTS)
+        expected_inputs = list(LATS_INPUTS if self.is_lats else RIG_INPUTS if self.is_rig else GRAPH_INPUTS)
         if list(self.inputs) != expected_inputs:
             raise EngineError(f"engine {directory} says its graph takes {', '.join(self.inputs)}, but a "
-                              f"{'rig' if self.is_rig else 'generator'} takes {', '.join(expected_inputs)}")
+                              f"{self.kind if self.kind != 'expression' else 'generator'} engine's graphs take "
+                              f"{', '.join(expected_inputs)}")
+        if self.is_lats:
+            from exprengine.errors import UserError
+            from exprengine.models.lats import LATSConfig
+            try:
+                LATSConfig.from_dict(self.model_config)
+            except UserError as e:
+                raise EngineError(f"engine {directory} has an invalid LATS config ({e})") from None
+            if self.graphs != LATS_GRAPHS or self.graph_outputs != "image":
+                raise EngineError(f"engine {directory} is a LATS engine, whose graphs are an encoder (image -> "
+                                  "features) and a decoder (features, style -> output image), but its manifest "
+                                  "says otherwise")
+        elif self.graphs or self.graph_outputs == "image":
+            raise EngineError(f"engine {directory} lists LATS graphs or outputs, but its model is not a LATS model")
         if list(self.au_order) != list(AU_NAMES) or float(self.au_scale) != AU_SCALE:
             raise EngineError(f"engine {directory} uses another AU vocabulary or scale than this exprengine")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:

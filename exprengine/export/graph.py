@@ -11,6 +11,14 @@ Outputs depend on where the blend lives (`GraphOutputs`):
     "heads":   color [N,3,S,S] = C, attention [N,1,S,S] = A
                (GPU engines: the fused CUDA epilogue, exprengine/kernels/epilogue.cu, blends and writes uint8)
 N is dynamic. Export with a batch of 2 (a batch-1 example lets the tracer specialise N=1).
+
+A LATS age generator (`exprengine.models.lats.LATSGenerator`) is exported as two graphs
+(`LATS_GRAPHS`; `exprengine.engines.manifest.LATS_GRAPHS` records them), each with the batch
+axis dynamic (the decoder's two inputs share it):
+    encoder: image [N,3,S,S] in [-1,1]                 -> features [N,C,S/4,S/4]
+    decoder: features [N,C,S/4,S/4], style [N,D]       -> output [N,3,S,S] in [-1,1] (tanh)
+The age styles are not a graph: the 6 class styles are computed once by eager PyTorch at
+build time and interpolated outside (`interpolate_styles`).
 """
 from __future__ import annotations
 
@@ -115,3 +123,67 @@ def export_program(generator: AttentionGenerator, outputs: GraphOutputs = "blend
     with torch.no_grad():
         return torch.export.export(module, example_inputs(generator),
                                    dynamic_shapes=dynamic_shapes(max_batch, graph_inputs(generator)), strict=False)
+
+
+# --- LATS: two graphs ----------------------------------------------------------------------------
+LATS_GRAPHS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "encoder": (("image",), ("features",)),
+    "decoder": (("features", "style"), ("output",)),
+}
+
+
+class ExportedLATSEncoder(nn.Module):
+    """A LATS generator's identity encoder as a graph: image [N,3,S,S] in [-1,1] -> features [N,C,S/4,S/4]."""
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator.eval()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """`LATSGenerator.encode`."""
+        return self.generator.encode(image)
+
+
+class ExportedLATSDecoder(nn.Module):
+    """A LATS generator's decoder as a graph: features [N,C,S/4,S/4], style [N,D] -> output
+    [N,3,S,S] in [-1,1] (tanh)."""
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator.eval()
+
+    def forward(self, features: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """`LATSGenerator.decode` (the batch-independent modulated conv)."""
+        return self.generator.decode(features, style)
+
+
+def lats_graph_module(generator, graph: str) -> nn.Module:
+    """The wrapper of graph `graph` ("encoder" or "decoder", `LATS_GRAPHS`) of a LATS generator,
+    in eval mode. ValueError for another graph name."""
+    if graph not in LATS_GRAPHS:
+        raise ValueError(f"graph must be one of {list(LATS_GRAPHS)}, got {graph!r}")
+    return (ExportedLATSEncoder if graph == "encoder" else ExportedLATSDecoder)(generator).eval()
+
+
+def lats_example_inputs(generator, graph: str, batch: int = EXAMPLE_BATCH, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Example inputs of a LATS graph on the generator's device and in its dtype: the encoder's
+    image uniform in [-1,1]; the decoder's features (the encoder's own, of random images) and
+    styles at random class positions (`LATSGenerator.style_at`)."""
+    cfg = generator.config
+    g = torch.Generator().manual_seed(seed)
+    weight = next(generator.parameters())
+    image = (torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=g) * 2 - 1).to(weight.device, weight.dtype)
+    if graph == "encoder":
+        return (image,)
+    with torch.no_grad():
+        features = generator.encode(image)
+        style = generator.style_at((torch.rand(batch, generator=g) * (cfg.num_classes - 1)).tolist())
+    return features, style.to(weight.dtype)
+
+
+def export_lats_program(generator, graph: str, max_batch: int = 256) -> torch.export.ExportedProgram:
+    """torch.export one graph of a LATS generator ("encoder" or "decoder") with a dynamic batch axis."""
+    module = lats_graph_module(generator, graph)
+    with torch.no_grad():
+        return torch.export.export(module, lats_example_inputs(generator, graph),
+                                   dynamic_shapes=dynamic_shapes(max_batch, LATS_GRAPHS[graph][0]), strict=False)

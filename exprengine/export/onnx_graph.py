@@ -104,6 +104,66 @@ def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphO
     return path
 
 
+LATS_INPUT_NORMALISATION = "image: uint8 RGB / 127.5 - 1 -> [-1, 1], NCHW; style: interpolated class styles"
+
+
+def lats_graph_metadata(generator, graph: str) -> dict[str, str]:
+    """The ONNX `metadata_props` of graph `graph` ("encoder" or "decoder") of a LATS generator:
+    exprengine version, model name and config (JSON), image size, the graph's name, inputs and
+    outputs, `exprengine.outputs` "image" (the decoder's tanh image; the manifest's
+    `graph_outputs`), input normalisation, the weights' sha256. `export_lats_onnx` adds
+    `exprengine.precision`."""
+    from exprengine.export.graph import LATS_GRAPHS
+    cfg = generator.config
+    inputs, outputs = LATS_GRAPHS[graph]
+    return {
+        "exprengine.version": __version__,
+        "exprengine.model": cfg.name,
+        "exprengine.config": json.dumps(cfg.to_dict()),
+        "exprengine.image_size": str(cfg.image_size),
+        "exprengine.graph": graph,
+        "exprengine.inputs": ",".join(inputs),
+        "exprengine.graph_outputs": ",".join(outputs),
+        "exprengine.outputs": "image",
+        "exprengine.input_normalisation": LATS_INPUT_NORMALISATION,
+        "exprengine.weights_sha256": model_sha256(generator),
+    }
+
+
+def export_lats_onnx(generator, path: str | Path, graph: str, max_batch: int = 256) -> Path:
+    """Write graph `graph` ("encoder" or "decoder", `export.graph.LATS_GRAPHS`) of a LATS generator
+    as a checked FP32 ONNX model (opset 18, one self-contained file, metadata `lats_graph_metadata`)
+    with a dynamic batch axis (named "batch", shared by the decoder's two inputs). Returns `path`.
+    ValueError for another graph name; onnx's checker errors pass through."""
+    from exprengine.export.graph import LATS_GRAPHS, dynamic_shapes, lats_example_inputs, lats_graph_module
+    path = Path(path)
+    module = lats_graph_module(generator, graph)
+    inputs, outputs = LATS_GRAPHS[graph]
+    metadata = lats_graph_metadata(generator, graph)
+    metadata["exprengine.precision"] = "fp32"
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in quiet]
+    try:
+        for lg in quiet:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, lats_example_inputs(generator, graph), input_names=list(inputs),
+                output_names=list(outputs), dynamic_shapes=dynamic_shapes(max_batch, inputs),
+                opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
+    finally:
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
+    model = program.model_proto
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model, full_check=True)
+    write_bytes(path, model.SerializeToString())
+    return path
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """An ONNX file's `metadata_props` as {key: value} (strings), e.g. "exprengine.precision"; the
     weights are not loaded. onnx's errors pass through for a file that is not ONNX.

@@ -4,6 +4,7 @@
     kernels.frame_to_input(frames, intensities, x, aus)       # uint8 NHWC -> network input
     ...network writes color, attention...
     kernels.blend_to_uint8(color, attention, frames, out)     # heads + frame -> uint8 NHWC
+    kernels.to_uint8(image, out)                              # a tanh image (LATS) -> uint8 NHWC
 
 Build choice: the kernel is compiled at run time by NVRTC (`pip install nvidia-cuda-nvrtc
 cuda-bindings`, no CUDA toolkit needed) to SASS for the GPU in use (`sm_XY` of its compute
@@ -15,7 +16,7 @@ PTX, with nvcc and with NVRTC, and checks the resource report (no spills, no sta
 Launches go to the caller's stream (default: PyTorch's current stream) with no host
 synchronisation, so they can be captured in a CUDA graph. The plain reference
 implementations are `exprengine.pixels` (`blend_to_uint8_nhwc`,
-`to_network_input`); tests compare against them.
+`to_network_input`, `to_uint8_nhwc`); tests compare against them.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from exprengine.files import cache_dir, store_in_cache
 SOURCE_NAME = "epilogue.cu"
 ARCHS = (80, 86, 89, 90)                 # SASS built and checked in CI; + compute_90 PTX
 KERNELS = ("exprengine_frame_to_input_f32", "exprengine_frame_to_input_f16",
-           "exprengine_blend_to_u8_f32", "exprengine_blend_to_u8_f16")
+           "exprengine_blend_to_u8_f32", "exprengine_blend_to_u8_f16",
+           "exprengine_to_u8_f32", "exprengine_to_u8_f16")
 NVRTC_OPTIONS = ("--std=c++17", "-default-device", "--extra-device-vectorization")
 PIXELS_PER_THREAD = 16
 THREADS = 256
@@ -249,6 +251,23 @@ class FusedKernels:
                      (color.data_ptr(), attention.data_ptr(), frames.data_ptr(), stride, out.data_ptr(),
                       n, hw, self._vector(hw, color, attention, frames, out)),
                      (c_void, c_void, c_void, c_ll, c_void, c_int, c_int, c_int), stream)
+
+
+    def to_uint8(self, image, out, stream=None) -> None:
+        """image [N,3,H,W] (T, a network's tanh output in [-1,1]) -> out uint8 [N,H,W,3] =
+        clamp(rint((x + 1) * 127.5)), bit for bit `exprengine.pixels.to_uint8_nhwc`."""
+        import torch
+        n, _, h, w = image.shape
+        assert image.shape[1] == 3 and image.is_contiguous() and image.is_cuda, \
+            f"image must be a contiguous CUDA tensor [N,3,H,W], got {tuple(image.shape)}"
+        assert out.shape == (n, h, w, 3) and out.dtype == torch.uint8 and out.is_contiguous(), \
+            f"out must be contiguous uint8 [{n},{h},{w},3]"
+        hw = h * w
+        groups = n * ((hw + PIXELS_PER_THREAD - 1) // PIXELS_PER_THREAD)
+        c_void, c_int = ctypes.c_void_p, ctypes.c_int
+        self._launch(f"exprengine_to_u8_{self._suffix(image.dtype)}", groups,
+                     (image.data_ptr(), out.data_ptr(), n, hw, self._vector(hw, image, out)),
+                     (c_void, c_void, c_int, c_int, c_int), stream)
 
 
 @lru_cache(maxsize=None)

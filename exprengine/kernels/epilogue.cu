@@ -6,6 +6,9 @@
 //              pixel      = clamp(rint((out + 1) * 127.5))      tanh / sigmoid, T NCHW;
 //              dst[n,h,w,c] = uint8(pixel)                      I0 from the uint8 frame itself
 //
+//   output:    pixel = clamp(rint((x + 1) * 127.5))          x: a network's tanh image (LATS's
+//              dst[n,h,w,c] = uint8(pixel)                      decoder), T NCHW in [-1, 1]; no blend
+//
 // f(n) = n, or 0 when one frame is broadcast to every batch item (a morph: one face, N
 // expressions; frame_stride = 0). The epilogue re-reads the uint8 frame rather than the
 // network input, so I0 costs 3 bytes a pixel instead of 6 or 12, and recomputes
@@ -13,7 +16,7 @@
 //
 // Every multiply and add is an explicit _rn intrinsic: no FMA contraction, so for the
 // same float32 inputs the results are bit-identical to the NumPy/PyTorch references
-// (exprengine/pixels.py: blend_to_uint8_nhwc and to_network_input). rint is
+// (exprengine/pixels.py: blend_to_uint8_nhwc, to_network_input and to_uint8_nhwc). rint is
 // round-half-to-even, as numpy.rint and torch.round.
 //
 // Layout and vectorisation: one thread handles 16 consecutive pixels of one image. On
@@ -213,6 +216,44 @@ __device__ void blend_to_u8(const typename E::T* __restrict__ color, const typen
     }
 }
 
+// --- output conversion: a tanh image (LATS's decoder) -> uint8 NHWC, no blend ---------------------
+// pixel = rint((x + 1) * 127.5), two roundings as numpy's float32 (x + 1.0) * 127.5, clamped.
+__device__ __forceinline__ u8 unit_to_pixel(float x) {
+    float p = rintf(__fmul_rn(__fadd_rn(x, 1.0f), 127.5f));
+    p = fminf(fmaxf(p, 0.0f), 255.0f);
+    return (u8)__float2uint_rn(p);
+}
+
+template <class E>
+__device__ void image_to_u8(const typename E::T* __restrict__ image, u8* __restrict__ dst, int batch, int hw,
+                            int vector) {
+    const long long groups = (hw + PIXELS_PER_THREAD - 1) / PIXELS_PER_THREAD;
+    const long long total = groups * batch;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x; g < total; g += stride) {
+        const int n = (int)(g / groups);
+        const int p0 = (int)(g - (long long)n * groups) * PIXELS_PER_THREAD;
+        const typename E::T* plane = image + 3LL * n * hw + p0;
+        u8* out = dst + 3LL * ((long long)n * hw + p0);
+        if (vector) {
+            u8 bytes[3 * PIXELS_PER_THREAD];
+            float v[PIXELS_PER_THREAD];
+#pragma unroll
+            for (int ch = 0; ch < 3; ++ch) {
+                E::load16(plane + (long long)ch * hw, v);
+#pragma unroll
+                for (int k = 0; k < PIXELS_PER_THREAD; ++k) bytes[3 * k + ch] = unit_to_pixel(v[k]);
+            }
+            store_rgb16(out, bytes);
+        } else {
+            const int count = min(PIXELS_PER_THREAD, hw - p0);
+            for (int k = 0; k < count; ++k)
+                for (int ch = 0; ch < 3; ++ch)
+                    out[3 * k + ch] = unit_to_pixel(E::to_float(plane[(long long)ch * hw + k]));
+        }
+    }
+}
+
 // --- entry points (unmangled names: exprengine/kernels/cuda.py looks them up) ----------------
 #define PROLOGUE(NAME, E)                                                                         \
     extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
@@ -231,5 +272,13 @@ __device__ void blend_to_u8(const typename E::T* __restrict__ color, const typen
 
 PROLOGUE(exprengine_frame_to_input_f32, F32)
 PROLOGUE(exprengine_frame_to_input_f16, F16)
+#define TO_U8(NAME, E)                                                                            \
+    extern "C" __global__ void __launch_bounds__(256) NAME(                                       \
+        const E::T* image, u8* dst, int batch, int hw, int vector) {                              \
+        image_to_u8<E>(image, dst, batch, hw, vector);                                            \
+    }
+
 EPILOGUE(exprengine_blend_to_u8_f32, F32)
 EPILOGUE(exprengine_blend_to_u8_f16, F16)
+TO_U8(exprengine_to_u8_f32, F32)
+TO_U8(exprengine_to_u8_f16, F16)

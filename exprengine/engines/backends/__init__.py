@@ -45,6 +45,12 @@ def backend_names(*, device: str | None = None, rig: bool | None = None,
             and (compiled is None or b.compiled == compiled)]
 
 
+def lats_backend_names(device: str | None = None) -> list[str]:
+    """The backends that build LATS age engines (`Backend.builds_lats`), in the registry's order,
+    optionally only those that build them for `device` ("cpu" or "cuda")."""
+    return [name for name, b in BACKENDS.items() if b.builds_lats and (device is None or device in b.lats_devices)]
+
+
 def precision_names() -> list[str]:
     """Every precision some registered backend builds, in `exprengine.models.precision.PRECISIONS`
     order ("fp32", "fp16"); each backend's own are its `precisions`."""
@@ -76,4 +82,4 @@ def describe_registry() -> str:
 
 
 __all__ = ["describe_registry", "Backend", "BACKENDS", "DEVICES", "backend_names", "check_device", "device_names", "get_backend",
-           "precision_names", "resolve_device"]
+           "lats_backend_names", "precision_names", "resolve_device"]

@@ -27,6 +27,17 @@ The class attributes are the backend's defaults and abilities (the registry,
 and which by default, whether its artifacts are bound to the device that built them, whether
 it builds the rig (on the CPU in fp32: `rig_refusal`), whether it compiles ahead of time.
 
+A LATS age generator's engine (`Manifest.is_lats`) is built by `build_lats` and loaded by
+`load_lats` into a `LATSRunner` (two graphs, the 6 class styles of the artifact of role
+`CLASS_STYLES_ROLE`):
+
+    run_encoder(image [N,3,S,S] float32 in [-1,1]) -> features [N,C,S/4,S/4] float32
+    run_decoder(features [1|N,C,S/4,S/4], style [N,D]) -> output [N,3,S,S] float32 in [-1,1]
+    run_decoder_frames(features, style) -> uint8 [N,S,S,3]   (the fused epilogue on CUDA)
+
+Which backends build it, on which devices and in which precisions, says `lats_refusal`; its
+artifacts are `lats_artifacts` (role -> file).
+
 Artifacts are loaded by role only (`artifacts`: role -> the file name `build` writes), through
 `Manifest.artifact_bytes`: listed, size- and sha256-checked on the bytes that are then
 deserialised. Before deserialising, each backend compares the metadata the artifact carries
@@ -45,7 +56,7 @@ import json
 import numpy as np
 
 from exprengine.aus import AU_NAMES
-from exprengine.engines.manifest import Manifest
+from exprengine.engines.manifest import CLASS_STYLES_ROLE, LATS_GRAPHS, Manifest
 from exprengine.errors import EngineError, UserError
 from exprengine.models import AttentionGenerator
 
@@ -55,7 +66,8 @@ if TYPE_CHECKING:
 METADATA_LABELS = {"exprengine.model": "model", "exprengine.config": "model config",
                    "exprengine.weights_sha256": "weights sha256", "exprengine.image_size": "image size",
                    "exprengine.outputs": "graph outputs", "exprengine.precision": "precision",
-                   "exprengine.au_order": "AU order", "exprengine.inputs": "graph inputs"}
+                   "exprengine.au_order": "AU order", "exprengine.inputs": "graph inputs",
+                   "exprengine.graph": "graph"}
 
 
 def expected_metadata(manifest: Manifest) -> dict[str, str]:
@@ -73,11 +85,25 @@ def metadata_keys(manifest: Manifest, keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 
-def compare_metadata(manifest: Manifest, directory: Path, name: str, found: dict[str, str],
-                     keys: tuple[str, ...]) -> None:
-    """EngineError (one sentence) when artifact `name`'s metadata `found` lacks or contradicts
-    one of `keys` of `expected_metadata(manifest)`."""
+def lats_expected_metadata(manifest: Manifest, graph: str) -> dict[str, str]:
+    """What the artifact of a LATS engine's graph `graph` ("encoder" or "decoder") must say in its
+    metadata: `expected_metadata`, with that graph's inputs and its name ("exprengine.graph")."""
     expected = expected_metadata(manifest)
+    expected["exprengine.inputs"] = ",".join(LATS_GRAPHS[graph]["inputs"])
+    expected["exprengine.graph"] = graph
+    return expected
+
+
+#: The keys a LATS graph's artifact must carry and agree on (ONNX and AOTInductor alike).
+LATS_METADATA_KEYS = ("exprengine.model", "exprengine.weights_sha256", "exprengine.config", "exprengine.image_size",
+                      "exprengine.outputs", "exprengine.precision", "exprengine.inputs", "exprengine.graph")
+
+
+def compare_metadata(manifest: Manifest, directory: Path, name: str, found: dict[str, str],
+                     keys: tuple[str, ...], expected: dict[str, str] | None = None) -> None:
+    """EngineError (one sentence) when artifact `name`'s metadata `found` lacks or contradicts
+    one of `keys` of `expected` (default `expected_metadata(manifest)`)."""
+    expected = expected_metadata(manifest) if expected is None else expected
     for key in keys:
         value = found.get(key)
         if value is None:
@@ -100,6 +126,109 @@ def compare_metadata(manifest: Manifest, directory: Path, name: str, found: dict
 
 #: The one device and precision the rig (`FaceRig`) is built for, by every backend that builds it.
 RIG_DEVICE, RIG_PRECISION = "cpu", "fp32"
+
+# --- LATS engines: the class styles and the runner ----------------------------------------------
+CLASS_STYLES = "class_styles.safetensors"
+CLASS_STYLES_KEYS = ("exprengine.model", "exprengine.config", "exprengine.weights_sha256", "exprengine.image_size")
+
+
+def write_class_styles(generator, directory: Path) -> str:
+    """Write the 6 class styles of a LATS generator, computed once by eager FP32 PyTorch
+    (`LATSGenerator.class_styles()`, float32 [6, style_dim]), to `directory/CLASS_STYLES` (a
+    safetensors file, tensor "class_styles", with the model, config, weights sha256 and image
+    size in its metadata); returns the file name. Inference never runs the mapping network."""
+    import copy
+
+    import torch
+    from safetensors.torch import save
+
+    from exprengine.export.onnx_graph import lats_graph_metadata
+    from exprengine.files import write_bytes
+    reference = copy.deepcopy(generator).float().cpu().eval()
+    with torch.inference_mode():
+        styles = reference.class_styles().float().contiguous()
+    metadata = {k: v for k, v in lats_graph_metadata(reference, "encoder").items() if k in CLASS_STYLES_KEYS}
+    write_bytes(directory / CLASS_STYLES, save({"class_styles": styles}, metadata=metadata))
+    return CLASS_STYLES
+
+
+def read_class_styles(manifest: Manifest, directory: Path, name: str, data: bytes, keep: bool = True
+                      ) -> np.ndarray | None:
+    """The class styles float32 [num_classes, style_dim] from the verified bytes `data` of artifact
+    `name`, after its metadata was compared with the manifest (keep=False: only that). EngineError
+    (one sentence) when it is not such a file, contradicts the manifest, or holds another shape
+    or non-finite values."""
+    from exprengine.models.weights import safetensors_metadata
+    label = Path(directory) / name
+    try:
+        found = safetensors_metadata(data)
+    except (ValueError, RecursionError) as e:
+        raise EngineError(f"engine artifact {label} is not a readable safetensors file ({type(e).__name__})") from None
+    compare_metadata(manifest, directory, name, found, CLASS_STYLES_KEYS)
+    if not keep:
+        return None
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, OSError) as e:
+        raise EngineError(f"engine artifact {label} is not a readable safetensors file ({type(e).__name__})") from None
+    cfg = manifest.model_config
+    styles = tensors.get("class_styles")
+    shape = (cfg["num_classes"], cfg["style_dim"])
+    if styles is None or set(tensors) != {"class_styles"} or styles.dtype != np.float32 or styles.shape != shape             or not np.isfinite(styles).all():
+        raise EngineError(f"engine artifact {label} does not hold the class styles (finite float32 {list(shape)}); "
+                          "rebuild the engine")
+    return np.ascontiguousarray(styles)
+
+
+class LATSRunner(ABC):
+    """A loaded LATS engine (see the module): its two graphs and the class styles.
+
+    `class_styles`: float32 [6, D] from the engine's verified artifact. `broadcasts_features`:
+    the decoder takes features with a batch of one for N styles without copying them (eager
+    PyTorch); otherwise `run_decoder` repeats them. `pipeline`: the CUDA decoder pipeline
+    (`exprengine.engines.cuda_pipeline.LATSCudaDecoder`) or None. Subclasses say how to run
+    each graph (`run_encoder`, `_run_decoder`).
+    """
+    broadcasts_features: bool = False
+    pipeline = None
+
+    def __init__(self, class_styles: np.ndarray):
+        self.class_styles = np.ascontiguousarray(class_styles, dtype=np.float32)
+
+    @abstractmethod
+    def run_encoder(self, image: np.ndarray) -> np.ndarray:
+        """image float32 [N,3,S,S] in [-1,1] (contiguous) -> features float32 [N,C,S/4,S/4]."""
+
+    @abstractmethod
+    def _run_decoder(self, features: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """features float32 [N,C,s,s] ([1,...] only when `broadcasts_features`), style float32
+        [N,D] (contiguous) -> output float32 [N,3,S,S] in [-1,1]."""
+
+    def _features_for(self, features: np.ndarray, n: int) -> np.ndarray:
+        if features.shape[0] == 1 and n > 1 and not self.broadcasts_features:
+            features = np.broadcast_to(features, (n, *features.shape[1:]))
+        return np.ascontiguousarray(features, dtype=np.float32)
+
+    def run_decoder(self, features: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """Network space: features float32 [1|N,C,s,s] (one row shared by every style), style float32
+        [N,D] -> output float32 [N,3,S,S] in [-1,1]. One call into the decoder graph; N <= the
+        manifest's max batch (`Engine` splits)."""
+        style = np.ascontiguousarray(style, dtype=np.float32)
+        if self.pipeline is not None:
+            return self.pipeline.run_network(features, style)
+        return self._run_decoder(self._features_for(features, style.shape[0]), style)
+
+    def run_decoder_frames(self, features: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """Pixel space: the decoder's output as uint8 [N,S,S,3] (`pixels.to_uint8_nhwc`: rint((x + 1)
+        * 127.5) clamped); on CUDA the fused epilogue kernel (`exprengine_to_u8_*`) does it."""
+        style = np.ascontiguousarray(style, dtype=np.float32)
+        if self.pipeline is not None:
+            return self.pipeline.run_frames(features, style)
+        from exprengine.pixels import to_uint8_nhwc
+        return to_uint8_nhwc(self.run_decoder(features, style))
+
 
 #: What a caller may ask an engine (or a model) to run on; "auto" is resolved by `resolve_device`.
 DEVICES = ("auto", "cpu", "cuda")
@@ -137,6 +266,8 @@ class Backend(ABC):
       builds_rig: it builds the rig (on RIG_DEVICE in RIG_PRECISION, `rig_refusal`).
       compiled: it compiles the network ahead of time (False: eager PyTorch, the reference).
       artifacts: role -> the file name `build` writes for it.
+      builds_lats, lats_devices, lats_precisions: whether, where and in which precisions it
+        builds LATS age engines (`lats_refusal`); lats_artifacts: their role -> file.
 
     Instance attribute `pipeline`: the CudaPipeline this engine runs in (set by
     `use_cuda_pipeline`), or None for the portable path (`_run_network`).
@@ -151,6 +282,10 @@ class Backend(ABC):
     builds_rig: ClassVar[bool] = False
     compiled: ClassVar[bool] = True
     artifacts: ClassVar[dict[str, str]] = {}  # role -> the file name `build` writes for it
+    builds_lats: ClassVar[bool] = False       # builds LATS age engines (`lats_refusal`)
+    lats_devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    lats_precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    lats_artifacts: ClassVar[dict[str, str]] = {}   # a LATS engine's role -> file
 
     pipeline: "CudaPipeline | None" = None
 
@@ -175,6 +310,50 @@ class Backend(ABC):
         return None
 
     @classmethod
+    def lats_refusal(cls, device: str, precision: str) -> str | None:
+        """None when this backend builds LATS age engines for `device` and `precision`, else one
+        sentence saying why not and what to ask for instead."""
+        from exprengine.engines.backends import lats_backend_names
+        if not cls.builds_lats:
+            names = lats_backend_names()
+            return (f"the {cls.name} backend does not build LATS age engines; set `backend` to "
+                    f"{', '.join(names[:-1])} or {names[-1]}")
+        if device not in cls.lats_devices:
+            cuda = lats_backend_names(device="cuda")
+            return (f"the {cls.name} backend builds LATS age engines for {' or '.join(cls.lats_devices)} only"
+                    + (f"; for CUDA use `backend` {' or '.join(map(repr, cuda))}" if device == "cuda" and cuda else ""))
+        if precision not in cls.lats_precisions:
+            return f"the {cls.name} backend builds LATS age engines in {', '.join(cls.lats_precisions)}, not {precision}"
+        return None
+
+    @classmethod
+    def role_files(cls, manifest: Manifest) -> dict[str, str]:
+        """role -> conventional file name of the engine's artifacts (`lats_artifacts` for a LATS engine)."""
+        return cls.lats_artifacts if manifest.is_lats else cls.artifacts
+
+    @classmethod
+    def build_lats(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
+        """Write a LATS generator's artifacts (its two graphs, `write_class_styles`) into `directory`;
+        return their file names. EngineError for a backend that does not build them."""
+        raise EngineError(cls.lats_refusal(manifest.device, manifest.precision) or
+                          f"the {cls.name} backend does not build LATS age engines")
+
+    @classmethod
+    def load_lats(cls, directory: Path, manifest: Manifest, device: str) -> LATSRunner:
+        """Deserialise a LATS engine's verified artifacts into a `LATSRunner` on `device`."""
+        raise EngineError(f"the {cls.name} backend does not run LATS age engines")
+
+    @classmethod
+    def check_lats_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
+        """Raise EngineError when a LATS graph artifact's own metadata contradicts the manifest."""
+
+    @classmethod
+    def lats_class_styles(cls, directory: Path, manifest: Manifest) -> np.ndarray:
+        """The class styles of a LATS engine: its listed, verified artifact of role CLASS_STYLES_ROLE."""
+        name, data = cls.artifact(directory, manifest, CLASS_STYLES_ROLE)
+        return read_class_styles(manifest, directory, name, data)
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         """Versions of what this backend's artifacts depend on (recorded in the manifest)."""
         return {}
@@ -191,7 +370,7 @@ class Backend(ABC):
     @classmethod
     def artifact(cls, directory: Path, manifest: Manifest, role: str) -> tuple[str, bytes]:
         """(name, bytes) of the listed artifact playing `role`, verified on the bytes returned."""
-        return manifest.artifact_bytes(directory, role, cls.artifacts[role])
+        return manifest.artifact_bytes(directory, role, cls.role_files(manifest)[role])
 
     @classmethod
     def check_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
@@ -201,9 +380,14 @@ class Backend(ABC):
     def check_artifacts(cls, manifest: Manifest, directory: Path) -> None:
         """Every role's artifact: listed, verified, and its metadata agreeing with the manifest
         (what `load` checks, without deserialising anything)."""
-        for role in cls.artifacts:
+        for role in cls.role_files(manifest):
             name, data = cls.artifact(directory, manifest, role)
-            cls.check_metadata(manifest, directory, role, name, data)
+            if not manifest.is_lats:
+                cls.check_metadata(manifest, directory, role, name, data)
+            elif role == CLASS_STYLES_ROLE:
+                read_class_styles(manifest, directory, name, data, keep=False)
+            else:
+                cls.check_lats_metadata(manifest, directory, role, name, data)
 
     @classmethod
     @abstractmethod

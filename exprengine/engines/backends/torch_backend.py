@@ -8,6 +8,11 @@ The rig (`FaceRig`) runs here on the CPU in FP32. Its "weights" artifact is a sa
 file that holds no tensors, only the rig's config and `rig_sha256` (nothing is unpickled);
 loading rebuilds the rig from this install's code, so an engine built by another version of
 the rig (another `rig_sha256`) is refused with a message to rebuild it.
+
+A LATS age generator's engine holds its weights and its class styles (`TorchLATS`): eager
+FP32 on the CPU (a traversal's features are shared by every style, not copied); on CUDA in
+FP32 or FP16 the encoder runs eagerly and the decoder inside `LATSCudaDecoder` (pinned
+buffers, the fused uint8 epilogue `exprengine_to_u8_*`, CUDA graphs).
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exprengine.engines.backends.base import RIG_DEVICE, RIG_PRECISION, Backend, compare_metadata, resolve_device
+from exprengine.engines.backends.base import (CLASS_STYLES, RIG_DEVICE, RIG_PRECISION, Backend, LATSRunner,
+                                              compare_metadata, resolve_device, write_class_styles)
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 from exprengine.pixels import blend
@@ -111,6 +117,10 @@ class TorchBackend(Backend):
     builds_rig = True
     compiled = False
     artifacts = {"weights": WEIGHTS}
+    builds_lats = True
+    lats_devices = ("cpu", "cuda")
+    lats_precisions = ("fp32", "fp16")
+    lats_artifacts = {"weights": WEIGHTS, "class-styles": CLASS_STYLES}
 
     def __init__(self, generator: AttentionGenerator, device: str = "cpu", precision: str = "fp32",
                  max_batch: int = 64, graphs: bool = True):
@@ -156,6 +166,26 @@ class TorchBackend(Backend):
         precision = manifest.precision if device == "cuda" else "fp32"
         return cls(load_verified_weights(directory, manifest, cls), device, precision, manifest.max_batch)
 
+    # --- LATS ---------------------------------------------------------------------------------
+    @classmethod
+    def build_lats(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
+        from exprengine.models.weights import save_weights
+        save_weights(generator, directory / WEIGHTS)
+        return [WEIGHTS, write_class_styles(generator, directory)]
+
+    @classmethod
+    def check_lats_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
+        check_weights_metadata(manifest, directory, name, data)
+
+    @classmethod
+    def load_lats(cls, directory: Path, manifest: Manifest, device: str) -> "TorchLATS":
+        device = resolve_device(device, built_for=manifest.device)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise EngineError("device cuda asked for, but no NVIDIA GPU is visible")
+        precision = manifest.precision if device == "cuda" else "fp32"
+        styles = cls.lats_class_styles(directory, manifest)
+        return TorchLATS(load_verified_weights(directory, manifest, cls), styles, device, precision, manifest.max_batch)
+
     @torch.inference_mode()
     def _run_network(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -165,3 +195,64 @@ class TorchBackend(Backend):
         extra = (torch.from_numpy(np.ascontiguousarray(landmarks, np.float32)),) if self.rig else ()
         color, attention = self.generator(x, a, *extra)
         return blend(x, color, attention).numpy(), attention.numpy()
+
+
+class TorchLATS(LATSRunner):
+    """A LATS generator in eager PyTorch behind the `LATSRunner` calls.
+
+    `device` "cpu" (FP32; the decoder takes one row of features for every style without copying
+    it) or "cuda" (`precision` "fp32", no TF32, or "fp16"; a copy of the generator, the decoder
+    inside `LATSCudaDecoder` for batches up to `max_batch`, `graphs`: CUDA graphs). The caller's
+    generator is not moved or cast. EngineError for fp16 on the CPU or CUDA without a GPU.
+    """
+    broadcasts_features = True
+
+    def __init__(self, generator, class_styles: np.ndarray, device: str = "cpu", precision: str = "fp32",
+                 max_batch: int = 64, graphs: bool = True):
+        super().__init__(class_styles)
+        self.device = torch.device("cuda" if device == "cuda" else "cpu")
+        self.precision = precision
+        if self.device.type == "cpu":
+            if precision != "fp32":
+                raise EngineError("the torch backend runs fp16 on CUDA only; use `precision` 'fp32' on the CPU")
+            self.generator = generator.eval()
+            return
+        from exprengine.engines.cuda_pipeline import LATSCudaDecoder
+        self.dtype = torch_dtype(precision)
+        self.generator = copy.deepcopy(generator).eval().to(device="cuda", dtype=self.dtype)
+        cfg = generator.config
+        self.pipeline = LATSCudaDecoder(self._decode, (cfg.encoder_dims[-1], cfg.feature_size), cfg.style_dim,
+                                        cfg.image_size, max_batch, self.dtype, graphs=graphs)
+
+    def _exact(self):
+        """FP32 means FP32 on CUDA: cuDNN's TF32 convolutions off while the network runs."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            previous = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = previous and self.precision != "fp32"
+            try:
+                yield
+            finally:
+                torch.backends.cudnn.allow_tf32 = previous
+        return scope()
+
+    def _decode(self, features: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The decoder on CUDA tensors of the runner's dtype (the network `LATSCudaDecoder` runs)."""
+        with self._exact():
+            return self.generator.decode(features, style)
+
+    @torch.inference_mode()
+    def run_encoder(self, image: np.ndarray) -> np.ndarray:
+        """`LATSGenerator.encode` eagerly (on CUDA in the runner's precision, returned as float32)."""
+        x = torch.from_numpy(image)
+        if self.device.type == "cpu":
+            return self.generator.encode(x).numpy()
+        with self._exact():
+            return self.generator.encode(x.to(self.device, self.dtype)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _run_decoder(self, features: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """`LATSGenerator.decode` on the CPU in FP32 (features [1|N] shared)."""
+        return self.generator.decode(torch.from_numpy(features), torch.from_numpy(style)).numpy()
