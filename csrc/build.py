@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, resources.as_file(packaged) as package_source:
         source = args.source or package_source
         out = args.out or Path(tmp)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            parser.error(f"--out {out}: cannot make that directory ({e.strerror or e})")
         failures = check(archs, source, out)
     print(f"{failures} check(s) failed" if failures else "all checks passed")
     return 1 if failures else 0

@@ -240,7 +240,9 @@ class AUPolicy:
             r, c = high[0]
             msg = (f"{AU_NAMES[c]}={rows[r, c]:g} is above the intensity cap {self.max_intensity:g} "
                    "(the thesis finds images break above about 2.0)")
-            if self.above_max == "error" or self.strict:
+            if self.strict:
+                raise UserError(msg + "; refused because of `strict`")
+            if self.above_max == "error":
                 raise UserError(msg + "; lower it or set `above_max` to warn")
             if self.above_max == "clip":
                 warnings.warn(msg + f"; clipped to {self.max_intensity:g}", AUWarning, stacklevel=2)
