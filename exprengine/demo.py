@@ -212,8 +212,9 @@ def run_demo(out: Path, model: str = DEFAULT, backend: str = "onnxruntime", fram
                    "frames": frames, "faces": faces, "photo_eval": photo_report}
         (tmp / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     echo(timing)
-    echo(f"wrote {out}/ (presets_photo.png, edits_photo/, photo_eval.md, faces_photo.png, video.mp4, presets.png, "
-         "edits/, regions.md, morph.gif, morph_sheet.png, timing.md, demo.json, README.txt, engine/)")
+    echo(f"wrote {out}/ (presets_photo.png, edits_photo/, photo_eval.md, photo_eval.json, photo_eval/, faces_photo.png, "
+         "video.mp4, presets.png, edits/, regions.md, morph.gif, morph_sheet.png, timing.md, demo.json, README.txt, "
+         "engine/)")
     echo(note)
     return summary
 
