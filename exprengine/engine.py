@@ -51,11 +51,14 @@ NUM_POINTS = 478            # MediaPipe's face mesh (the rig's landmarks)
 
 
 def backend_for(manifest: Manifest, path: Path) -> type[Backend]:
-    """The backend class of a read manifest, refusing a precision or device it does not build."""
+    """The backend class of a read manifest, refusing a precision or device it does not build (for a
+    LATS engine: a backend, device or precision `Backend.lats_refusal` refuses)."""
     backend_cls = get_backend(manifest.backend)
-    if manifest.precision not in backend_cls.precisions or manifest.device not in backend_cls.devices:
+    if manifest.precision not in backend_cls.precisions or manifest.device not in backend_cls.devices \
+            or (manifest.is_lats and backend_cls.lats_refusal(manifest.device, manifest.precision)):
         raise EngineError(f"engine {path} says backend {manifest.backend} with {manifest.precision} on "
-                          f"{manifest.device}, which that backend does not build")
+                          f"{manifest.device}{' for a LATS model' if manifest.is_lats else ''}, which that backend "
+                          "does not build")
     return backend_cls
 
 

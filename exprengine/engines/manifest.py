@@ -469,9 +469,9 @@ class Manifest:
                               f"{self.model_config['name']}")
         expected_inputs = list(LATS_INPUTS if self.is_lats else RIG_INPUTS if self.is_rig else GRAPH_INPUTS)
         if list(self.inputs) != expected_inputs:
-            raise EngineError(f"engine {directory} says its graph takes {', '.join(self.inputs)}, but a "
-                              f"{self.kind if self.kind != 'expression' else 'generator'} engine's graphs take "
-                              f"{', '.join(expected_inputs)}")
+            whose = "an age engine's graphs" if self.is_lats else f"a {'rig' if self.is_rig else 'generator'}"
+            raise EngineError(f"engine {directory} says its graph takes {', '.join(self.inputs)}, but {whose} "
+                              f"{'take' if self.is_lats else 'takes'} {', '.join(expected_inputs)}")
         if self.is_lats:
             from exprengine.errors import UserError
             from exprengine.models.lats import LATSConfig

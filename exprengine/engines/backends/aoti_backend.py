@@ -15,6 +15,8 @@ without loading anything) agrees with the manifest. Packages built before the me
 embedded are accepted only from manifests of that time (no artifact roles).
 
 The rig (`FaceRig`, three inputs: image, AUs, landmarks) is built as a CPU FP32 package.
+A LATS age generator is built as two CPU FP32 packages (`encoder.pt2`, `decoder.pt2`, each with
+its graph's metadata, `AOTInductorLATS`) beside the class styles.
 """
 from __future__ import annotations
 
@@ -29,12 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exprengine.engines.backends.base import Backend, compare_metadata, metadata_keys
+from exprengine.engines.backends.base import (CLASS_STYLES, LATS_METADATA_KEYS, Backend, LATSRunner, compare_metadata,
+                                              lats_expected_metadata, metadata_keys, write_class_styles)
 from exprengine.engines.manifest import Manifest
 from exprengine.errors import EngineError
 from exprengine.models.precision import torch_dtype
 
 PACKAGE = "model.pt2"
+LATS_PACKAGES = {"encoder": "encoder.pt2", "decoder": "decoder.pt2"}
 X86_ISA_ORDER = ("DEFAULT", "AVX2", "AVX512")     # each runs code built for the ones before it
 AOTI_METADATA_KEYS = ("exprengine.model", "exprengine.weights_sha256", "exprengine.config",
                       "exprengine.image_size", "exprengine.outputs", "exprengine.precision")
@@ -87,6 +91,10 @@ class AOTInductorBackend(Backend):
     precisions = ("fp32", "fp16")
     builds_rig = True
     artifacts = {"aoti-package": PACKAGE}
+    builds_lats = True
+    lats_devices = ("cpu",)
+    lats_artifacts = {"encoder-aoti": LATS_PACKAGES["encoder"], "decoder-aoti": LATS_PACKAGES["decoder"],
+                      "class-styles": CLASS_STYLES}
 
     def __init__(self, runner, device: str, manifest: Manifest | None = None):
         self.runner = runner
@@ -122,17 +130,41 @@ class AOTInductorBackend(Backend):
         elif manifest.precision != "fp32":
             raise EngineError("AOTInductor CPU packages are fp32; fp16 needs `device` 'cuda'")
         program = export_program(generator, outputs=manifest.graph_outputs, max_batch=manifest.max_batch)
-        quiet = logging.getLogger("torch._inductor")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                torch._inductor.aoti_compile_and_package(program, package_path=str(directory / PACKAGE),
-                                                         inductor_configs={"aot_inductor.metadata": metadata})
-        finally:
-            quiet.setLevel(level)
+        compile_package(program, directory / PACKAGE, metadata)
         return [PACKAGE]
+
+    # --- LATS ---------------------------------------------------------------------------------
+    @classmethod
+    def build_lats(cls, generator, directory: Path, manifest: Manifest) -> list[str]:
+        from exprengine.export.graph import export_lats_program
+        from exprengine.export.onnx_graph import lats_graph_metadata
+        if manifest.device != "cpu" or manifest.precision != "fp32":
+            raise EngineError(cls.lats_refusal(manifest.device, manifest.precision) or
+                              "AOTInductor LATS packages are built for the CPU in fp32")
+        for graph, file in LATS_PACKAGES.items():
+            metadata = lats_graph_metadata(generator, graph)
+            metadata["exprengine.precision"] = manifest.precision
+            compile_package(export_lats_program(generator, graph, max_batch=manifest.max_batch), directory / file,
+                            metadata)
+        return [*LATS_PACKAGES.values(), write_class_styles(generator, directory)]
+
+    @classmethod
+    def check_lats_metadata(cls, manifest: Manifest, directory: Path, role: str, name: str, data: bytes) -> None:
+        compare_metadata(manifest, directory, name, package_metadata(data, str(Path(directory) / name)),
+                         LATS_METADATA_KEYS, lats_expected_metadata(manifest, role.split("-")[0]))
+
+    @classmethod
+    def load_lats(cls, directory: Path, manifest: Manifest, device: str) -> "AOTInductorLATS":
+        if device == "cuda":
+            raise EngineError(f"engine {directory} is an AOTInductor package for the CPU; load it with `device` "
+                              "'cpu' or 'auto'")
+        runners = {}
+        for graph in LATS_PACKAGES:
+            role = f"{graph}-aoti"
+            name, data = cls.artifact(directory, manifest, role)      # verified right now
+            cls.check_lats_metadata(manifest, directory, role, name, data)
+            runners[graph] = load_package(data, directory / name)
+        return AOTInductorLATS(runners["encoder"], runners["decoder"], cls.lats_class_styles(directory, manifest))
 
     @classmethod
     def check_compatible(cls, manifest: Manifest, directory: Path) -> None:
@@ -165,13 +197,7 @@ class AOTInductorBackend(Backend):
     def load(cls, directory: Path, manifest: Manifest, device: str) -> "AOTInductorBackend":
         name, data = cls.artifact(directory, manifest, "aoti-package")      # verified right now
         cls.check_metadata(manifest, directory, "aoti-package", name, data)
-        try:
-            # from the verified bytes: torch copies them into a private temporary file to load
-            runner = torch._inductor.aoti_load_package(io.BytesIO(data))
-        except Exception as e:
-            raise EngineError(f"cannot load AOTInductor package {directory / name}: "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        return cls(runner, manifest.device, manifest)
+        return cls(load_package(data, directory / name), manifest.device, manifest)
 
     @torch.inference_mode()
     def _run_network(self, image: np.ndarray, aus: np.ndarray, landmarks: np.ndarray | None = None
@@ -180,3 +206,49 @@ class AOTInductorBackend(Backend):
         extra = () if landmarks is None else (torch.from_numpy(np.ascontiguousarray(landmarks, np.float32)),)
         output, attention = self.runner(torch.from_numpy(image), torch.from_numpy(aus), *extra)
         return output.numpy(), attention.numpy()
+
+
+def compile_package(program, path: Path, metadata: dict[str, str]) -> None:
+    """AOTInductor-compile an exported program into the package `path`, with the exprengine
+    `metadata` compiled into it (Inductor's own output and warnings silenced)."""
+    quiet = logging.getLogger("torch._inductor")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                     inductor_configs={"aot_inductor.metadata": metadata})
+    finally:
+        quiet.setLevel(level)
+
+
+def load_package(data: bytes, label: Path):
+    """The runner of an AOTInductor package from its verified bytes (torch copies them into a
+    private temporary file to load); EngineError (one sentence naming `label`) when it cannot."""
+    try:
+        return torch._inductor.aoti_load_package(io.BytesIO(data))
+    except Exception as e:
+        raise EngineError(f"cannot load AOTInductor package {label}: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+class AOTInductorLATS(LATSRunner):
+    """A LATS engine's two CPU FP32 AOTInductor packages (`encoder`, `decoder` runners; the decoder's
+    features are repeated for a traversal: its two inputs share one batch axis) and the class styles."""
+
+    def __init__(self, encoder, decoder, class_styles):
+        super().__init__(class_styles)
+        self.encoder, self.decoder = encoder, decoder
+
+    @torch.inference_mode()
+    def run_encoder(self, image: np.ndarray) -> np.ndarray:
+        """The encoder package (`LATSRunner.run_encoder`)."""
+        out = self.encoder(torch.from_numpy(image))
+        return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
+
+    @torch.inference_mode()
+    def _run_decoder(self, features: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """The decoder package (`LATSRunner._run_decoder`)."""
+        out = self.decoder(torch.from_numpy(features), torch.from_numpy(style))
+        return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
