@@ -2,7 +2,7 @@
 
 Every command is options, one library call and one summary line. The group and what the
 commands share are in `options`; the commands, by topic, in `build` (build, info, presets,
-models), `edit` (edit, video, morph) and `research` (train, eval, compare, synth, prepare,
+models), `edit` (edit, video, morph), `age` (age) and `research` (train, eval, compare, synth, prepare,
 train-au-estimator, demo). The process around them (exit statuses, signals, one-line errors
 said with the command's options, outputs written together) is `exprengine.console`.
 
@@ -11,7 +11,7 @@ stderr and exit status 2; nothing partial is written and inputs are never modifi
 """
 from __future__ import annotations
 
-from exprengine.cli import build, edit, research  # noqa: F401  (each registers its commands on `cli`)
+from exprengine.cli import age, build, edit, research  # noqa: F401  (each registers its commands on `cli`)
 from exprengine.cli.options import cli
 from exprengine.console import run
 

@@ -71,9 +71,14 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
     click.echo(report.summary)
 
 
-@cli.command(inputs=("video_path", "engine_dir", "timeline"), outputs=("out",), together=True)
+@cli.command(inputs=("video_path", "engine_dir", "timeline", "engine_age_dir"), outputs=("out",), together=True)
 @click.argument("video_path", metavar="VIDEO")
 @media_options
+@click.option("--age", default=None, metavar="AGE",
+              help="Age every face first: years 0..70 or an age class (30-39); needs --engine-age. Alone, "
+                   "without --preset/--au/--timeline, the faces are only aged.")
+@click.option("--engine-age", "engine_age_dir", default=None, metavar="DIR",
+              help="Age engine directory for --age (made by `exprengine build --model lats ...`).")
 @click.option("--from", "src", default=None, metavar="SPEC",
               help="Morph across the clip: from this expression on the first frame to --preset/--au on the last.")
 @click.option("--schedule", type=RegistryChoice("exprengine.morph:SCHEDULES"),
@@ -93,9 +98,9 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
               type=click.Choice(X264_PRESETS),
               help="x264 speed preset; ultrafast for real-time 1080p.")
 @au_policy_options
-def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline, out, select, detector, min_face,
-          align, mask, detect_every, detect_scale, reproducible, no_audio, encoder_preset, strict, max_intensity,
-          above_max):
+def video(video_path, engine_dir, device, presets, aus, age, engine_age_dir, src, schedule, timeline, out, select,
+          detector, min_face, align, mask, detect_every, detect_scale, reproducible, no_audio, encoder_preset, strict,
+          max_intensity, above_max):
     """Edit every face of every frame of a video; frame count, times, size, colours and audio are kept.
 
     The expression is held (--preset/--au), morphed across the clip (--from), or follows AU
@@ -111,6 +116,7 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
       exprengine video in.mp4 --from natural --preset surprise@1.5 --schedule ease-in-out --out out.mp4
       exprengine video in.mp4 --timeline keys.json --engine engines/rig --out out.mp4
       exprengine video in.mp4 --preset happiness --engine engines/my-gan --device cuda --out out.mp4
+      exprengine video in.mp4 --age 60 --engine-age engines/age --out old.mp4
     """
     from exprengine.faces.landmarks import make_detector
     from exprengine.files import check_writable_place
@@ -125,12 +131,25 @@ def video(video_path, engine_dir, device, presets, aus, src, schedule, timeline,
         policy = policy_from(strict, max_intensity, above_max)
         if timeline and (presets or aus or src):
             raise UserError("--timeline gives the expression itself: drop --preset/--au/--from")
-        plan = expression_plan(None if timeline else aus_from_options(presets, aus), start=src or None,
-                               schedule=schedule, keyframes=timeline, policy=policy)
-        engine = engine_or_default(engine_dir, device, policy)
+        age_engine = None
+        if age is not None:
+            from exprengine.cli.age import load_age_engine
+            from exprengine.faces.age import parse_age
+            parse_age(age)
+            age_engine = load_age_engine(engine_age_dir, device, "engine_age_dir")
+            if engine_dir is not None and not (presets or aus or src or timeline):
+                raise UserError("--engine edits expressions: give --preset/--au/--timeline with it, or drop it")
+        elif engine_age_dir is not None:
+            raise UserError("--engine-age is the engine of --age; give --age, or drop it")
+        plan, engine = None, None
+        if age is None or presets or aus or src or timeline:
+            plan = expression_plan(None if timeline else aus_from_options(presets, aus), start=src or None,
+                                   schedule=schedule, keyframes=timeline, policy=policy)
+            engine = engine_or_default(engine_dir, device, policy)
         result = edit_video(video_path, out_path, engine, plan, make_detector(detector, min_face), select=select,
                             detect_every=detect_every, detect_scale=detect_scale, reproducible=reproducible,
-                            audio=not no_audio, encoder_preset=encoder_preset, align=align, mask=mask)
+                            audio=not no_audio, encoder_preset=encoder_preset, align=align, mask=mask,
+                            age_engine=age_engine, age=age)
     click.echo(result.summary())
 
 

@@ -89,10 +89,20 @@ class VideoEdit:
 
 
 def _check_arguments(source, out, engine, plan, select, detect_every, detect_scale, encoder_preset, mask,
-                     pixel_format) -> tuple[Path, ExpressionPlan | Callable]:
+                     pixel_format, age_engine=None, age=None) -> tuple[Path, ExpressionPlan | Callable | None]:
     """Every argument of `open_video_edit`, checked before any decoding: (the output path, the plan)."""
-    if engine is None:
+    aging = age_engine is not None or age is not None
+    if aging:
+        from exprengine.faces.age import parse_age, require_age_engine
+        if age_engine is None or age is None:
+            raise UserError("aging a video needs both `age_engine` and `age`")
+        require_age_engine(age_engine, "age_engine")
+        if not callable(age):
+            parse_age(age)
+    if engine is None and not (aging and plan is None):
         raise UserError("`engine` is required (an exprengine Engine)")
+    if plan is None and not aging:
+        raise UserError("`plan` (the expression) is required unless the video is aged (`age`)")
     if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
         raise UserError(f"`detect_every` must be a whole number of frames, at least 1, got {detect_every!r}")
     if isinstance(detect_scale, bool) or not isinstance(detect_scale, (int, float)) or not 0 < detect_scale <= 1:
@@ -107,7 +117,9 @@ def _check_arguments(source, out, engine, plan, select, detect_every, detect_sca
             or (isinstance(select, str) and select.isdigit())):
         raise UserError(f"`select` (the faces to edit) must be all, largest or a face number (0 = most confident), "
                         f"not {select!r}")
-    if isinstance(plan, Keyframes):
+    if plan is None:
+        pass                                                    # aging only
+    elif isinstance(plan, Keyframes):
         plan = expression_plan(keyframes=plan, policy=engine.policy)
     elif not isinstance(plan, ExpressionPlan) and not callable(plan):
         plan = expression_plan(plan, policy=engine.policy)
@@ -122,7 +134,8 @@ def _check_arguments(source, out, engine, plan, select, detect_every, detect_sca
 def open_video_edit(source: str | os.PathLike, out: str | os.PathLike, engine, plan, detector=None, *,
                     select: str | int = "all", detect_every: int = 10, detect_scale: float = 0.5,
                     reproducible: bool = False, audio: bool = True, encoder_preset: str = "veryfast",
-                    align: bool = False, mask: str = "attention", pixel_format: str = "auto") -> Iterator[VideoEdit]:
+                    align: bool = False, mask: str = "attention", pixel_format: str = "auto", age_engine=None,
+                    age=None) -> Iterator[VideoEdit]:
     """`with open_video_edit(...) as edit:` the pieces of `edit_video` (same arguments, see
     there), wired as it wires them, for a caller that drives the frames itself:
 
@@ -133,7 +146,7 @@ def open_video_edit(source: str | os.PathLike, out: str | os.PathLike, engine, p
     output appears when the block ends without an error, and nothing of it otherwise. Leaving
     the block stops the decoder and the editor's threads."""
     out_path, plan = _check_arguments(source, out, engine, plan, select, detect_every, detect_scale,
-                                      encoder_preset, mask, pixel_format)
+                                      encoder_preset, mask, pixel_format, age_engine, age)
     with ExitStack() as stack:
         reader = stack.enter_context(vio.VideoReader(source))      # decodes it once: checked and counted
         info = reader.info
@@ -147,7 +160,7 @@ def open_video_edit(source: str | os.PathLike, out: str | os.PathLike, engine, p
         editor = stack.enter_context(StreamEditor(
             engine, timeline, detector, select, detect_every=detect_every, detect_scale=detect_scale,
             detect_async=not reproducible, fps=info.fps, align=align, mask=mask, in_place=True,
-            times=info.pts or None))
+            times=info.pts or None, age_engine=age_engine, age=age))
         # Frames at the input's own times when they are not evenly spaced (variable frame rate).
         timing = {} if info.constant_rate else {"pts": info.pts, "end": info.end}
         writer = stack.enter_context(vio.VideoWriter(
@@ -161,7 +174,7 @@ def edit_video(source: str | os.PathLike, out: str | os.PathLike, engine, plan, 
                select: str | int = "all", detect_every: int = 10, detect_scale: float = 0.5,
                reproducible: bool = False, audio: bool = True, encoder_preset: str = "veryfast",
                align: bool = False, mask: str = "attention", pixel_format: str = "auto",
-               progress: bool | Progress = True) -> VideoEditResult:
+               progress: bool | Progress = True, age_engine=None, age=None) -> VideoEditResult:
     """Edit every face of every frame of the video `source` into the new video `out`.
 
     engine: an `exprengine.engine.Engine` (a generator's, or the rig's). plan: the expression
@@ -180,7 +193,10 @@ def edit_video(source: str | os.PathLike, out: str | os.PathLike, engine, plan, 
     level; mask: the paste-back mask, "attention" or "shape"; pixel_format: what the frames are
     edited as (`PIXEL_FORMATS`: "auto" keeps 8-bit 4:2:0 video in YUV); progress: a tqdm bar on
     stderr when it is a terminal (True), none (False), or a function called with (frames done,
-    frames in all) after each frame.
+    frames in all) after each frame. age_engine, age: an age engine and the age (years 0..70, an
+    age class such as "30-39", or a function (frame index, seconds) -> years): each face is aged
+    first (`StreamEditor`), then edited to `plan`; with `plan` None it is only aged (and
+    `engine` may be None).
 
     `out` (.mp4, .mov or .mkv) keeps the input's frame count, frame times, size, SAR, colour
     range and tags; it appears only when complete (an error or KeyboardInterrupt leaves none,
@@ -189,14 +205,15 @@ def edit_video(source: str | os.PathLike, out: str | os.PathLike, engine, plan, 
     Returns a VideoEditResult. UserError, before any decoding, for a bad argument (an output that
     is not a new video path beside a writable directory, or is the input; a missing source; an
     unknown preset, mask or pixel format; detect_every < 1; detect_scale outside (0, 1]; a bad
-    expression), then for a video this program cannot edit exactly (unreadable, truncated,
-    corrupt, 10-bit or HDR).
+    expression or age; an expression engine as `age_engine`), then for a video this program
+    cannot edit exactly (unreadable, truncated, corrupt, 10-bit or HDR).
     """
     if not (isinstance(progress, bool) or callable(progress)):
         raise UserError(f"`progress` must be True, False or a function (done, total), not {progress!r}")
     with open_video_edit(source, out, engine, plan, detector, select=select, detect_every=detect_every,
                          detect_scale=detect_scale, reproducible=reproducible, audio=audio,
-                         encoder_preset=encoder_preset, align=align, mask=mask, pixel_format=pixel_format) as edit:
+                         encoder_preset=encoder_preset, align=align, mask=mask, pixel_format=pixel_format,
+                         age_engine=age_engine, age=age) as edit:
         from tqdm import tqdm
         total = edit.info.frames
         with tqdm(total=total, desc="editing", unit="frame", disable=None if progress is True else True) as bar:

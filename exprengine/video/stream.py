@@ -34,6 +34,15 @@ every frame, the MediaPipe mesh of each tracked box (found near the box), passed
 `smooth_landmarks` (the one place for a temporal filter of each track's mesh), then the crop
 made from the mesh, the mesh carried into the crop, and the paste mask of the face's outline.
 A tracked face whose mesh is not found in a frame is left unedited in that frame.
+
+Aging (`age_engine` and `age`): before the expression edit (or instead of it, with no `aus`),
+each tracked face is aged the way `faces.age.AgeEditor` ages a photo: its landmarks (dlib's 68
+points in the tracked box, or MediaPipe's mesh with MediaPipe's detector), smoothed over time
+per track (a One-Euro filter as for meshes, speed in eye distances per second), the FFHQ-style
+aligned square, one age-engine call per frame for every face, the change pasted under the
+face's outline; the expression edit then sees the aged frame. A face whose aligned square is
+under `align.MIN_QUAD_SIDE` pixels in a frame, or whose landmarks are not found, is not aged
+in that frame. The age step runs in the read thread and is timed as stage "age".
 """
 from __future__ import annotations
 
@@ -96,21 +105,39 @@ class StreamEditor:
     mask, colour_match: as `FaceEditor`; min_cutoff, beta: the One-Euro filter of the boxes;
     queue_size: frames in flight between stages; in_place: paste into the given frames;
     rescan_every: frames between whole-frame scans while faces are tracked.
-    UserError for detect_every < 1, fps <= 0, a bad expression, and frames of changing size.
+    age_engine: an age engine (module docstring) to age the faces first; age: years 0..70 or an
+    age class (`faces.age.parse_age`), or a function (frame index, seconds) -> years. With an
+    age engine, `aus` may be None (aging only; `engine` may then be None too).
+    UserError for detect_every < 1, fps <= 0, a bad expression or age, an expression engine
+    given as `age_engine`, and frames of changing size.
     Use it as a context manager (or call `close`) to stop the background detector."""
 
     def __init__(self, engine, aus, detector: FaceDetector | None = None, select: str | int = "all",
                  detect_every: int = 10, detect_scale: float = 0.5, detect_async: bool = True, fps: float = 30.0,
                  align: bool = False, mask: str = "attention", colour_match: bool = True,
                  min_cutoff: float = 1.0, beta: float = 0.05, queue_size: int = 3, in_place: bool = False,
-                 rescan_every: int = 30, times: Sequence[float] | None = None):
+                 rescan_every: int = 30, times: Sequence[float] | None = None, age_engine=None, age=None):
         if detect_every < 1:
             raise UserError(f"`detect_every` must be at least 1, got {detect_every}")
         if fps <= 0:
             raise UserError(f"`fps` must be positive, got {fps}")
         self.faces = FaceEditor(engine, detector, align=align, mask=mask, colour_match=colour_match,
                                 detect_scale=detect_scale)
-        self.aus_at: AUSource = aus if callable(aus) else _constant(engine, aus)
+        self.ager, self.age_at = None, None
+        if age_engine is not None or age is not None:
+            from exprengine.faces.age import AgeEditor, parse_age
+            if age_engine is None or age is None:
+                raise UserError("aging a stream needs both `age_engine` and `age`")
+            self.ager = AgeEditor(age_engine, self.faces.detector, colour_match=colour_match)
+            years = None if callable(age) else parse_age(age)
+            self.age_at = age if callable(age) else (lambda index, t: years)
+            self._age_filters: dict[int, tuple] = {}
+        if aus is None and self.ager is not None:
+            self.aus_at: AUSource | None = None                  # aging only
+        elif engine is None:
+            raise UserError("`engine` is required to edit expressions")
+        else:
+            self.aus_at = aus if callable(aus) else _constant(engine, aus)
         self.select, self.detect_every, self.detect_scale = select, detect_every, detect_scale
         self.detect_async, self.fps, self.queue_size = detect_async, fps, queue_size
         self.in_place = in_place                # paste into the given frames (writable, the caller's to lose)
@@ -181,10 +208,71 @@ class StreamEditor:
         if around is None:
             self._last_full = index
 
+    def _smooth_anchors(self, tracks: list, anchors: list, t: float) -> list:
+        """Each track's face anchors (`faces.align.FaceAnchors`, or None) smoothed over time by the
+        track's own One-Euro filter (as `MeshSmoother`: speed in eye distances per second); a
+        new track, or anchors of another layout, start afresh."""
+        from exprengine.faces.align import FaceAnchors
+        from exprengine.faces.tracking import OneEuroFilter
+        tracker = self.tracker
+        live = {id(tr) for tr in tracker.tracks}
+        # each entry holds its track, so no other track can take its id while the entry lives
+        self._age_filters = {k: v for k, v in self._age_filters.items() if k in live}
+        out = []
+        for track, a in zip(tracks, anchors):
+            if a is None:
+                out.append(None)
+                continue
+            points = np.concatenate([np.stack([a.eye_left, a.eye_right, a.mouth_left, a.mouth_right]), a.outline])
+            entry = self._age_filters.get(id(track))
+            if entry is None or entry[0] is not track:
+                entry = (track, OneEuroFilter(tracker.mesh_min_cutoff, tracker.mesh_beta, speed_axis=-1), [None])
+                self._age_filters[id(track)] = entry
+            _, smoother, last = entry
+            dt = 0.0 if last[0] is None else t - last[0]
+            last[0] = t
+            unit = max(float(np.hypot(*(a.eye_right - a.eye_left))), 1e-6)
+            p = smoother(points, dt, speed_unit=unit)
+            out.append(FaceAnchors(p[0], p[1], p[2], p[3], p[4:]))
+        return out
+
+    def _age(self, frame, rgb: np.ndarray, boxes: list[Box], tracks: list, index: int, t: float):
+        """Age the tracked faces of one frame (module docstring) -> (the frame, its detector image)."""
+        start = time.perf_counter()
+        anchors = self._smooth_anchors(tracks, self.ager.anchors_for(rgb, boxes), t)
+        crops, anchors, sides, _, _ = self.ager.locate(rgb, boxes, anchors)
+        big = [k for k, side in enumerate(sides) if side >= self.ager.min_side]
+        crops, anchors = [crops[k] for k in big], [anchors[k] for k in big]
+        if crops:
+            size = self.ager.size
+            if isinstance(frame, YUVFrame):
+                originals = np.stack([c.extract_region(region_rgb(frame, *c.region[:2], c.region[2], c.region[2]), size)
+                                      for c in crops])
+            else:
+                originals = self.ager.extract(rgb, crops)
+            aged = self.ager.age_faces(originals, self.age_at(index, t))
+            changes = self.ager.changes(crops, originals, aged, anchors)
+            in_place = self.in_place and frame.flags.writeable
+            if isinstance(frame, YUVFrame):
+                if not in_place:
+                    frame = YUVFrame(frame.data.copy(), frame.height, frame.width, frame.space, frame.full_range)
+                for change, (top, left) in changes:
+                    add_change(frame, change, top, left)
+                rgb = frame.y
+            else:
+                frame = apply_changes(frame, changes, in_place=in_place)
+                rgb = as_rgb(frame)
+        self.stats.stages.setdefault("age", []).append(time.perf_counter() - start)
+        return frame, rgb
+
     def _prepare(self, frame: np.ndarray, index: int):
         t = self.times[index] if self.times is not None and index < len(self.times) else index / self.fps
         rgb = self._check(frame, index)
         boxes, tracks = self._boxes(rgb, index, t)
+        if self.ager is not None and boxes:
+            frame, rgb = self._age(frame, rgb, boxes, tracks, index, t)
+        if self.aus_at is None:                                  # aging only: no expression edit
+            return frame, ((), None), None, t
         start = time.perf_counter()
         meshes = None
         if self.faces.needs_landmarks:
