@@ -253,6 +253,7 @@ def test_video_frames_are_aged_and_the_rest_kept(age_engine, age_engine_dir, tmp
         ys, xs = np.nonzero(changed)
         assert changed.sum() > 500 and ys.max() < 200 and xs.min() > 30 and xs.max() < 300
     assert "age_ms_median" in editor.stats.summary()
+    assert (editor.stats.aged, editor.stats.upscaled, editor.stats.too_small) == (3, 3, 0)
     clip, video = tmp_path / "clip.mp4", tmp_path / "old.mp4"
     with VideoWriter(clip, 400, 300, "10/1") as w:
         for f in frames:
@@ -261,6 +262,8 @@ def test_video_frames_are_aged_and_the_rest_kept(age_engine, age_engine_dir, tmp
                                  "--reproducible", "--out", video], capsys)
     assert code == 0, err
     assert stdout.startswith(f"wrote {video}: 3 frames at 10 fps, 400x300")
+    assert stdout.strip().endswith("; 3 faces aged over all frames (3 upscaled to the age engine's size, "
+                                   "0 too small to age)")
     assert probe_video(video).frames == 3
 
 

@@ -58,13 +58,19 @@ class VideoEditResult:
         return self.stats.detections
 
     def summary(self) -> str:
-        """One line: "wrote PATH: N frames at R fps, WxH, K audio tracks kept; F frames/s, D detector runs"."""
+        """One line: "wrote PATH: N frames at R fps, WxH, K audio tracks kept; F frames/s, D detector runs"
+        (and, when faces were aged, how many, how many upscaled and how many too small)."""
         st = self.stats.summary()
         tracks = self.audio_tracks
         audio = "no audio" if not tracks else "1 audio track kept" if tracks == 1 else f"{tracks} audio tracks kept"
         rate = f"{self.fps:g} fps" if self.constant_rate else f"variable rate (average {self.fps:g} fps), times kept"
+        aging = ""
+        if self.stats.aged or self.stats.too_small:
+            s = self.stats
+            aging = (f"; {s.aged} faces aged over all frames ({s.upscaled} upscaled to the age engine's size, "
+                     f"{s.too_small} too small to age)")
         return (f"wrote {self.path}: {st['frames']} frames at {rate}, {self.width}x{self.height}, {audio}; "
-                f"{st['fps']} frames/s, {st['detections']} detector runs")
+                f"{st['fps']} frames/s, {st['detections']} detector runs{aging}")
 
 
 @dataclass

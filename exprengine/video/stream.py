@@ -70,12 +70,17 @@ _DONE = object()
 @dataclass
 class StreamStats:
     """Per-frame seconds of each stage, end-to-end latency (frame read to edited frame out),
-    and the wall time of the whole stream."""
+    and the wall time of the whole stream; with an age engine, the faces aged (one count per
+    face per frame), those of them whose aligned square was upscaled to the engine's size, and
+    those left unaged for a square under `align.MIN_QUAD_SIDE`."""
     stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     latency: list[float] = field(default_factory=list)
     frames: int = 0
     wall: float = 0.0
     detections: int = 0
+    aged: int = 0
+    upscaled: int = 0
+    too_small: int = 0
 
     def summary(self) -> dict:
         """The stats as numbers to print or store: frames, frames per second of wall time,
@@ -242,6 +247,9 @@ class StreamEditor:
         anchors = self._smooth_anchors(tracks, self.ager.anchors_for(rgb, boxes), t)
         crops, anchors, sides, _, _ = self.ager.locate(rgb, boxes, anchors)
         big = [k for k, side in enumerate(sides) if side >= self.ager.min_side]
+        self.stats.too_small += len(sides) - len(big)
+        self.stats.aged += len(big)
+        self.stats.upscaled += sum(sides[k] < self.ager.size for k in big)
         crops, anchors = [crops[k] for k in big], [anchors[k] for k in big]
         if crops:
             size = self.ager.size
