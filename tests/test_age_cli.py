@@ -92,13 +92,23 @@ def test_the_ffhq_square_from_landmarks(angle):
         FaceAnchors.from_dlib68(np.zeros((5, 2)))
 
 
-def test_mediapipe_mesh_maps_to_the_same_points():
-    from exprengine.faces.align import MESH_EYES, MESH_MOUTH_CORNERS, FaceAnchors
-    mesh = np.random.default_rng(0).uniform(0, 100, (478, 3)).astype(np.float32)
-    a = FaceAnchors.from_mesh(mesh)
-    assert np.allclose(a.eye_left, mesh[list(MESH_EYES[0]), :2].mean(0), atol=1e-4)
-    assert np.allclose(a.mouth_right, mesh[MESH_MOUTH_CORNERS[1], :2])
-    assert a.outline.shape == (36, 2)
+def test_mediapipe_mesh_maps_to_the_same_points(age_engine):
+    """On a real face, the mesh's eyes and mouth corners land within 3 px of dlib's 68 points, and
+    the two aligned squares agree."""
+    from exprengine.faces.age import AgeEditor
+    from exprengine.faces.landmarks import MediaPipeDetector
+    photo = astronaut()
+    found = []
+    for editor in (AgeEditor(age_engine), AgeEditor(age_engine, MediaPipeDetector())):
+        crops, anchors, sides, kept, _ = editor.locate(photo, editor.detector.detect(photo)[:1])
+        assert kept == [0]
+        found.append((crops[0], anchors[0], sides[0]))
+    (dlib_crop, dlib, dlib_side), (mesh_crop, mesh, mesh_side) = found
+    for name in ("eye_left", "eye_right", "mouth_left", "mouth_right"):
+        assert np.hypot(*(getattr(dlib, name) - getattr(mesh, name))) < 3.0, name     # of a 43 px eye distance
+    assert abs(dlib_side - mesh_side) < 3 and abs(dlib_crop.angle - mesh_crop.angle) < 0.01
+    assert np.hypot(dlib_crop.cx - mesh_crop.cx, dlib_crop.cy - mesh_crop.cy) < 2.0
+    assert mesh.outline.shape == (36, 2) and dlib.outline.shape == (27, 2)
 
 
 def test_outside_the_photo_is_reflected_and_faded_to_the_median():
