@@ -8,7 +8,9 @@ The convention is GANimation's (Pumarola et al., ECCV 2018, eq. 1 for the blend;
 [-1, 1] as its tanh colour head). Rounding is round-half-to-even (numpy.rint, torch.round, CUDA
 rintf). `to_network_input` and `blend_to_uint8_nhwc` are the plain references of the fused CUDA
 prologue and epilogue (`exprengine/kernels/epilogue.cu`, launched by `exprengine/kernels/cuda.py`),
-which GPU engines run instead, bit for bit (tests/test_cuda.py). `as_rgb` is the one coercion of
+which GPU engines run instead, bit for bit (tests/test_cuda.py); `to_uint8_nhwc` is the reference
+of its output kernel (`exprengine_to_u8_*`, a LATS decoder's tanh image to uint8,
+tests/test_lats_engine.py). `as_rgb` is the one coercion of
 photos and crops (gray, gray+alpha-less, RGBA) to RGB.
 """
 from __future__ import annotations

@@ -28,7 +28,7 @@ needs_nvrtc = pytest.mark.skipif(cuda.nvrtc_unavailable_reason() is not None,
 
 
 def check_report(report: dict, where: str) -> None:
-    """All four kernels, no spills, no stack frame, at most 128 registers (csrc/build.py's check)."""
+    """Every kernel of cuda.KERNELS, no spills, no stack frame, at most 128 registers (csrc/build.py's check)."""
     problems = build.resource_problems(report, where)
     assert not problems, "; ".join(problems)
 
@@ -52,7 +52,7 @@ def test_nvrtc_compiles_for_each_architecture_without_spills(arch):
 @needs_nvrtc
 def test_nvrtc_ptx_uses_16_byte_accesses():
     ptx = cuda.compile_source("compute_90").binary.decode()
-    problems = build.ptx_problems(ptx)       # the four entry points, each with v4 loads and stores
+    problems = build.ptx_problems(ptx)       # every entry point, each with v4 loads and stores
     assert not problems, "; ".join(problems)
 
 
