@@ -13,16 +13,20 @@ from exprengine.errors import UserError
 
 
 @cli.command(inputs=("data", "init"), outputs=("out",))
-@click.option("--model", default="convnext6", show_default=True, metavar="NAME", help="Generator architecture.")
-@click.option("--data", default="synthetic", show_default=True, metavar="SPEC",
-              help="synthetic[:SEED[:IDENTITIES]] (rendered on the fly) or a data set directory.")
+@click.option("--model", default="convnext6", show_default=True, metavar="NAME",
+              help="Generator architecture: an expression generator, or an age model (lats, lats-small).")
+@click.option("--data", default=None, metavar="SPEC",
+              help="synthetic[:SEED[:IDENTITIES]] (expressions) or synthetic-age[:SEED[:IDENTITIES]] (ages), "
+                   "rendered on the fly, or a data set directory (age models: train0-2/ ... train50-69/). "
+                   "[default: synthetic; synthetic-age]")
 @click.option("--out", required=True, metavar="DIR", help="Run directory (checkpoints, samples, curves).")
 @click.option("--objective", type=RegistryChoice("exprengine.training.trainer:OBJECTIVES"), default="gan", show_default=True,
-              help="gan: GANimation's losses (any data); paired: L1 to the renderer's true edit (synthetic only).")
+              help="gan: the model's GAN losses (any data); paired: L1 to the renderer's true edit (synthetic only).")
 @click.option("--steps", type=STEPS, default=100_000, show_default=True,
-              help="Critic steps (gan) or generator steps (paired).")
-@click.option("--batch", type=BATCH, default=25, show_default=True)
-@click.option("--lr", type=LEARNING_RATE, default=1e-4, show_default=True)
+              help="Critic steps (gan) or generator steps (paired); an age model's step updates both.")
+@click.option("--batch", type=BATCH, default=None,
+              help="Images per step, all processes together. [default: 25; age models 12]")
+@click.option("--lr", type=LEARNING_RATE, default=None, help="[default: 1e-4; age models 1e-3]")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Initial weights and every step's draws.")
 @click.option("--checkpoint-every", type=STEPS, default=1000, show_default=True)
 @click.option("--sample-every", type=STEPS, default=1000, show_default=True)
@@ -31,12 +35,14 @@ from exprengine.errors import UserError
 @click.option("--image-size", type=IMAGE_SIZE, default=None, help="Override the model's image size.")
 @click.option("--dims", default=None, metavar="A,B,C", help="Override the model's widths (small experiments).")
 @click.option("--depth", type=click.IntRange(1, 64), default=None, help="Override the number of residual blocks.")
-@click.option("--critic-width", type=click.IntRange(1, 1024), default=64, show_default=True)
+@click.option("--critic-width", type=click.IntRange(1, 1024), default=None, help="[default: 64; expression models]")
 @click.option("--init", default=None, metavar="WEIGHTS",
-              help="Start the generator from these weights (fine-tune): our .safetensors or a GANimation .pth.")
+              help="Start the generator from these weights (fine-tune): our .safetensors, a GANimation .pth, "
+                   "or the LATS authors' latest_net_g_running.pth.")
 def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every, sample_every, resume, device,
           image_size, dims, depth, critic_width, init):
-    """Train a generator with GANimation's losses (WGAN-GP, AU regression, cycle, attention).
+    """Train a generator: expression models with GANimation's losses (WGAN-GP, AU regression,
+    cycle, attention), age models with LATS's (multi-class critic, age codes, cycle, reconstruction).
 
     \b
     Examples:
@@ -46,13 +52,17 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
       exprengine train --out runs/cx6 --resume --steps 40000        # continue, with a longer budget
       exprengine train --model ganimation --init 30_net_gen.pth --data data/mine --out runs/finetune
       exprengine build --model convnext6 --checkpoint runs/cx6/generator.safetensors --out engines/cx6
+      exprengine train --model lats-small --data synthetic-age --image-size 128 --out runs/age --steps 20000
+      exprengine train --model lats --data datasets/males --out runs/males --device cuda
+      torchrun --nproc_per_node=4 -m exprengine.cli train --model lats --data datasets/males --out runs/m4 --batch 24
     """
-    from exprengine.training.trainer import GENERATOR, TrainConfig, train_run
-    config = TrainConfig(model=model, data=data, objective=objective, steps=steps, batch=batch, lr=lr, seed=seed,
-                         checkpoint_every=checkpoint_every, sample_every=sample_every, image_size=image_size,
-                         dims=dims, depth=depth, critic_width=critic_width, init=init)   # resuming: --steps only
-    trainer = train_run(out, config, device, resume=resume)
-    click.echo(f"trained {out} to step {trainer.step}: {Path(out) / GENERATOR}")
+    from exprengine.training.runs import train_model
+    from exprengine.training.trainer import GENERATOR
+    trainer = train_model(out, model=model, data=data, objective=objective, steps=steps, batch=batch, lr=lr, seed=seed,
+                          checkpoint_every=checkpoint_every, sample_every=sample_every, image_size=image_size, dims=dims,
+                          depth=depth, critic_width=critic_width, init=init, device=device, resume=resume)
+    if trainer.world.main:                        # under torchrun, one line from rank 0
+        click.echo(f"trained {out} to step {trainer.step}: {Path(out) / GENERATOR}")
 
 
 @cli.command(name="eval", inputs=("engine_dir", "real_dir", "inception", "photos"),

@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
-    """WGAN-GP: E[(||grad_x D(x_hat)||_2 - 1)^2], x_hat = e * real + (1 - e) * fake, e ~ U(0,1) per sample."""
-    e = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator, dtype=real.dtype)
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP: E[(||grad_x D(x_hat)||_2 - 1)^2], x_hat = e * real + (1 - e) * fake, e ~ U(0,1) per sample
+    (drawn with `generator`, or given as `weights` [N,1,1,1]: a process's part of a global batch's draw)."""
+    e = weights if weights is not None else \
+        torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator, dtype=real.dtype)
     x_hat = (e * real.detach() + (1 - e) * fake.detach()).requires_grad_(True)
     score, _ = critic(x_hat)
     (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)

@@ -27,6 +27,10 @@ both networks, both optimisers, the step, the config, the loss log; no pickle) a
 atomically every `checkpoint_every` steps and at the end; a killed run loses at most one
 interval. The run directory also gets `generator.safetensors` (for `exprengine build
 --checkpoint`), sample grids and loss curves as PNG.
+
+Data-parallel under torchrun (`exprengine.training.distributed`): each process computes its
+shard of every step's global batch (the same draws), gradients are averaged after each backward
+pass, and rank 0 writes; the result equals one process training on the whole batch.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ from exprengine.models import AttentionGenerator, build_generator, generator_con
 from exprengine.models.discriminator import Discriminator
 from exprengine.pixels import blend, network_tensor
 from exprengine.training import losses
+from exprengine.training.distributed import World, world_from_environment
 
 CHECKPOINT = "checkpoint.safetensors"
 GENERATOR = "generator.safetensors"
@@ -211,8 +216,10 @@ def make_critic(image_size: int, width: int) -> Discriminator:
 class Trainer:
     """Holds the networks, optimisers and data of one run; `train(until)` advances it."""
 
-    def __init__(self, config: TrainConfig, data, out: str | os.PathLike, device: str = "cpu"):
+    def __init__(self, config: TrainConfig, data, out: str | os.PathLike, device: str = "cpu",
+                 world: World | None = None):
         self.config = config
+        self.world = world or World()            # alone, or one of several processes (distributed.py)
         self.data = data
         self.out = Path(out)
         self.device = torch.device(device)
@@ -221,6 +228,7 @@ class Trainer:
         if config.init is not None:
             self._load_init(config.init)
         self.critic = make_critic(self.generator.config.image_size, config.critic_width).to(self.device).train()
+        self.world.broadcast(self.generator, self.critic)
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr, betas=betas)
@@ -248,6 +256,12 @@ class Trainer:
                             f"the one being trained ({self.generator.config.name}); pass the same `model`/`dims`")
         self.generator.load_state_dict(source.state_dict())
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The networks' dtype, which batches are cast to: float32, or float64 when they were built
+        under `torch.set_default_dtype(torch.float64)` (exactness tests)."""
+        return next(self.generator.parameters()).dtype
+
     # --- schedule and per-step randomness -------------------------------------------------------
     def learning_rate(self, step: int) -> float:
         """The learning rate at `step` (GANimation's schedule): `lr` until the last
@@ -259,24 +273,27 @@ class Trainer:
         return c.lr * max(0.0, (c.steps - step) / max(1, c.steps - decay_start))
 
     def batch(self, step: int):
-        """(images [B,3,S,S], aus [B,17], target aus [B,17]) on the network's AU scale, for `step`."""
+        """(images [B,3,S,S], aus [B,17], target aus [B,17], data indices [B]) on the network's AU
+        scale, for `step`: this process's shard (`World.shard`) of the global batch of `batch`."""
         c = self.config
+        part = self.world.shard(c.batch)
         rng = np.random.default_rng([c.seed, step])
         idx = rng.integers(0, len(self.data), c.batch)
         other = rng.integers(0, len(self.data), c.batch)
-        items = [self.data[int(i)] for i in idx]
+        items = [self.data[int(i)] for i in idx[part]]
         images = torch.stack([it[0] for it in items])
         aus = torch.stack([torch.as_tensor(it[1], dtype=torch.float32) for it in items]) / AU_SCALE
         target = np.stack([self.data.aus(int(j)) for j in other]).astype(np.float32) / AU_SCALE
         target += rng.uniform(-c.target_noise, c.target_noise, target.shape).astype(np.float32)
-        target = torch.from_numpy(np.clip(target, 0, 1))
-        return images.to(self.device), aus.to(self.device), target.to(self.device), idx
+        target = torch.from_numpy(np.clip(target[part], 0, 1))
+        dtype = self.dtype
+        return images.to(self.device, dtype), aus.to(self.device, dtype), target.to(self.device, dtype), idx[part]
 
     def true_edits(self, idx, target: torch.Tensor) -> torch.Tensor:
         """The renderer's image of each sample's identity with the target AUs, [B,3,S,S] in [-1, 1]."""
         aus = target.cpu().numpy().astype(np.float64) * AU_SCALE
         faces = np.stack([self.data.render_target(int(i), a) for i, a in zip(idx, aus)])
-        return network_tensor(faces).to(self.device)
+        return network_tensor(faces).to(self.device, self.dtype)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
@@ -308,10 +325,12 @@ class Trainer:
             fake_score, _ = self.critic(fake.detach())
             d_adv = fake_score.float().mean() - real_score.float().mean()
             d_au = losses.au_regression(real_aus.float(), aus)
-        gp = losses.gradient_penalty(self.critic, real, fake, gp_rng)
+        weights = torch.rand(c.batch, 1, 1, 1, device=self.device, generator=gp_rng, dtype=real.dtype)
+        gp = losses.gradient_penalty(self.critic, real, fake, weights=weights[self.world.shard(c.batch)])
         loss_d = d_adv + c.lambda_gp * gp + c.lambda_au * d_au
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        self.world.average_gradients(self.critic.parameters())
         self.opt_d.step()
         out = {"d_wasserstein": -d_adv.item(), "d_gp": gp.item(), "d_au": d_au.item()}
         # generator, once per critic_steps
@@ -331,11 +350,12 @@ class Trainer:
                 + c.lambda_tv * g_tv
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
+            self.world.average_gradients(self.generator.parameters())
             self.opt_g.step()
             out.update(g_adversarial=g_adv.item(), g_au=g_au.item(), g_cycle=g_cycle.item(),
                        g_attention=g_att.item(), g_tv=g_tv.item())
         self.step += 1
-        return out
+        return self.world.mean_values(out)
 
     def _paired_step(self) -> dict[str, float]:
         c = self.config
@@ -350,21 +370,23 @@ class Trainer:
         loss_g = c.lambda_paired * g_paired + c.lambda_attention * g_att + c.lambda_tv * g_tv
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        self.world.average_gradients(self.generator.parameters())
         self.opt_g.step()
         self.step += 1
-        return {"g_paired": g_paired.item(), "g_attention": g_att.item(), "g_tv": g_tv.item()}
+        return self.world.mean_values({"g_paired": g_paired.item(), "g_attention": g_att.item(), "g_tv": g_tv.item()})
 
     def train(self, until: int | None = None, progress: bool = True) -> None:
         """Advance to step `until` (default: the config's steps), checkpointing and sampling as configured.
         A run that fails before writing anything leaves no run directory it created."""
         until = self.config.steps if until is None else min(until, self.config.steps)
         created = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.world.main:                                 # only rank 0 writes
+            self.out.mkdir(parents=True, exist_ok=True)
         try:
-            self._train(until, progress)
+            self._train(until, progress and self.world.main)
         except BaseException:
-            if created and not any(self.out.iterdir()):     # failed before writing anything
-                self.out.rmdir()
+            if self.world.main and created and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()                            # failed before writing anything
             raise
 
     def _train(self, until: int, progress: bool) -> None:
@@ -418,19 +440,22 @@ class Trainer:
         return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
     def save(self) -> Path:
-        """Write the checkpoint and the generator's weights, each atomically."""
+        """Write the checkpoint and the generator's weights, each atomically (rank 0 only; every
+        rank keeps the same loss log)."""
         from safetensors.torch import save
 
         from exprengine.models.weights import save_weights
         from exprengine.files import write_bytes
         self._flush_log()
+        path = self.out / CHECKPOINT
+        if not self.world.main:
+            return path
         metadata = {"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_VERSION),
                     "step": str(self.step), "config": json.dumps(self.config.to_dict()),
                     "generator_config": json.dumps(self.generator.config.to_dict()),
                     "optimizer_groups": json.dumps({n: o.state_dict()["param_groups"]
                                                     for n, o in (("opt_g", self.opt_g), ("opt_d", self.opt_d))}),
                     "log": json.dumps(self.log)}
-        path = self.out / CHECKPOINT
         write_bytes(path, save(self.state_tensors(), metadata=metadata))
         save_weights(self.generator, self.out / GENERATOR,
                      extra={"training_step": self.step, "training_config": self.config.to_dict()})
@@ -463,8 +488,10 @@ class Trainer:
         return TrainConfig.from_dict(_json_metadata(meta, "config", Path(out) / CHECKPOINT))
 
     @classmethod
-    def resume(cls, out: str | os.PathLike, data, device: str = "cpu", steps: int | None = None) -> "Trainer":
-        """Rebuild a run from `out/checkpoint.safetensors` (optionally extending its step budget).
+    def resume(cls, out: str | os.PathLike, data, device: str = "cpu", steps: int | None = None,
+               world: World | None = None) -> "Trainer":
+        """Rebuild a run from `out/checkpoint.safetensors` (optionally extending its step budget;
+        `world`: the processes training together, as for `Trainer`).
 
         Everything read back is checked (config, step, log, every tensor's name and shape, the
         optimiser state against the parameters): a corrupt checkpoint is a UserError, never a
@@ -484,7 +511,7 @@ class Trainer:
         if steps is not None:
             config.steps = steps
         init, config.init = config.init, None     # the checkpoint's weights replace the initial ones
-        trainer = cls(config, data, out, device)
+        trainer = cls(config, data, out, device, world)
         trainer.config.init = init
         parts: dict[str, dict[str, torch.Tensor]] = {"generator": {}, "critic": {}, "opt_g": {}, "opt_d": {}}
         for k, v in tensors.items():
@@ -504,18 +531,22 @@ class Trainer:
     # --- what people look at ---------------------------------------------------------------------
     @torch.no_grad()
     def write_samples(self, rows: int = 4) -> Path:
-        """A grid per step: input, each preset at intensity 1.5, and the happiness attention map."""
+        """A grid per step: input, each preset at intensity 1.5, and the happiness attention map
+        (rank 0 only)."""
         from exprengine.pixels import to_uint8_nhwc
         from exprengine.media import contact_sheet, write_image
+        path = self.out / "samples" / f"step_{self.step:07d}.png"
+        if not self.world.main:
+            return path
         presets = [name for name, p in PRESETS.items() if p.aus]
         self.generator.eval()
         tiles, labels = [], []
         for r in range(min(rows, len(self.data))):      # a data set may hold fewer images
-            image = self.data[r][0][None].to(self.device)
+            image = self.data[r][0][None].to(self.device, self.dtype)
             tiles.append(to_uint8_nhwc(image.cpu().numpy())[0])
             labels.append("input")
             for name in presets:
-                aus = torch.from_numpy(AUs.preset(name, 1.5).values / AU_SCALE)[None].to(self.device)
+                aus = torch.from_numpy(AUs.preset(name, 1.5).values / AU_SCALE)[None].to(self.device, self.dtype)
                 color, attention = self.generator(image, aus)
                 tiles.append(to_uint8_nhwc(blend(image, color, attention).float().cpu().numpy())[0])
                 labels.append(name)
@@ -526,7 +557,6 @@ class Trainer:
             labels.append("A (happy)")
         self.generator.train()
         sheet = contact_sheet(np.stack(tiles), columns=len(presets) + 2, labels=labels)
-        path = self.out / "samples" / f"step_{self.step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_image(path, sheet)
         return path
@@ -543,6 +573,8 @@ def train_run(out: str | os.PathLike, config: TrainConfig, device: str = "auto",
     step budget) is taken. `device`: "auto" (`resolve_device`: CUDA when PyTorch sees an NVIDIA
     GPU), "cpu" or "cuda" (UserError when no GPU is visible). `progress`: a line on stderr saying
     where a resumed run starts, and the trainer's progress bar.
+    Under torchrun (`distributed.world_from_environment`) each process trains its shard of every
+    global batch of `batch` (a multiple of the number of processes) and rank 0 writes the run.
     UserError also when `out` is a file, and for a missing or corrupt checkpoint or data set.
     """
     from exprengine.data.datasets import training_data
@@ -555,15 +587,24 @@ def train_run(out: str | os.PathLike, config: TrainConfig, device: str = "auto",
         raise UserError(f"`out` {out} is a file; give a directory for the run")
     if resume:
         saved = Trainer.checkpoint_config(run)
-        trainer = Trainer.resume(run, training_data(saved.data, saved.generator_config().image_size), device,
-                                 config.steps)
-        if progress:
-            print(f"resuming {out} at step {trainer.step} of {trainer.config.steps}", file=sys.stderr, flush=True)
+        data = training_data(saved.data, saved.generator_config().image_size)
     else:
         if (run / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a run; use `resume` to continue it or choose another `out`")
-        trainer = Trainer(config, training_data(config.data, config.generator_config().image_size), run, device)
-    trainer.train(progress=progress)
+        data = training_data(config.data, config.generator_config().image_size)
+    world, device = world_from_environment(device)
+    try:
+        world.shard((saved if resume else config).batch)          # the batch splits evenly, or a UserError now
+        if resume:
+            trainer = Trainer.resume(run, data, device, config.steps, world)
+            if progress and world.main:
+                print(f"resuming {out} at step {trainer.step} of {trainer.config.steps}", file=sys.stderr, flush=True)
+        else:
+            trainer = Trainer(config, data, run, device, world)
+        trainer.train(progress=progress)
+        world.barrier()
+    finally:
+        world.close()
     return trainer
 
 

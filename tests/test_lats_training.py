@@ -1,0 +1,220 @@
+"""LATS training (issue 16 part 7): the reference's losses, a tiny run learns, resume is exact,
+samples and curves are written, the data is checked, and `exprengine train` drives it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from exprengine.errors import UserError
+from exprengine.models.lats import LATSDiscriminator, LATSGenerator
+from exprengine.training.lats_trainer import (CHECKPOINT, GENERATOR, LATSTrainConfig, LATSTrainer, age_training_data,
+                                              critic_logits, draw_samples, lats_model_config, load_images,
+                                              selective_class_loss)
+
+
+def tiny_config(**kw) -> LATSTrainConfig:
+    base = dict(steps=4, batch=2, image_size=32, checkpoint_every=2, sample_every=1000, log_every=1, seed=5,
+                decay_at=())
+    base.update(kw)
+    return LATSTrainConfig(**base)
+
+
+def tiny_data():
+    return age_training_data("synthetic-age:1:40", 32)
+
+
+def test_selective_class_loss_reads_each_images_class_logit():
+    logits = torch.tensor([[0.0, 2.0, -1.0], [3.0, -4.0, 0.5]])
+    classes = torch.tensor([1, 0])
+    picked = torch.tensor([2.0, 3.0])
+    assert selective_class_loss(logits, classes, real=True).item() == pytest.approx(F.softplus(-picked).mean().item())
+    assert selective_class_loss(logits, classes, real=False).item() == pytest.approx(F.softplus(picked).mean().item())
+    assert selective_class_loss(logits, classes, real=True).item() == pytest.approx(
+        (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-3.0))) / 2)
+
+
+def test_critic_logits_alone_are_the_critics():
+    config = lats_model_config("lats-small", 32)
+    torch.manual_seed(0)
+    critic = LATSDiscriminator(config)
+    x = torch.randn(5, 3, 32, 32)
+    assert torch.equal(critic_logits(critic, x), critic(x))
+
+
+def test_model_config_at_other_sizes_keeps_the_generator_and_shortens_the_critic():
+    from exprengine.models.lats import LATSConfig, lats_config
+    small = lats_model_config("lats-small", 64)
+    assert small.generator_fields() == lats_config("lats-small").generator_fields()
+    assert small.discriminator_dims == lats_config("lats-small").discriminator_dims[:5]
+    assert LATSConfig.from_dict(small.to_dict()) == small
+    assert lats_model_config("lats") is lats_config("lats")
+    assert LATSDiscriminator(small)(torch.zeros(2, 3, 64, 64)).shape == (2, 6)
+    with pytest.raises(UserError, match="image_size"):
+        lats_model_config("lats-small", 48)
+    with pytest.raises(UserError, match="unknown LATS model"):
+        lats_model_config("lats-huge")
+
+
+def test_synthetic_batches_are_the_data_sets_faces_and_truth():
+    from exprengine.pixels import network_tensor
+    data = tiny_data()
+    rng = np.random.default_rng(0)
+    idx, source, target = draw_samples(data, rng, 6)
+    assert (source != target).all() and (source == [data.source_class(int(i)) for i in idx]).all()
+    images, truth = load_images(data, idx[:2], 32, truth=True)
+    for k, i in enumerate(idx[:2]):
+        item = data[int(i)]
+        assert torch.equal(network_tensor(images[k:k + 1])[0], item["source"])
+        assert torch.equal(network_tensor(truth[k:k + 1])[0], item["target"])
+    flipped, flipped_truth = load_images(data, idx[:2], 32, flips=[True, False], truth=True)
+    assert np.array_equal(flipped[0], images[0][:, ::-1]) and np.array_equal(flipped[1], images[1])
+    assert np.array_equal(flipped_truth[0], truth[0][:, ::-1])
+    big, _ = load_images(age_training_data("synthetic-age:1:40", 256), idx[:1], 256)    # enlarged from 128
+    assert big.shape == (1, 256, 256, 3)
+
+
+def test_age_folder_batches_draw_a_class_then_another_target(tmp_path):
+    from exprengine.data.age_faces import write_age_folders
+    write_age_folders(tmp_path / "ages", identities=40, seed=0)
+    data = age_training_data(str(tmp_path / "ages"), 32)
+    idx, source, target = draw_samples(data, np.random.default_rng(1), 200)
+    assert (source != target).all()
+    assert [data.classes[i] for i in idx] == list(source)
+    assert set(source) == set(range(6)) and set(target) == set(range(6))
+    images, truth = load_images(data, idx[:3], 32)
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8 and truth is None
+
+
+def test_a_tiny_run_learns_and_writes_samples_curves_and_the_running_generator(tmp_path):
+    from exprengine.media import read_image
+    from exprengine.models.lats import import_lats_checkpoint
+    from exprengine.models.weights import load_weights
+    t = LATSTrainer(tiny_config(steps=12, batch=4, log_every=4, sample_every=12, checkpoint_every=12),
+                    tiny_data(), tmp_path)
+    t.train(progress=False)
+    first, last = t.log[0], t.log[-1]
+    assert {"d_real", "d_fake", "d_r1", "g_adversarial", "g_rec", "g_cycle", "g_identity", "g_age",
+            "truth_l1"} == set(last) - {"step", "lr"}
+    assert all(np.isfinite(v) for e in t.log for v in e.values())
+    assert last["g_rec"] < 0.8 * first["g_rec"], (first, last)          # the generator learns to reconstruct
+    assert last["g_age"] < first["g_age"], (first, last)                  # the age encoder reads the codes
+    assert last["truth_l1"] < first["truth_l1"], (first, last)
+    sheet = read_image(tmp_path / "samples" / "step_0000012.png")
+    assert sheet.shape[1] > 7 * 32 and sheet.shape[0] > 4 * 32            # 4 rows: input + 6 classes
+    assert (tmp_path / "losses.png").is_file()
+    running = load_weights(tmp_path / GENERATOR)
+    assert isinstance(running, LATSGenerator) and running.config == t.model_config
+    for k, v in t.ema.state_dict().items():
+        assert torch.equal(running.state_dict()[k], v), k
+    assert not all(torch.equal(v, t.generator.state_dict()[k]) for k, v in t.ema.state_dict().items())
+    assert import_lats_checkpoint(tmp_path / GENERATOR, "lats-small").config.image_size == 32
+
+
+def test_running_generator_is_the_moving_average_and_slow_layers_get_a_hundredth(tmp_path):
+    t = LATSTrainer(tiny_config(), tiny_data(), tmp_path)
+    before = {k: v.clone() for k, v in t.generator.state_dict().items()}
+    t.train_step()
+    for k, v in t.ema.state_dict().items():
+        expected = 0.999 * before[k] + 0.001 * t.generator.state_dict()[k]
+        assert torch.allclose(v, expected, atol=1e-6), k
+    assert [g["lr"] for g in t.opt_g.param_groups] == [pytest.approx(1e-3), pytest.approx(1e-5)]
+    slow = {id(p) for p in t.opt_g.param_groups[1]["params"]}
+    names = [n for n, p in t.generator.named_parameters() if id(p) in slow]
+    assert names and all(n.startswith("mapping.") or ".affine." in n for n in names)
+    assert any(n.startswith("mapping.") for n in names) and any(".affine." in n for n in names)
+    schedule = LATSTrainer(tiny_config(steps=80, decay_at=(0.125, 0.25)), tiny_data(), tmp_path / "s")
+    assert [schedule.learning_rate(s) for s in (0, 9, 10, 19, 20, 79)] == pytest.approx(
+        [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = LATSTrainer(tiny_config(), tiny_data(), tmp_path / "a")
+    straight.train(progress=False)
+    halves = LATSTrainer(tiny_config(), tiny_data(), tmp_path / "b")
+    halves.train(until=2, progress=False)
+    resumed = LATSTrainer.resume(tmp_path / "b", tiny_data())
+    assert resumed.step == 2
+    resumed.train(progress=False)
+    a, b = straight.state_tensors(), resumed.state_tensors()
+    assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a) and any(k.startswith("opt_d.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert straight.log == resumed.log
+
+
+def test_paired_objective_trains_against_the_truth_without_the_critic(tmp_path):
+    t = LATSTrainer(tiny_config(objective="paired", steps=2), tiny_data(), tmp_path)
+    critic = {k: v.clone() for k, v in t.critic.state_dict().items()}
+    t.train(progress=False)
+    assert {"g_paired", "truth_l1", "g_rec", "g_cycle", "g_identity", "g_age"} == set(t.log[-1]) - {"step", "lr"}
+    assert t.log[-1]["g_paired"] == t.log[-1]["truth_l1"]
+    for k, v in t.critic.state_dict().items():
+        assert torch.equal(critic[k], v), k
+
+
+def test_bad_configs_and_checkpoints_are_refused(tmp_path):
+    from exprengine.data.age_faces import write_age_folders
+    write_age_folders(tmp_path / "ages", identities=40, seed=0)
+    folder = age_training_data(str(tmp_path / "ages"), 32)
+    with pytest.raises(UserError, match="paired objective needs the synthetic"):
+        LATSTrainer(tiny_config(objective="paired"), folder, tmp_path / "r")
+    with pytest.raises(UserError, match="64x64, the model takes 32x32"):
+        LATSTrainer(tiny_config(), age_training_data("synthetic-age", 64), tmp_path / "r")
+    with pytest.raises(UserError, match="nothing to resume"):
+        LATSTrainer.resume(tmp_path / "none", tiny_data())
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / CHECKPOINT).write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(UserError, match="not readable"):
+        LATSTrainer.resume(tmp_path / "bad", tiny_data())
+    with pytest.raises(UserError, match="unknown or missing fields"):
+        LATSTrainConfig.from_dict({**tiny_config().to_dict(), "lambda_gp": 1.0})
+    with pytest.raises(UserError, match="batch"):
+        LATSTrainConfig.from_dict({**tiny_config().to_dict(), "batch": 0})
+    assert LATSTrainConfig.from_dict(tiny_config().to_dict()) == tiny_config()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("synthetic", "expression world"), ("synthetic-age:x", "synthetic-age"), ("synthetic-age:1:1", "identities"),
+    ("{missing}", "does not exist"), ("{incomplete}", "holds no image"),
+])
+def test_bad_age_data_is_one_line_and_writes_nothing(tmp_path, capsys, spec, message):
+    from exprengine.cli import main
+    (tmp_path / "incomplete" / "train0-2").mkdir(parents=True)
+    spec = spec.format(missing=tmp_path / "missing", incomplete=tmp_path / "incomplete")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "lats-small", "--data", spec, "--out", str(out), "--image-size", "32",
+                 "--steps", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_options_of_the_other_family_are_refused(tmp_path, capsys):
+    from exprengine.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--model", "lats-small", "--dims", "8,16,32", "--out", str(out), "--steps", "1"]) == 2
+    assert "--dims" in capsys.readouterr().err
+    assert main(["train", "--model", "convnext2", "--data", "synthetic-age", "--out", str(out), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "age world" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_train_command_on_an_age_folder_and_resume(tmp_path, capsys):
+    from exprengine.cli import main
+    from exprengine.data.age_faces import write_age_folders
+    write_age_folders(tmp_path / "ages", identities=40, seed=0)
+    run = tmp_path / "r"
+    args = ["train", "--model", "lats-small", "--data", str(tmp_path / "ages"), "--out", str(run), "--steps", "2",
+            "--batch", "2", "--image-size", "32", "--checkpoint-every", "2", "--sample-every", "2", "--device", "cpu"]
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"trained {run} to step 2: {run / GENERATOR}"]
+    assert main(args) == 2                                            # refuses to overwrite a run
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--steps", "3"]) == 0, capsys.readouterr().err
+    resumed = LATSTrainer.resume(run, age_training_data(str(tmp_path / "ages"), 32))
+    assert resumed.step == 3 and resumed.config.data == str(tmp_path / "ages") and resumed.config.batch == 2
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000003.png"]
