@@ -11,6 +11,11 @@ For `ganimation` and `convnext6` at 128x128, on fresh random inputs:
     per-frame loop (how the reference GANimation code renders a morph) and eager batched;
   * throughput at the best batch;
   * the floor: FLOPs per frame (counted) over the FP16 matrix rate measured in the same run.
+With `--models lats` (or lats-small; issue 16 part 9), the age engines instead: the 101-frame
+traversal of one face at 256x256 as one call (`Engine.traverse`: one encoder call, one decoder call,
+max_batch 128) on the torch backend's CUDA pipeline in FP16 and FP32, against eager PyTorch doing the
+same (encode once, decode the batch, uint8 to the host) and against the floor (FLOPs / the matmul
+rate of the precision, both measured here); target 25 ms on the H200.
 Times are medians of wall-clock calls that end in a synchronisation, after warm-up.
 Results go to OUT/gpu-results.json and OUT/gpu-results.md; a table is printed last.
 """
@@ -66,11 +71,16 @@ def median_ms(fn, repeats: int = 30, warmup: int = 3, min_time: float = 0.0) -> 
 
 
 # --- the machine's ceilings ------------------------------------------------------------------------
-def fp16_matmul_tflops(n: int = 8192) -> float:
-    a = torch.randn(n, n, device="cuda", dtype=torch.float16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.float16)
+def matmul_tflops(dtype: torch.dtype, n: int = 8192) -> float:
+    """TFLOP/s of an n^3 torch.matmul in `dtype` (FP32 runs without TF32: main turns it off)."""
+    a = torch.randn(n, n, device="cuda", dtype=dtype)
+    b = torch.randn(n, n, device="cuda", dtype=dtype)
     ms = median_ms(lambda: a @ b, repeats=20)
     return 2 * n ** 3 / (ms * 1e-3) / 1e12
+
+
+def fp16_matmul_tflops(n: int = 8192) -> float:
+    return matmul_tflops(torch.float16, n)
 
 
 def copy_bandwidth_tbs(nbytes: int = 2 << 30) -> float:
@@ -193,6 +203,94 @@ def time_engine(engine: Engine, face: np.ndarray, trajectory: np.ndarray, batche
     return r
 
 
+# --- LATS age engines (issue 16 part 9) ------------------------------------------------------------
+LATS_FRAMES = 101               # the reference's traversal (class step 0.05)
+LATS_TARGET_MS = 25.0
+
+
+def lats_traversal(name: str, face: np.ndarray, workdir: Path, fp16_tflops: float) -> dict:
+    """The 101-frame traversal of `face` by `name` ("lats", "lats-small"; random-init weights, seed 0)
+    at 256x256: eager PyTorch FP32 / FP16 (encode once, decode the batch, uint8 on the host) and the
+    torch backend's CUDA engine FP32 / FP16 (`Engine.traverse`, one encoder and one decoder call),
+    each engine checked against eager FP32 (max LSB) and timed; the floor of a call is its FLOPs
+    (counted) over the matmul rate of its precision, measured here. Milliseconds throughout."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from exprengine.models import create_model
+    from exprengine.models.lats import traversal_positions
+    from exprengine.preprocess import stack_faces
+    generator = create_model(name, seed=0).eval()
+    x = torch.from_numpy(to_network_input(stack_faces(face, generator.config.image_size)))
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            features = generator.encode(x)
+        encoder = counter.get_total_flops() / 1e9
+        styles = generator.style_at(traversal_positions(0.05).tolist())       # [101, D], as the engine's
+        with FlopCounterMode(display=False) as counter:
+            generator.decode(features, styles[:1])
+        decoder = counter.get_total_flops() / 1e9
+    r = {"frames": LATS_FRAMES, "target_ms": LATS_TARGET_MS, "gflop_encoder": encoder,
+         "gflop_decoder_per_frame": decoder, "gflop_per_call": encoder + LATS_FRAMES * decoder,
+         "fp32_matmul_tflops": matmul_tflops(torch.float32), "engines": {}}
+    rates = {"fp16": fp16_tflops, "fp32": r["fp32_matmul_tflops"]}
+
+    def eager_call(module, dtype):
+        @torch.inference_mode()
+        def run():
+            out = module.decode(module.encode(x.cuda().to(dtype)), styles.cuda().to(dtype))
+            return to_uint8_nhwc(out.float().cpu().numpy())
+        return run
+
+    reference = None
+    for precision in ("fp32", "fp16"):
+        dtype = torch_dtype(precision)
+        eager = eager_call(copy.deepcopy(generator).cuda().to(dtype), dtype)
+        frames = eager()
+        reference = frames if reference is None else reference
+        r[f"eager_{precision}_ms"] = median_ms(eager, repeats=10)
+        eager = None
+        label = f"torch-{precision}+graph"
+        e = r["engines"][label] = {"floor_ms": r["gflop_per_call"] / rates[precision]}  # GFLOP / (TFLOP/s) = ms
+        try:
+            out = workdir / f"{name}-torch-{precision}"
+            build_engine(generator, out, "torch", weights_source="bench random-init seed=0", precision=precision,
+                         device="cuda", max_batch=128, opt_batch=LATS_FRAMES)
+            engine = Engine.load(out, device="cuda")
+            frames = engine.traverse(face)
+            e["calls_per_traverse"] = [engine.encoder_calls, engine.decoder_calls]     # [1, 1]
+            e["max_lsb_vs_eager_fp32"] = int(np.abs(frames.astype(int) - reference).max())
+            e["ms"] = median_ms(lambda: engine.traverse(face), repeats=30)
+            e["x_floor"] = e["ms"] / e["floor_ms"]
+            e["target_met"] = e["ms"] <= LATS_TARGET_MS
+            engine = None
+        except Exception as ex:            # record and go on, as for the expression engines
+            e["error"] = f"{type(ex).__name__}: {str(ex)[:300]}"
+            traceback.print_exc()
+        log(name, label, e)
+        torch.cuda.empty_cache()
+    return r
+
+
+def lats_markdown(name: str, r: dict) -> list[str]:
+    lines = [f"**{name}**, the 101-frame traversal at 256x256: {r['gflop_per_call']:.0f} GFLOP per call "
+             f"(encoder {r['gflop_encoder']:.1f}, decoder {r['gflop_decoder_per_frame']:.1f} per frame); eager "
+             f"one call FP32 {r['eager_fp32_ms']:.2f} ms, FP16 {r['eager_fp16_ms']:.2f} ms; FP32 matmul (no TF32) "
+             f"{r['fp32_matmul_tflops']:.0f} TFLOP/s.", "",
+             "| engine | one call ms | vs eager FP32 | vs eager FP16 | floor ms | x floor | max LSB vs eager FP32 "
+             "| target <= 25 ms | note |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, e in r["engines"].items():
+        if "ms" not in e:
+            lines.append(f"| {label} | - | - | - | {e['floor_ms']:.2f} | - | - | - | {e.get('error', '')} |")
+            continue
+        lines.append(f"| {label} | {e['ms']:.2f} | {r['eager_fp32_ms'] / e['ms']:.1f}x | "
+                     f"{r['eager_fp16_ms'] / e['ms']:.1f}x | {e['floor_ms']:.2f} | {e['x_floor']:.1f} | "
+                     f"{e['max_lsb_vs_eager_fp32']} | {'met' if e['target_met'] else 'missed'} | "
+                     f"calls {e['calls_per_traverse']} |")
+    return lines + [""]
+
+
 def profile_morph(engine: Engine, face: np.ndarray, trajectory: np.ndarray, top: int = 12) -> list[dict]:
     """The CUDA kernels of one 32-frame morph, by total device time (CUDA graphs are profiled uncaptured)."""
     from torch.profiler import ProfilerActivity, profile
@@ -252,6 +350,11 @@ def main() -> int:
     traj = au_trajectory(np.zeros(NUM_AUS, np.float32), AUs.parse("happiness@2").values, MORPH_FRAMES)
     workdir = Path(tempfile.mkdtemp(prefix="exprengine-gpu-"))
     for name in args.models.split(","):
+        from exprengine.models.lats import LATS_CONFIGS
+        if name in LATS_CONFIGS:
+            results.setdefault("lats", {})[name] = lats_traversal(name, face, workdir, results["fp16_matmul_tflops"])
+            save()
+            continue
         from helpers import perturbed_generator
         generator = perturbed_generator(name)
         m = results["models"][name] = {"gflop_per_frame": gflop_per_frame(generator), "engines": {}}
@@ -325,6 +428,8 @@ def markdown(r: dict) -> str:
                          f"{e['morph32_ms'] / m['floor_ms_morph32']:.1f} | {e['best_batch']} | {e['best_fps']:.0f} | "
                          f"{e.get('note', '')} |")
         lines.append("")
+    for name, m in r.get("lats", {}).items():
+        lines += lats_markdown(name, m)
     return "\n".join(lines)
 
 

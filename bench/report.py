@@ -80,7 +80,83 @@ def tables(data: dict, benchmarks: list[dict]) -> tuple[str, list[str]]:
         rate = b["extra_info"]["batch"] / b["stats"]["median"]
         lines += ["", f"Synthetic face renderer: {rate:.0f} images/s in one process "
                       f"(batch {b['extra_info']['batch']}, 128x128)."]
-    return "\n".join(lines), failures
+    age_lines, age_failures = age_tables(by_kind, peak)
+    if age_lines and lines and lines[-1] == "":
+        age_lines = age_lines[1:]           # one blank line between the machine line and the first table
+    return "\n".join(lines + age_lines), failures + age_failures
+
+
+def age_tables(by_kind: dict, peak: float | None) -> tuple[list[str], list[str]]:
+    """The age benchmarks (`bench/test_age_bench.py`): the traversal as one call against the
+    per-frame loop and eager, the identity encoder once against per frame, and the GPU traversal
+    against its floor (FLOPs / the matmul rate of its precision, measured in the same run)."""
+    lines, failures = [], []
+    traverse = defaultdict(dict)
+    for b in by_kind["age-traverse"]:
+        e = b["extra_info"]
+        traverse[e["model"], e["frames"]][e["backend"], e["mode"]] = b
+    if traverse:
+        lines += ["", "| age traversal | frames | backend | one call, ms | ms/frame | per-frame loop, ms | "
+                      "eager, ms | one call vs loop | one call vs eager | GFLOP/s (one call) | % of matmul rate |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (model, frames), row in sorted(traverse.items(), key=lambda kv: (kv[0][0] != "lats-small", kv[0])):
+        eager = row.get(("eager", "eager"))
+        eager_s = eager["stats"]["median"] if eager else None
+        if eager:
+            g = eager["extra_info"]["gflop_per_call"] / eager_s
+            pct = f"{100 * g / peak:.0f} %" if peak else "-"
+            lines.append(f"| {model} | {frames} | eager PyTorch | - | {1e3 * eager_s / frames:.1f} | - | "
+                         f"{1e3 * eager_s:.1f} | - | 1.00x | {g:.0f} | {pct} |")
+        for backend in sorted({k[0] for k in row} - {"eager"}):
+            one, loop = row.get((backend, "one-call")), row.get((backend, "per-frame-loop"))
+            if not one:
+                continue
+            t = one["stats"]["median"]
+            lt = loop["stats"]["median"] if loop else None
+            g = one["extra_info"]["gflop_per_call"] / t
+            pct = f"{100 * g / peak:.0f} %" if peak else "-"
+            lines.append(f"| {model} | {frames} | {backend} | {1e3 * t:.1f} | {1e3 * t / frames:.1f} | "
+                         f"{f'{1e3 * lt:.1f}' if lt else '-'} | {f'{1e3 * eager_s:.1f}' if eager else '-'} | "
+                         f"{f'{lt / t:.2f}x' if lt else '-'} | {f'{eager_s / t:.2f}x' if eager else '-'} | "
+                         f"{g:.0f} | {pct} |")
+            if lt and t >= lt:
+                failures.append(f"the one-call {frames}-frame traversal ({model}) on {backend} is not faster than "
+                                f"the per-frame loop ({lt / t:.2f}x)")
+            if eager and t >= eager_s:
+                failures.append(f"the one-call {frames}-frame traversal ({model}) on {backend} is not faster than "
+                                f"eager PyTorch ({eager_s / t:.2f}x)")
+    encoder = defaultdict(dict)
+    for b in by_kind["age-encoder"]:
+        e = b["extra_info"]
+        encoder[e["model"], e["frames"], e["backend"]][e["mode"]] = b["stats"]["median"]
+    if encoder:
+        lines += ["", "| identity encoder | frames | backend | decode only (features cached), ms | "
+                      "encoder once + decode, ms | encoder per frame + decode, ms | per frame vs once | "
+                      "encoder's share of the one call |",
+                  "|---|---|---|---|---|---|---|---|"]
+    for (model, frames, backend), m in sorted(encoder.items()):
+        cached, once, per = (m.get(k) for k in ("features-cached", "encoder-once", "encoder-per-frame"))
+        if cached and once and per:
+            lines.append(f"| {model} | {frames} | {backend} | {1e3 * cached:.1f} | {1e3 * once:.1f} | {1e3 * per:.1f} | "
+                         f"{per / once:.2f}x | {100 * (once - cached) / once:.0f} % |")
+    rates = {b["extra_info"]["precision"]: b["extra_info"]["gflop"] / b["stats"]["median"] / 1e3
+             for b in by_kind["gpu-matmul"]}            # TFLOP/s
+    if by_kind["gpu-age-traverse"]:
+        lines += ["", "| GPU age traversal | frames | engine | one call, ms | floor, ms (FLOPs / matmul rate) | "
+                      "x floor | target | result |", "|---|---|---|---|---|---|---|---|"]
+    for b in sorted(by_kind["gpu-age-traverse"], key=lambda b: b["extra_info"]["precision"]):
+        e = b["extra_info"]
+        t = 1e3 * b["stats"]["median"]
+        rate = rates.get(e["precision"])
+        floor = e["gflop_per_call"] / rate if rate else None         # GFLOP / (TFLOP/s) = ms
+        met = t <= e["target_ms"]
+        lines.append(f"| {e['model']} on {e['device']} | {e['frames']} | {e['backend']} {e['precision']} | {t:.2f} | "
+                     f"{f'{floor:.2f}' if floor else '-'} | {f'{t / floor:.1f}' if floor else '-'} | "
+                     f"<= {e['target_ms']:.0f} ms | {'met' if met else 'missed'} |")
+        if not met:
+            failures.append(f"GPU traversal of {e['frames']} frames ({e['model']}, {e['precision']}): {t:.1f} ms, "
+                            f"target {e['target_ms']:.0f} ms")
+    return lines, failures
 
 
 def video_rows(device: str, w: int, h: int, backend: str, v: dict) -> tuple[list[str], list[str]]:
