@@ -218,3 +218,15 @@ def test_train_command_on_an_age_folder_and_resume(tmp_path, capsys):
     resumed = LATSTrainer.resume(run, age_training_data(str(tmp_path / "ages"), 32))
     assert resumed.step == 3 and resumed.config.data == str(tmp_path / "ages") and resumed.config.batch == 2
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000003.png"]
+
+
+def test_init_starts_both_generators_from_given_weights_and_refuses_another_model(tmp_path):
+    from exprengine.models.weights import load_weights
+    first = LATSTrainer(tiny_config(steps=1, checkpoint_every=1), tiny_data(), tmp_path / "first")
+    first.train(progress=False)
+    weights = tmp_path / "first" / GENERATOR
+    tuned = LATSTrainer(tiny_config(init=str(weights)), tiny_data(), tmp_path / "tuned")
+    for k, v in load_weights(weights).state_dict().items():
+        assert torch.equal(tuned.generator.state_dict()[k], v) and torch.equal(tuned.ema.state_dict()[k], v), k
+    with pytest.raises(UserError, match="another shape"):
+        LATSTrainer(tiny_config(model="lats", init=str(weights)), tiny_data(), tmp_path / "other")
