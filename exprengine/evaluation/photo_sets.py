@@ -48,7 +48,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from exprengine.errors import UserError
+from exprengine.errors import UserError, rename_arguments
 from exprengine.files import cache_dir, write_bytes
 
 #: Image files a photo set holds (what `list_photos` returns).
@@ -473,10 +473,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="use only what is installed or already downloaded into DIR/.downloads")
     args = parser.parse_args(argv)
     out = Path(args.dir).expanduser() if args.dir else default_photo_dir()
+    options = {"offline": "--offline", "out_dir": "DIR"}       # the library's argument names, said as typed
+
+    def say(message: str) -> None:
+        print(rename_arguments(message, options), file=sys.stderr, flush=True)
     try:
-        results = build_photo_set(out, args.offline, log=lambda m: print(m, file=sys.stderr, flush=True))
+        results = build_photo_set(out, args.offline, log=say)
     except UserError as e:
-        print(f"photo_sets: error: {e}", file=sys.stderr)
+        say(f"photo_sets: error: {e}")
         return 2
     counts = ", ".join(f"{r.source.prefix} {len(r.written)}" for r in results)
     photos = sum(len(r.written) for r in results)
