@@ -570,21 +570,8 @@ class LATSTrainer:
     def read_checkpoint(out: str | os.PathLike, tensors: bool = True) -> tuple[dict, dict]:
         """(metadata, tensors) of `out/checkpoint.safetensors`, checked to be a LATS run's.
         UserError for a missing, unreadable or foreign file."""
-        from safetensors import SafetensorError
-        from safetensors.torch import safe_open
-        path = Path(out) / CHECKPOINT
-        if not path.is_file():
-            raise UserError(f"nothing to resume: {path} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                values = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            from exprengine.models.weights import first_line
-            raise UserError(f"checkpoint {path} is not readable ({first_line(e)})") from None
-        if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != str(CHECKPOINT_VERSION):
-            raise UserError(f"{path} is not an exprengine LATS training checkpoint (version {CHECKPOINT_VERSION})")
-        return meta, values
+        from exprengine.training.trainer import read_run_checkpoint
+        return read_run_checkpoint(out, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "an exprengine LATS training", tensors)
 
     @classmethod
     def checkpoint_config(cls, out: str | os.PathLike) -> LATSTrainConfig:

@@ -213,6 +213,28 @@ def make_critic(image_size: int, width: int) -> Discriminator:
     return Discriminator(image_size=image_size, dims=dims)
 
 
+def read_run_checkpoint(out: str | os.PathLike, fmt: str, version: int, kind: str,
+                        tensors: bool = True) -> tuple[dict, dict]:
+    """(metadata, tensors) of a training run's `out/checkpoint.safetensors` (tensors {} unless
+    `tensors`), checked to carry format `fmt` at `version`; shared by every trainer. UserError
+    for a missing or unreadable file, or one of another format ("{path} is not {kind} checkpoint")."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+    path = Path(out) / CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"nothing to resume: {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            values = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        from exprengine.models.weights import first_line
+        raise UserError(f"checkpoint {path} is not readable ({first_line(e)})") from None
+    if meta.get("format") != fmt or meta.get("format_version") != str(version):
+        raise UserError(f"{path} is not {kind} checkpoint (version {version})")
+    return meta, values
+
+
 class Trainer:
     """Holds the networks, optimisers and data of one run; `train(until)` advances it."""
 
@@ -465,21 +487,7 @@ class Trainer:
     @staticmethod
     def read_checkpoint(out: str | os.PathLike, tensors: bool = True) -> tuple[dict, dict]:
         """(metadata, tensors) of `out/checkpoint.safetensors`, checked to be ours."""
-        from safetensors import SafetensorError
-        from safetensors.torch import safe_open
-        path = Path(out) / CHECKPOINT
-        if not path.is_file():
-            raise UserError(f"nothing to resume: {path} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                values = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            from exprengine.models.weights import first_line
-            raise UserError(f"checkpoint {path} is not readable ({first_line(e)})") from None
-        if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != str(CHECKPOINT_VERSION):
-            raise UserError(f"{path} is not an exprengine training checkpoint (version {CHECKPOINT_VERSION})")
-        return meta, values
+        return read_run_checkpoint(out, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "an exprengine training", tensors)
 
     @classmethod
     def checkpoint_config(cls, out: str | os.PathLike) -> TrainConfig:
