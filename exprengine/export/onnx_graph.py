@@ -80,28 +80,8 @@ def export_onnx(generator: AttentionGenerator, path: str | Path, outputs: GraphO
         raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
     metadata["exprengine.precision"] = precision
     module = exported_module(generator, outputs)
-    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "onnx_ir")]
-    levels = [lg.level for lg in quiet]
-    try:
-        for lg in quiet:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module, example_inputs(generator), input_names=list(inputs),
-                output_names=list(OUTPUT_NAMES[outputs]), dynamic_shapes=dynamic_shapes(max_batch, inputs),
-                opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
-    finally:
-        for lg, lv in zip(quiet, levels):
-            lg.setLevel(lv)
-    model = program.model_proto
-    # The exporter names the dynamic axis after the Dim; make it explicit and readable.
-    for value in list(model.graph.input) + list(model.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    onnx.helper.set_model_props(model, metadata)
-    onnx.checker.check_model(model, full_check=True)
-    write_bytes(path, model.SerializeToString())          # atomic: whole or untouched
-    return path
+    return _write_onnx(module, example_inputs(generator), list(inputs), list(OUTPUT_NAMES[outputs]), max_batch,
+                       metadata, path)
 
 
 LATS_INPUT_NORMALISATION = "image: uint8 RGB / 127.5 - 1 -> [-1, 1], NCHW; style: interpolated class styles"
@@ -135,33 +115,14 @@ def export_lats_onnx(generator, path: str | Path, graph: str, max_batch: int = 2
     as a checked FP32 ONNX model (opset 18, one self-contained file, metadata `lats_graph_metadata`)
     with a dynamic batch axis (named "batch", shared by the decoder's two inputs). Returns `path`.
     ValueError for another graph name; onnx's checker errors pass through."""
-    from exprengine.export.graph import LATS_GRAPHS, dynamic_shapes, lats_example_inputs, lats_graph_module
+    from exprengine.export.graph import LATS_GRAPHS, lats_example_inputs, lats_graph_module
     path = Path(path)
     module = lats_graph_module(generator, graph)
     inputs, outputs = LATS_GRAPHS[graph]
     metadata = lats_graph_metadata(generator, graph)
     metadata["exprengine.precision"] = "fp32"
-    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "onnx_ir")]
-    levels = [lg.level for lg in quiet]
-    try:
-        for lg in quiet:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module, lats_example_inputs(generator, graph), input_names=list(inputs),
-                output_names=list(outputs), dynamic_shapes=dynamic_shapes(max_batch, inputs),
-                opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
-    finally:
-        for lg, lv in zip(quiet, levels):
-            lg.setLevel(lv)
-    model = program.model_proto
-    for value in list(model.graph.input) + list(model.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    onnx.helper.set_model_props(model, metadata)
-    onnx.checker.check_model(model, full_check=True)
-    write_bytes(path, model.SerializeToString())
-    return path
+    return _write_onnx(module, lats_example_inputs(generator, graph), list(inputs), list(outputs), max_batch,
+                       metadata, path)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -170,3 +131,32 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """
     model = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}
+
+
+def _write_onnx(module, example, input_names: list[str], output_names: list[str], max_batch: int,
+                metadata: dict[str, str], path: Path) -> Path:
+    """Export `module` on `example` with the dynamo exporter (opset OPSET, one self-contained file,
+    the exporters' log chatter silenced), name the dynamic axis "batch", set `metadata`, run the
+    full ONNX checker and write `path` atomically. Returns `path`."""
+    quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in quiet]
+    try:
+        for lg in quiet:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, example, input_names=input_names, output_names=output_names,
+                dynamic_shapes=dynamic_shapes(max_batch, input_names),
+                opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
+    finally:
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
+    model = program.model_proto
+    # The exporter names the dynamic axis after the Dim; make it explicit and readable.
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model, full_check=True)
+    write_bytes(path, model.SerializeToString())          # atomic: whole or untouched
+    return path
