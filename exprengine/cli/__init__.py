@@ -11,7 +11,7 @@ stderr and exit status 2; nothing partial is written and inputs are never modifi
 """
 from __future__ import annotations
 
-from exprengine.cli import age, build, edit, research  # noqa: F401  (each registers its commands on `cli`)
+from exprengine.cli import age, build, edit, research, ui  # noqa: F401  (each registers its commands on `cli`)
 from exprengine.cli.options import cli
 from exprengine.console import run
 

@@ -1,0 +1,232 @@
+"""The web page's server: a FastAPI app over a `state.Workbench`, and `serve` to run it.
+
+    app = create_app(Workbench(engine))                      # the page at /, its API under /api
+    serve(app, "127.0.0.1", 7860, ready=print)               # blocks; `ready` gets the URL
+
+Routes (JSON in and out unless said; every error is {"error": one sentence} with status 4xx,
+or 500 for a bug, never a traceback):
+
+    GET  /                         the page (static/index.html; static/app.js, static/style.css)
+    GET  /api/info                 the controls: AUs by region, presets, conflicts, cap, age engine
+    POST /api/warnings             {aus} -> {warnings}: the CLI's sentences for these settings
+    POST /api/photo                multipart `file` -> the session: size and faces found (413: too
+                                   large a file; 422: not an image, too many pixels, no face)
+    GET  /api/photo/{sid}/original the unedited photo as a display-size JPEG
+    POST /api/preview              {session, aus, face, age} -> image/jpeg at display size; headers
+                                   X-Warnings (JSON list), X-Server-Ms
+    POST /api/download             {session, aus, face, age, format} -> the full-resolution file
+                                   (attachment); headers X-Summary, X-Command (JSON strings)
+    POST /api/morph                {session, aus, preset, intensity, frames, schedule, face} -> {id, frames}
+    POST /api/traverse             {session, face, frames} -> {id, frames} (with an age engine)
+    GET  /api/animation/{sid}/{id}.{gif|mp4}  a rendered morph or traversal (attachment)
+
+The server binds to 127.0.0.1 unless told otherwise.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from exprengine.errors import UserError
+from exprengine.ui.state import MAX_UPLOAD_BYTES, Workbench
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+log = logging.getLogger("exprengine.ui")
+
+
+class TooLarge(UserError):
+    """An upload over `state.MAX_UPLOAD_BYTES` (HTTP 413)."""
+
+
+class NotOpen(UserError):
+    """A session or animation the server no longer keeps (HTTP 404)."""
+
+
+def create_app(bench: Workbench):
+    """The FastAPI app serving the page and its API (see the module docstring) over `bench`.
+    The app closes `bench` (its uploads) when it shuts down."""
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        bench.close()
+
+    app = FastAPI(title="exprengine", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.bench = bench
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, e: UserError):
+        status = 413 if isinstance(e, TooLarge) else 404 if isinstance(e, NotOpen) else 422
+        return JSONResponse({"error": _plain(str(e))}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, e: RequestValidationError):
+        what = "a photo file in the form field `file`" if request.url.path == "/api/photo" else "a JSON object"
+        return JSONResponse({"error": _plain(f"the request must carry {what}")}, status_code=422)
+
+    @app.middleware("http")
+    async def no_tracebacks(request: Request, call_next):
+        try:
+            return await call_next(request)
+        except Exception as e:  # noqa: BLE001 -- a bug: one line to the page, the log keeps the rest
+            log.exception("error in %s %s", request.method, request.url.path)
+            line = str(e).splitlines()[0] if str(e).strip() else ""
+            return JSONResponse({"error": f"internal error ({type(e).__name__}{': ' + line if line else ''})"},
+                                status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/info")
+    def info():
+        return bench.info()
+
+    @app.post("/api/warnings")
+    def check(body: dict[str, Any]):
+        _, said = bench.target(body.get("aus"))
+        return {"warnings": said}
+
+    @app.post("/api/photo")
+    def upload(file: UploadFile = File(...)):
+        sid, path = bench.new_place(file.filename or "photo")
+        try:
+            _save(file, path)
+            session = bench.open(sid, path)
+        except BaseException:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise
+        return session.describe()
+
+    @app.get("/api/photo/{sid}/original")
+    def original(sid: str):
+        return Response(bench.original(_session(sid)), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/preview")
+    def preview(body: dict[str, Any]):
+        session, target, said, select, years = _settings(body)
+        data, ms = bench.preview(session, target, select, years)
+        return Response(data, media_type="image/jpeg",
+                        headers={"X-Warnings": json.dumps(said), "X-Server-Ms": f"{ms:.1f}", "Cache-Control": "no-store"})
+
+    @app.post("/api/download")
+    def download(body: dict[str, Any]):
+        session, target, _, select, years = _settings(body)
+        data, name, summary, command = bench.download(session, target, select, years, body.get("format", "png"))
+        return Response(data, media_type=_media_type(name), headers={
+            "Content-Disposition": f'attachment; filename="{name}"', "X-Summary": json.dumps(summary),
+            "X-Command": json.dumps(command), "Cache-Control": "no-store"})
+
+    @app.post("/api/morph")
+    def morph(body: dict[str, Any]):
+        session, source, _, select, _ = _settings(body)
+        aid, frames = bench.morph(session, source, str(body.get("preset", "")), _float(body.get("intensity", 1.0)),
+                                  body.get("frames", 24), str(body.get("schedule", "ease-in-out")), select)
+        return {"id": aid, "frames": frames}
+
+    @app.post("/api/traverse")
+    def traverse(body: dict[str, Any]):
+        session = _session(body.get("session"))
+        aid, frames = bench.traverse(session, bench.select(session, body.get("face", "all")), body.get("frames", 25))
+        return {"id": aid, "frames": frames}
+
+    @app.get("/api/animation/{sid}/{name}")
+    def animation(sid: str, name: str):
+        aid, _, kind = name.rpartition(".")
+        try:
+            data, filename = bench.animation(_session(sid), aid, kind)
+        except UserError as e:
+            raise NotOpen(str(e)) from None
+        return Response(data, media_type="image/gif" if kind == "gif" else "video/mp4",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    def _session(sid):
+        try:
+            return bench.session(str(sid))
+        except UserError as e:
+            raise NotOpen(str(e)) from None
+
+    def _settings(body: dict):
+        session = _session(body.get("session"))
+        target, said = bench.target(body.get("aus"))
+        return session, target, said, bench.select(session, body.get("face", "all")), bench.age_years(body.get("age"))
+
+    return app
+
+
+def _save(file, path: Path) -> None:
+    """Copy an upload to `path`; TooLarge past MAX_UPLOAD_BYTES (the partial file is removed by the caller)."""
+    size = 0
+    with open(path, "wb") as out:
+        while chunk := file.file.read(1 << 20):
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise TooLarge(f"{path.name} is larger than the upload limit of {MAX_UPLOAD_BYTES // 2**20} MB")
+            out.write(chunk)
+    if size == 0:
+        raise UserError(f"{path.name} is empty (0 bytes), not an image")
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"`intensity` must be a number, not {value!r}") from None
+
+
+def _plain(message: str) -> str:
+    """A library sentence for the page: its quoted argument names without the backquotes."""
+    return message.replace("`", "")
+
+
+def _media_type(name: str) -> str:
+    return {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}.get(Path(name).suffix, "application/octet-stream")
+
+
+def bind(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
+    """A listening TCP socket on `host`:`port` (port 0: any free port). UserError when the port is in
+    use or the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on `host` {host} `port` {port} ({e.strerror or e}); choose another `port`") from None
+    sock.listen(128)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """http://host:port/ of a bound socket (IPv6 hosts in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serve(app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, ready=None, log_level: str = "warning") -> None:
+    """Serve `app` with uvicorn on `host`:`port` until interrupted (Ctrl-C or SIGTERM: uvicorn
+    finishes the requests in flight, then the signal goes on to the caller). `ready(url)` is
+    called once the socket listens. UserError when the port cannot be bound."""
+    import uvicorn
+    sock = bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5))
+    if ready is not None:
+        ready(url_of(sock))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
