@@ -28,7 +28,8 @@ import json
 import logging
 import shutil
 import socket
-from contextlib import asynccontextmanager
+import threading
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -229,4 +230,24 @@ def serve(app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, ready=None, l
     try:
         server.run(sockets=[sock])
     finally:
+        sock.close()
+
+
+@contextmanager
+def serving(app, host: str = DEFAULT_HOST, port: int = 0):
+    """Serve `app` with uvicorn in a background thread while the `with` block runs -> its URL
+    (port 0: any free port); the server is stopped when the block ends. For tests, benchmarks
+    and notebooks; the command line uses `serve`."""
+    import uvicorn
+    sock = bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            threading.Event().wait(0.02)
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(10)
         sock.close()

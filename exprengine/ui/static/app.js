@@ -163,9 +163,18 @@ async function showImage(blob) {
   img.src = URL.createObjectURL(blob);
   await img.decode();
   if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  fitImage();
   const s = state.session;
   $("preview-size").textContent = img.naturalWidth === s.width ? `${s.width}x${s.height}, full size`
     : `${img.naturalWidth}x${img.naturalHeight} of ${s.width}x${s.height}`;
+}
+
+function fitImage() {     // the photo as large as the stage allows, scaled up or down, boxes with it
+  const img = $("preview");
+  if (!state.session || !img.naturalWidth) return;
+  const room = $("stage").clientWidth - 24;
+  const scale = Math.min(room / img.naturalWidth, (0.78 * window.innerHeight) / img.naturalHeight);
+  img.style.width = `${Math.floor(img.naturalWidth * scale)}px`;
 }
 
 async function checkWarnings() {
@@ -379,6 +388,7 @@ async function main() {
   $("age-on").addEventListener("change", () => { $("age").disabled = !$("age-on").checked; released(); });
   $("age").addEventListener("input", () => { $("age-value").textContent = $("age").value; });
   $("age").addEventListener("change", released);
+  window.addEventListener("resize", fitImage);
   document.body.dataset.ready = "1";
 }
 
