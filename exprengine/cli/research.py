@@ -1,5 +1,5 @@
-"""`exprengine train`, `eval`, `compare`, `synth`, `prepare`, `train-au-estimator`, `demo`: training,
-evaluation, data sets and the demo."""
+"""`exprengine train`, `eval`, `compare`, `synth`, `prepare`, `train-au-estimator`,
+`train-age-estimator`, `demo`: training, evaluation, data sets and the demo."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -117,21 +117,42 @@ def evaluate(engine_dir, device, count, seed, json_out, sheet, real_dir, incepti
     click.echo(format_synthetic_report(report))
 
 
-@cli.command(name="train-au-estimator", outputs=("out",), together=True)
-@click.option("--out", required=True, metavar="PATH", help="Weights file to write (.safetensors).")
-@click.option("--examples", type=click.IntRange(100, 10_000_000), default=10000, show_default=True)
-@click.option("--steps", type=STEPS, default=2000, show_default=True)
-def train_au_estimator_command(out, examples, steps):
+def _train_estimator_command(kind: str, trainer: str, examples: int, steps: int, error: str, doc: str):
+    """Add the command `exprengine train-KIND-estimator`: `trainer` ("module:function", returning
+    (model, report)) trains on --examples renders for --steps, the model is written to --out
+    (`evaluation.estimator.save_estimator`) and one line says `error` (a format of the report)."""
+    @cli.command(name=f"train-{kind}-estimator", outputs=("out",), together=True, help=doc)
+    @click.option("--out", required=True, metavar="PATH", help="Weights file to write (.safetensors).")
+    @click.option("--examples", type=click.IntRange(100, 10_000_000), default=examples, show_default=True)
+    @click.option("--steps", type=STEPS, default=steps, show_default=True)
+    def command(out, examples, steps):
+        from importlib import import_module
+
+        from exprengine.evaluation.estimator import save_estimator
+        module, function = trainer.split(":")
+        model, report = getattr(import_module(module), function)(examples=examples, steps=steps)
+        save_estimator(model, out, report)
+        click.echo(f"wrote {out}: {error.format(**report)} on held-out identities")
+    return command
+
+
+train_au_estimator_command = _train_estimator_command(
+    "au", "exprengine.evaluation.au_estimator:train_au_estimator", 10000, 2000, "mean absolute AU error {mae:.3f}",
     """Train the independent AU estimator that `exprengine eval` measures edits with.
 
     \b
     Example (the shipped estimator):
       exprengine train-au-estimator --examples 10000 --steps 2000 --out exprengine/assets/au_estimator.safetensors
-    """
-    from exprengine.evaluation.au_estimator import save_estimator, train_au_estimator
-    model, report = train_au_estimator(examples=examples, steps=steps)
-    save_estimator(model, out, report)
-    click.echo(f"wrote {out}: mean absolute AU error {report['mae']:.3f} on held-out identities")
+    """)
+train_age_estimator_command = _train_estimator_command(
+    "age", "exprengine.evaluation.age_estimator:train_age_estimator", 8000, 3000,
+    "mean absolute age error {mae:.2f} years",
+    """Train the independent apparent-age estimator that measures age edits of synthetic faces.
+
+    \b
+    Example (the shipped estimator):
+      exprengine train-age-estimator --examples 8000 --steps 3000 --out exprengine/assets/age_estimator.safetensors
+    """)
 
 
 @cli.command(inputs=("photos", "openface"), outputs=("out",))

@@ -1,1 +1,1 @@
-"""Evaluation: image metrics (PSNR, SSIM, FID, IS) and an AU estimator independent of any critic."""
+"""Evaluation: image metrics (PSNR, SSIM, FID, IS), and AU and apparent-age estimators independent of any critic."""
