@@ -1,13 +1,16 @@
 """The engine a command uses when it is given none: the rig (`exprengine/models/rig.py`) for
-real photos and video, compiled once per rig version for ONNX Runtime into the user's cache.
+real photos and video, compiled once per rig version for ONNX Runtime into the user's cache;
+for ages, the shipped age model (`models.pretrained.load_default_age_model`), compiled the same
+way once per weights file.
 
     path = default_rig_engine(progress=True)       # ~/.cache/exprengine/engines/rig-<sha>/
     engine = Engine.load(path)
+    ages = default_age()                           # Engine over ~/.cache/exprengine/engines/age-<sha>/
 
 The cache is `$EXPRENGINE_CACHE`, else `$XDG_CACHE_HOME/exprengine`, else `~/.cache/exprengine`.
 An engine there is reused only if it verifies (`inspect_engine`: manifest, hashes, metadata)
-and was built from this install's rig (its weights sha256 is `rig_sha256`: the rig's config and
-source); otherwise it is rebuilt, atomically (`build_engine`), so two processes never see half
+and was built from this install's model (its weights sha256 is `rig_sha256`, the rig's config
+and source, or the shipped age weights' sha256); otherwise it is rebuilt, atomically (`build_engine`), so two processes never see half
 of one. The first build exports the rig to ONNX and checks it against eager PyTorch (about 20 s
 on a 2-core CPU).
 """
@@ -20,32 +23,49 @@ from exprengine.errors import EngineError, UserError
 from exprengine.files import cache_dir
 
 
-def default_rig_engine(progress: bool = False) -> Path:
-    """The directory of this install's rig engine for ONNX Runtime, built into the cache when
-    missing, stale or damaged. OSError if the cache cannot be written; EngineError if the build
-    fails its check against eager PyTorch."""
+def cached_engine(model, sha: str, name: str, label: str, seconds: int, progress: bool = False) -> Path:
+    """The directory of an ONNX Runtime engine of `model` in the cache (`cache_dir("engines")` /
+    `name`-<sha[:16]>), reused when it verifies and its weights sha256 is `sha`, else built
+    (atomically, checked against eager PyTorch; about `seconds` s, said when `progress`).
+    `label` ("rig engine") names the engine in its message and manifest. OSError if the cache cannot be
+    written; EngineError if the build fails its check."""
     from exprengine.engine import inspect_engine
     from exprengine.engines.build import build_engine
-    from exprengine.models.rig import FaceRig, RigConfig, rig_sha256
+    from exprengine.files import apart_from_outputs
 
-    config = RigConfig()
-    sha = rig_sha256(config)
-    path = cache_dir("engines") / f"rig-{sha[:16]}"
+    path = cache_dir("engines") / f"{name}-{sha[:16]}"
     if (path / "engine.json").is_file():
         try:
             if inspect_engine(path).weights_sha256 == sha:
                 return path
         except EngineError:
             pass                                        # damaged: rebuilt below
-    from exprengine.files import apart_from_outputs
     path.parent.mkdir(parents=True, exist_ok=True)
     if progress:
         import click
-        click.echo(f"building the rig engine once for this install (about 20 s): {path}", err=True)
+        click.echo(f"building the {label} once for this install (about {seconds} s): {path}", err=True)
     with apart_from_outputs():                      # a cache entry, not an output of the command running
-        build_engine(FaceRig(config).eval(), path, "onnxruntime", weights_source="the default rig engine",
-                     progress=progress)
+        build_engine(model, path, "onnxruntime", weights_source=f"the default {label}", progress=progress)
     return path
+
+
+def default_rig_engine(progress: bool = False) -> Path:
+    """The directory of this install's rig engine for ONNX Runtime (`cached_engine`, keyed by
+    `rig_sha256`: the rig's config and source). OSError if the cache cannot be written;
+    EngineError if the build fails its check against eager PyTorch."""
+    from exprengine.models.rig import FaceRig, RigConfig, rig_sha256
+    config = RigConfig()
+    return cached_engine(FaceRig(config).eval(), rig_sha256(config), "rig", "rig engine", 20, progress)
+
+
+def default_age_engine(progress: bool = False) -> Path:
+    """The directory of the shipped age model's engine for ONNX Runtime (`cached_engine`, keyed
+    by the weights' sha256). UserError when this install has no default age model; OSError if
+    the cache cannot be written; EngineError if the build fails its check."""
+    from exprengine.models.pretrained import load_default_age_model
+    from exprengine.models.weights import model_sha256
+    model = load_default_age_model()
+    return cached_engine(model, model_sha256(model), "age", "age engine", 30, progress)
 
 
 def default_rig(policy=None, progress: bool = False, warn=None):
@@ -62,11 +82,30 @@ def default_rig(policy=None, progress: bool = False, warn=None):
         return Engine.from_generator(FaceRig().eval(), policy=policy)
 
 
+def default_age(device: str = "auto", progress: bool = False, warn=None):
+    """The shipped age model as an `Engine`: on the CPU `default_age_engine` loaded (or, when
+    the cache cannot be written, the model eager in memory, after `warn(sentence)`); on "cuda"
+    the model eager on the GPU. UserError when this install has none; EngineError if a build
+    fails its check."""
+    from exprengine.engine import Engine
+    from exprengine.engines.backends import resolve_device
+    from exprengine.models.pretrained import load_default_age_model
+    device = resolve_device(device)
+    if device == "cpu":
+        try:
+            return Engine.load(default_age_engine(progress=progress), "cpu")
+        except OSError as e:
+            if warn is not None:
+                warn(f"cannot cache the age engine ({e.strerror or e}); running it eagerly")
+    return Engine.from_generator(load_default_age_model().to(device), device=device)
+
+
 def engine_or_default(engine: str | os.PathLike | None, device: str = "auto", policy=None,
                       default: str = "rig", progress: bool = False, warn=None):
     """The `Engine` at the directory `engine`, or when none is given the default one:
     `default` "rig" (real photos and video: `default_rig`, on the CPU) or "generator" (the
-    shipped generator, eager PyTorch on `device`: crops and morphs). `device`: "auto", "cpu" or
+    shipped generator, eager PyTorch on `device`: crops and morphs) or "age" (the shipped age
+    model: `default_age`). `device`: "auto", "cpu" or
     "cuda". EngineError / UserError (one sentence): a bad engine directory, or a GPU asked of
     the CPU-only default rig."""
     from exprengine.engine import Engine
@@ -77,6 +116,8 @@ def engine_or_default(engine: str | os.PathLike | None, device: str = "auto", po
             raise UserError("the default rig engine runs on the CPU; build a GPU engine of your own model "
                             "and pass it as `engine`, or use `device` cpu")
         return default_rig(policy, progress=progress, warn=warn)
+    if default == "age":
+        return default_age(device, progress=progress, warn=warn)
     from exprengine.engines.backends import resolve_device
     from exprengine.models.pretrained import load_default_generator
     device = resolve_device(device)

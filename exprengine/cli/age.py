@@ -7,20 +7,12 @@ from exprengine.cli.options import cli, detector_from, engine_or_default, policy
 from exprengine.console import RegistryChoice, reported_warnings, say
 from exprengine.errors import UserError
 
-#: Said when no age engine is given (with the option that takes one): no age model ships yet.
-NO_AGE_MODEL = ("no age model ships with exprengine yet: build an age engine from a LATS generator "
-                "(exprengine build --model lats --checkpoint latest_net_g_running.pth --out engines/age, "
-                "the authors' released weights or your own training) and pass it with {option}")
-
-
 def load_age_engine(engine_dir: str | None, device: str, param: str = "engine_dir"):
-    """The age engine at `engine_dir` (verified), or the one-line refusal naming the command's
-    parameter `param` (said as its option) when none is given; UserError for an expression engine."""
-    if engine_dir is None:
-        raise UserError(NO_AGE_MODEL.format(option=f"`{param}`"))
-    from exprengine.engine import Engine
+    """The age engine at `engine_dir` (verified), or the shipped age model when none is given
+    (`default_engines.default_age`: built once into the cache for the CPU); UserError for an
+    expression engine (naming the command's parameter `param`, said as its option)."""
     from exprengine.faces.age import require_age_engine
-    engine = Engine.load(engine_dir, device)
+    engine = engine_or_default(engine_dir, device, None, default="age")
     require_age_engine(engine, param)
     return engine
 
@@ -39,8 +31,9 @@ def load_age_engine(engine_dir: str | None, device: str, param: str = "engine_di
               help="With --traverse: frame rate.")
 @click.option("--sheet", default=None, metavar="PATH", help="With --traverse: also a contact sheet PNG of the frames.")
 @click.option("--engine", "engine_dir", default=None, metavar="DIR",
-              help="Age engine directory made by `exprengine build --model lats ...` "
-                   "(required: no age model ships yet).")
+              help="Age engine directory made by `exprengine build --model lats ...` [default: the shipped "
+                   "age model, which ages the synthetic faces only; for real faces build one from the LATS "
+                   "authors' weights].")
 @click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names"), default="auto",
               show_default=True, help="Where to run the engines.")
 @click.option("--out", required=True, metavar="PATH",
@@ -67,10 +60,13 @@ def age(image, end, traverse, start, frames, fps, sheet, engine_dir, device, out
     Ages are years from 0 to 70 or one of the six age classes (0-2, 3-6, 7-9, 15-19, 30-39,
     50-69). With --preset/--au the aged faces are then given that expression (age first, then
     expression). A traversal renders every frame in one engine call and writes a GIF, an MP4 or
-    PNG frames of the aligned face. An age engine is required: none ships yet.
+    PNG frames of the aligned face. Without --engine the shipped age model runs: it was trained on
+    exprengine's synthetic faces and ages those, not photographs; for real faces build an engine
+    from the LATS authors' released generators (or your own training on real faces).
 
     \b
     Examples:
+      exprengine age face.png --to 60 --crop --out old.png              # the shipped (synthetic) model
       exprengine age photo.jpg --to 60 --engine engines/age --out old.jpg
       exprengine age photo.jpg --to 3-6 --engine engines/age --face largest --out child.png
       exprengine age photo.jpg --to 60 --preset happiness --engine engines/age --out old_happy.png

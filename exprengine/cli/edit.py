@@ -75,10 +75,11 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
 @click.argument("video_path", metavar="VIDEO")
 @media_options
 @click.option("--age", default=None, metavar="AGE",
-              help="Age every face first: years 0..70 or an age class (30-39); needs --engine-age. Alone, "
+              help="Age every face first: years 0..70 or an age class (30-39), with --engine-age. Alone, "
                    "without --preset/--au/--timeline, the faces are only aged.")
 @click.option("--engine-age", "engine_age_dir", default=None, metavar="DIR",
-              help="Age engine directory for --age (made by `exprengine build --model lats ...`).")
+              help="Age engine directory for --age (made by `exprengine build --model lats ...`) [default: the "
+                   "shipped age model, which ages the synthetic faces only].")
 @click.option("--from", "src", default=None, metavar="SPEC",
               help="Morph across the clip: from this expression on the first frame to --preset/--au on the last.")
 @click.option("--schedule", type=RegistryChoice("exprengine.morph:SCHEDULES"),

@@ -1,16 +1,20 @@
-"""The shipped default model: a trained generator in `exprengine/assets/`, with its model card.
+"""The shipped default models in `exprengine/assets/`, each with its model card: the expression
+generator and the age model (a LATS generator).
 
     >>> from exprengine.models.pretrained import load_default_generator, default_model_card
     >>> g = load_default_generator()              # AttentionGenerator, eval mode, sha256-checked
     >>> card = default_model_card()               # training command, data, evaluation numbers
+    >>> a = load_default_age_model()              # LATSGenerator (lats-small at 128x128)
+    >>> card = default_model_card(DEFAULT_AGE_WEIGHTS)
 
-It is trained on the synthetic face world only (`exprengine/data/synthetic.py`): it edits the
-renderer's faces, not photographs. This module only locates and loads the file and reads its
+Both are trained on the synthetic face world only (`exprengine/data/synthetic.py`): they edit
+the renderer's faces, not photographs. This module only locates and loads the file and reads its
 card (the models layer reaches nothing above it). The card is written, and its evaluation
 measured, by `exprengine.training.package` (re-measured by tests/test_pretrained.py);
-maintainers make the file from a finished `exprengine train` run with
+maintainers make the files from finished `exprengine train` runs with
 
     python -m exprengine.training.package RUN_DIR --command "exprengine train ..."
+    python -m exprengine.training.package RUN_DIR --age --command "exprengine train --model lats-small ..."
 """
 from __future__ import annotations
 
@@ -22,13 +26,15 @@ from exprengine.errors import UserError
 from exprengine.models.generator import AttentionGenerator
 from exprengine.models.weights import load_weights
 
-DEFAULT_WEIGHTS = "default_model.safetensors"
+DEFAULT_WEIGHTS = "default_model.safetensors"           # the expression generator
+DEFAULT_AGE_WEIGHTS = "default_age_model.safetensors"   # the age model (LATS)
 
 
-def default_weights_path() -> Path:
-    """Where the shipped default weights live: `default_model.safetensors` in the installed
-    package's `assets/` (the path is returned whether or not the file is there)."""
-    return Path(str(resources.files("exprengine") / "assets" / DEFAULT_WEIGHTS))
+def default_weights_path(name: str = DEFAULT_WEIGHTS) -> Path:
+    """Where a shipped default model lives: `name` (DEFAULT_WEIGHTS, the expression generator, or
+    DEFAULT_AGE_WEIGHTS, the age model) in the installed package's `assets/` (the path is
+    returned whether or not the file is there)."""
+    return Path(str(resources.files("exprengine") / "assets" / name))
 
 
 def has_default_model() -> bool:
@@ -46,12 +52,25 @@ def load_default_generator() -> AttentionGenerator:
     return load_weights(default_weights_path())
 
 
-def default_model_card() -> dict:
-    """The model card stored with the default weights (the `model_card` metadata key, json):
-    its name, architecture, training command and config, data, evaluation numbers and
-    limitations; `{}` when the file has none. Raises the safetensors error for a missing or
-    unreadable file."""
+def load_default_age_model():
+    """The default age model, a `LATSGenerator` (lats-small, on the CPU, eval mode, float32),
+    loaded and sha256-checked by `models.weights.load_weights`. It takes Nx3x128x128 faces in
+    [-1, 1] aligned as LATS aligns them (`faces.align`) and ages in years 0..70 through an
+    `Engine` (`Engine.from_generator(...).age`). Raises UserError when this install has no
+    default age model, or its file is damaged."""
+    path = default_weights_path(DEFAULT_AGE_WEIGHTS)
+    if not path.is_file():
+        raise UserError(f"this install has no default age model ({path} is missing); reinstall exprengine "
+                        "or give an age engine built from a LATS generator")
+    return load_weights(path)
+
+
+def default_model_card(name: str = DEFAULT_WEIGHTS) -> dict:
+    """The model card stored with the default model `name` (DEFAULT_WEIGHTS or
+    DEFAULT_AGE_WEIGHTS; the `model_card` metadata key, json): its name, architecture, training
+    command and config, data, evaluation numbers and limitations; `{}` when the file has none.
+    Raises the safetensors error for a missing or unreadable file."""
     from safetensors.torch import safe_open
-    with safe_open(str(default_weights_path()), framework="pt") as f:
+    with safe_open(str(default_weights_path(name)), framework="pt") as f:
         metadata = f.metadata() or {}
     return json.loads(metadata.get("model_card", "{}"))

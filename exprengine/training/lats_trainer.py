@@ -581,6 +581,25 @@ class LATSTrainer:
         return LATSTrainConfig.from_dict(_json_metadata(meta, "config", Path(out) / CHECKPOINT))
 
     @classmethod
+    def checkpoint_generator(cls, out: str | os.PathLike, running: bool = True):
+        """The LATSGenerator stored in the run `out`'s checkpoint, on the CPU in eval mode: the
+        running generator (`running`, "ema.*", what `generator.safetensors` holds) or the trained
+        one ("generator.*"). A short run's running average still holds ema_decay^steps of the
+        initial weights (0.999^2000 = 13 %), so its trained generator can be the better one.
+        UserError for a missing or corrupt checkpoint."""
+        from exprengine.models.lats import LATSGenerator
+        from exprengine.models.weights import load_strictly
+        from exprengine.training.trainer import _json_metadata
+        meta, tensors = cls.read_checkpoint(out)
+        path = Path(out) / CHECKPOINT
+        config = LATSTrainConfig.from_dict(_json_metadata(meta, "config", path))
+        head = "ema." if running else "generator."
+        model = LATSGenerator(config.model_config())
+        load_strictly(model, {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)},
+                      f"{path} ({'running ' if running else ''}generator)")
+        return model.eval()
+
+    @classmethod
     def resume(cls, out: str | os.PathLike, data, device: str = "cpu", steps: int | None = None,
                world: World | None = None) -> "LATSTrainer":
         """Rebuild a run from `out/checkpoint.safetensors` (optionally with a new step budget

@@ -1,11 +1,13 @@
-"""Packaging the shipped default model: evaluate a finished run's generator and write it, with
-its model card, to `exprengine/assets/default_model.safetensors` (read back by
-`exprengine.models.pretrained`).
+"""Packaging the shipped default models: evaluate a finished run's generator and write it, with
+its model card, to `exprengine/assets/default_model.safetensors` (the expression generator) or
+`exprengine/assets/default_age_model.safetensors` (the age model, `--age`), read back by
+`exprengine.models.pretrained`.
 
     python -m exprengine.training.package RUN_DIR --command "exprengine train ..."
+    python -m exprengine.training.package RUN_DIR --age --command "exprengine train --model lats-small ..."
 
-The card's evaluation (`evaluate_default`) is re-measured against the shipped file by
-tests/test_pretrained.py.
+The cards' evaluations (`evaluate_default`, `evaluate_default_age`) are re-measured against the
+shipped files by tests/test_pretrained.py.
 """
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ import os
 from pathlib import Path
 
 from exprengine.models.generator import AttentionGenerator
-from exprengine.models.pretrained import default_weights_path
+from exprengine.models.pretrained import DEFAULT_AGE_WEIGHTS, default_weights_path
 from exprengine.models.weights import load_weights, save_weights
 from exprengine.training.trainer import GENERATOR, Trainer
 
 EVAL_N = 200          # held-out synthetic edits behind the card's numbers
 EVAL_SEED = 0         # the world the model was trained in (identities 900-999 are held out)
 PRESET_FACES = 10     # held-out neutral faces behind the card's per-preset region numbers
+AGE_EVAL_N = 120      # held-out synthetic age samples behind the age card's PSNR per class
+AGE_TRAVERSALS = 16   # held-out lifespans behind the age card's apparent-age numbers
 
 
 def evaluate_default(generator: AttentionGenerator, n: int = EVAL_N) -> dict:
@@ -72,6 +76,53 @@ def package(run_dir: str | os.PathLike, out: str | os.PathLike, command: str, n:
     return card
 
 
+def evaluate_default_age(generator, n: int = AGE_EVAL_N, traversals: int = AGE_TRAVERSALS) -> dict:
+    """The age card's evaluation of the LATS `generator`, run as eager FP32 PyTorch (an `Engine`
+    from it): `evaluation.age_eval.evaluate_age_engine` on `n` held-out samples and `traversals`
+    held-out lifespans of the world of seed EVAL_SEED (PSNR in dB per target class against the
+    renderer's true aged face, beside not editing; apparent age in years by the independent age
+    estimator; Spearman rank correlation along each traversal)."""
+    from exprengine.engine import Engine
+    from exprengine.evaluation.age_eval import evaluate_age_engine
+    return evaluate_age_engine(Engine.from_generator(generator, max_batch=64), n, EVAL_SEED, traversals)
+
+
+def package_age(run_dir: str | os.PathLike, out: str | os.PathLike, command: str, n: int = AGE_EVAL_N) -> dict:
+    """`package` for an age model: evaluate the running generator of the finished LATS run in
+    `run_dir` with `evaluate_default_age` and write it with its model card (the returned dict)
+    to `out`, atomically. UserError for a missing or damaged run, a run of an expression model,
+    or an output that cannot be written."""
+    import torch
+
+    from exprengine.errors import UserError
+    from exprengine.models import is_lats
+    from exprengine.training.lats_trainer import LATSTrainer
+    run_dir = Path(run_dir)
+    config = LATSTrainer.checkpoint_config(run_dir)
+    generator = load_weights(run_dir / GENERATOR)
+    if not is_lats(generator):
+        raise UserError(f"{run_dir} is not an age model's run ({config.model})")
+    card = {
+        "name": f"synthetic-age-{config.model}",
+        "architecture": generator.config.to_dict(),
+        "parameters": sum(p.numel() for p in generator.parameters()),
+        "trained_on": f"exprengine's synthetic age world, seed {config.seed}, identities 0-899 of 1000, each "
+                      f"face at its base age and the true face at a target class's centre age (rendered on the "
+                      f"fly, {config.steps} x {config.batch} images)",
+        "training_command": command,
+        "training_config": config.to_dict(),
+        "torch": torch.__version__,
+        "evaluation": evaluate_default_age(generator, n),
+        "limitations": "Trained only on synthetic cartoon faces: it ages the renderer's faces (proportions, lines "
+                       "and folds, sag, grey and thinning hair), not photographs; on a real face its output is "
+                       "not an aged photo. Real faces need the LATS authors' released generators "
+                       "(exprengine build --model lats --checkpoint latest_net_g_running.pth) or training on real "
+                       "faces in the FFHQ-Aging class-folder layout.",
+    }
+    save_weights(generator, out, extra={"model_card": card})
+    return card
+
+
 if __name__ == "__main__":
     import click
 
@@ -79,9 +130,13 @@ if __name__ == "__main__":
     @click.argument("run_dir")
     @click.option("--command", required=True, help="The exprengine train command that made the run.")
     @click.option("--out", default=None, help="Where to write (default: the package's assets).")
-    @click.option("--n", type=int, default=EVAL_N, show_default=True)
-    def _main(run_dir, command, out, n):
-        card = package(run_dir, out or default_weights_path(), command, n)
+    @click.option("--n", type=int, default=None, help=f"Evaluation samples [default: {EVAL_N}; --age {AGE_EVAL_N}].")
+    @click.option("--age", is_flag=True, help="The run is an age model's (LATS): write the default age model.")
+    def _main(run_dir, command, out, n, age):
+        if age:
+            card = package_age(run_dir, out or default_weights_path(DEFAULT_AGE_WEIGHTS), command, n or AGE_EVAL_N)
+        else:
+            card = package(run_dir, out or default_weights_path(), command, n or EVAL_N)
         click.echo(json.dumps(card["evaluation"], indent=2))
 
     _main()
