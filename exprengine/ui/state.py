@@ -277,7 +277,7 @@ class Workbench:
         rgb = np.ascontiguousarray(as_rgb(pixels, "a photo"))
         faces, meshes, _ = self.editor.locate(rgb, [session.found[i] for i in aged_faces])
         session.aged[key] = (pixels, faces, meshes)
-        while len(session.aged) > 8:
+        while len(session.aged) > 3:
             session.aged.popitem(last=False)
         return session.aged[key]
 
@@ -301,10 +301,9 @@ class Workbench:
         if fmt not in DOWNLOAD_FORMATS:
             raise UserError(f"`format` must be one of {', '.join(DOWNLOAD_FORMATS)}, not {fmt!r}")
         out_name = f"{Path(session.name).stem}_{'aged' if years is not None else 'edited'}{DOWNLOAD_FORMATS[fmt]}"
-        place = Path(tempfile.mkdtemp(dir=session.path.parent))
-        out = place / out_name
-        with self.lock, warnings.catch_warnings():
+        with tempfile.TemporaryDirectory(dir=session.path.parent) as place, self.lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", AUWarning)
+            out = Path(place) / out_name
             if years is None:
                 editor = FaceEditor(self.engine, self.detector)
                 report = edit_photo_file(session.path, out, self.engine, target, editor, select, photo=session.photo)
@@ -312,9 +311,7 @@ class Workbench:
                 report = age_photo_file(session.path, out, self.age_engine, years, self.ager, select,
                                         expression=target if target.values.any() else None,
                                         expression_engine=self.engine, photo=session.photo)
-        data = out.read_bytes()
-        out.unlink()
-        place.rmdir()
+            data = out.read_bytes()
         summary = report.summary.replace(str(session.path), session.name).replace(str(out), out_name)
         return data, out_name, summary, self.command(session, target, select, years, out_name)
 
