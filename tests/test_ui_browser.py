@@ -233,16 +233,43 @@ def test_the_age_slider_and_the_lifespan_with_an_age_engine(browser, age_url, ph
 
 
 @pytest.mark.skipif(not os.environ.get("EXPRENGINE_UI_SCREENSHOTS"), reason="EXPRENGINE_UI_SCREENSHOTS=DIR not set")
-def test_screenshots(page, photo):
-    out = Path(os.environ["EXPRENGINE_UI_SCREENSHOTS"])
+def test_screenshots(browser, photo, tmp_path):
+    """The README's pictures, of `exprengine ui` run as a user runs it (its own process)."""
+    import signal
+    import subprocess
+    import sys
+    out = Path(os.environ["EXPRENGINE_UI_SCREENSHOTS"]).resolve()
+    proc = subprocess.Popen([sys.executable, "-m", "exprengine", "ui", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    try:
+        address = proc.stdout.readline().split()[5]
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(address)
+        page.wait_for_selector("body[data-ready='1']")
+        screenshots(page, photo, out)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def screenshots(page, photo: Path, out: Path) -> None:
     load(page, photo)
     page.locator("#intensity").fill("1.5")
     page.click("button[data-preset='happiness']")
+    wait_preview(page, 2)                              # as a user would: one change after another
     page.locator("#AU01").fill("1")
     wait_preview(page, 3)
-    page.screenshot(path=str(out / "ui.png"))
+    save_screenshot(page, out / "ui.png")
     page.locator("#morph-to").select_option("surprise")
     page.click("#morph")
     page.wait_for_selector("#morph-out:not([hidden])")
     page.locator("#morph-panel").scroll_into_view_if_needed()
-    page.screenshot(path=str(out / "ui_morph.png"))
+    save_screenshot(page, out / "ui_morph.png")
+
+
+def save_screenshot(page, path: Path) -> None:
+    """The page as a 256-colour PNG (a third of the full-colour file's size, for the repository)."""
+    import io
+    shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    shot.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
