@@ -82,6 +82,7 @@ function buildControls(info) {
   $("morph-schedule").value = "ease-in-out";
   $("intensity").max = info.cap;
   $("morph-frames").max = info.max_frames;
+  $("traverse-frames").max = info.max_frames;
   if (info.age) {
     $("age-controls").hidden = false;
   } else {
@@ -394,7 +395,9 @@ async function main() {
     aus: state.aus, preset: $("morph-to").value, intensity: Number($("intensity").value),
     frames: Number($("morph-frames").value), schedule: $("morph-schedule").value,
   }));
-  $("traverse").addEventListener("click", () => animation("lifespan", "/api/traverse", {frames: 25}));
+  $("traverse").addEventListener("click", () => animation("lifespan", "/api/traverse", {
+    frames: Number($("traverse-frames").value),
+  }));
   $("age-on").addEventListener("change", () => { $("age").disabled = !$("age-on").checked; released(); });
   $("age").addEventListener("input", () => { $("age-value").textContent = $("age").value; });
   $("age").addEventListener("change", released);
