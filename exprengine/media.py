@@ -390,11 +390,12 @@ def check_output_path(path: str | os.PathLike, kind: str, inputs: Iterable[str |
     return p
 
 
-def bundled_face() -> np.ndarray:
-    """The photo shipped with the package (`exprengine/assets/face.png`, see its README), as
-    uint8 HxWx3 RGB: the demo's and the checks' real face."""
+def bundled_face(name: str = "face.png") -> np.ndarray:
+    """A face shipped with the package, as uint8 HxWx3 RGB: `face.png` (a real face crop, the
+    demo's and the checks'; see `exprengine/assets/README.md`) or `synthetic_face.png` (a held-out
+    synthetic face at 8 years, 128x128, what the shipped age model ages)."""
     from importlib import resources
-    with resources.as_file(resources.files("exprengine") / "assets" / "face.png") as p:
+    with resources.as_file(resources.files("exprengine") / "assets" / name) as p:
         return read_image(p)
 
 

@@ -293,12 +293,14 @@ def test_bad_ages_are_refused_before_any_work(astro_jpg, age_engine_dir, tmp_pat
     assert says in err and not out.exists()
 
 
-def test_no_engine_wrong_engines_and_small_faces_are_refused(astro_jpg, age_engine_dir, engine_factory, tmp_path,
-                                                             capsys, monkeypatch):
+def test_no_age_model_wrong_engines_and_small_faces_are_refused(astro_jpg, age_engine_dir, engine_factory,
+                                                                tmp_path, capsys, monkeypatch):
+    import exprengine.models.pretrained as pretrained
+    monkeypatch.setattr(pretrained, "has_default_age_model", lambda: False)     # an install without one
     out = tmp_path / "out.png"
     code, _, err = run_cli(["age", astro_jpg, "--to", "60", "--out", out], capsys)
     assert_one_line_error(code, err)
-    assert "no age model ships" in err and "--engine" in err and not out.exists()
+    assert "no age model is installed" in err and "--engine" in err and not out.exists()
     expression_dir = engine_factory("convnext2", "onnxruntime")
     code, _, err = run_cli(["age", astro_jpg, "--to", "60", "--engine", expression_dir, "--out", out], capsys)
     assert_one_line_error(code, err)

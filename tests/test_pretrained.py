@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 
 from exprengine.aus import PRESETS
-from exprengine.models.pretrained import default_model_card, default_weights_path, load_default_generator
+from exprengine.errors import UserError
+from exprengine.models.pretrained import (default_model_card, default_weights_path, has_default_age_model,
+                                          load_default_generator)
 from exprengine.training.package import EVAL_N, evaluate_default
 
 
@@ -57,3 +59,106 @@ def test_build_without_model_or_checkpoint_builds_the_default_model(tmp_path, ca
     manifest = json.loads((tmp_path / "e" / "engine.json").read_text())
     assert default_weights_path().name in json.dumps(manifest)
     assert "random" not in capsys.readouterr().err
+
+
+# --- the default age model ------------------------------------------------------------------------
+NO_AGE_MODEL = pytest.mark.skipif(not has_default_age_model(), reason="no default age model ships yet (issue 16 part "
+                                  "8: its training run continues across sessions)")
+
+
+@NO_AGE_MODEL
+def test_default_age_model_ships_with_its_card():
+    from exprengine.models import is_lats
+    from exprengine.models.pretrained import DEFAULT_AGE_WEIGHTS, load_default_age_model
+    path = default_weights_path(DEFAULT_AGE_WEIGHTS)
+    assert path.is_file(), f"{path} is part of the package"
+    assert path.stat().st_size <= 25 * 2 ** 20
+    card = default_model_card(DEFAULT_AGE_WEIGHTS)
+    model = load_default_age_model()
+    assert is_lats(model) and card["architecture"] == model.config.to_dict()
+    assert card["training_command"].startswith("exprengine train --model lats-small")
+    assert "trained generator" in card["weights"] or "running generator" in card["weights"]
+    assert card["training_config"]["seed"] == 0 and "synthetic age world" in card["trained_on"]
+    assert "photographs" in card["limitations"] and "authors' released generators" in card["limitations"]
+
+
+@NO_AGE_MODEL
+def test_default_age_model_reproduces_its_recorded_evaluation():
+    from exprengine.models.pretrained import DEFAULT_AGE_WEIGHTS, load_default_age_model
+    from exprengine.training.package import AGE_EVAL_N, AGE_TRAVERSALS, evaluate_default_age
+    recorded = default_model_card(DEFAULT_AGE_WEIGHTS)["evaluation"]
+    fresh = evaluate_default_age(load_default_age_model(), AGE_EVAL_N, AGE_TRAVERSALS)
+    for name, r in fresh["per_class"].items():
+        was = recorded["per_class"][name]
+        assert r["psnr"] == pytest.approx(was["psnr"], abs=0.05), name
+        assert r["no_edit_psnr"] == pytest.approx(was["no_edit_psnr"], abs=1e-3), name     # the renderer itself
+        assert r["apparent_age"] == pytest.approx(was["apparent_age"], abs=0.2), name
+    for key in ("spearman_mean", "spearman_min", "monotone_fraction"):
+        assert fresh["traversal"][key] == pytest.approx(recorded["traversal"][key], abs=0.01), key
+
+
+@NO_AGE_MODEL
+def test_default_age_model_ages_better_than_not_editing():
+    """What the age card claims, checked on the recorded numbers (the test above ties them to the file):
+    closer to the true aged face than the input for every target class, and read as older frame
+    after frame along a lifespan by the independent age estimator."""
+    from exprengine.models.pretrained import DEFAULT_AGE_WEIGHTS
+    e = default_model_card(DEFAULT_AGE_WEIGHTS)["evaluation"]
+    assert len(e["per_class"]) == 6
+    for name, r in e["per_class"].items():
+        assert r["psnr"] > r["no_edit_psnr"] + 1.0, (name, r)
+    t = e["traversal"]
+    assert t["frames"] == 101 and t["spearman_mean"] > 0.9 and t["monotone_fraction"] > 0.8, t
+    at = [t["apparent_age_at"][k] for k in ("1", "4.5", "8", "17", "34.5", "59.5")]
+    assert all(b > a for a, b in zip(at, at[1:])), at          # older at every class centre along the way
+
+
+def test_an_installed_age_model_is_packaged_with_its_card_and_runs_without_an_engine(tmp_path, capsys, monkeypatch):
+    """The mechanism behind the default age model, on a 2-step run (its faces are not aged: this checks
+    the plumbing, not the quality): `package --age` writes the weights with a card measured against
+    the synthetic truth; installed as the default, `exprengine age` without --engine builds its ONNX
+    Runtime engine once into the cache and ages a crop with it."""
+    import numpy as np
+    from PIL import Image
+
+    import exprengine.models.pretrained as pretrained
+    from exprengine.cli import main
+    from exprengine.media import bundled_face
+    from exprengine.models.pretrained import DEFAULT_AGE_WEIGHTS
+    from exprengine.training.package import package_age
+    from exprengine.training.lats_trainer import LATSTrainConfig, LATSTrainer, age_training_data
+    run = tmp_path / "run"
+    config = LATSTrainConfig(model="lats-small", objective="paired", steps=4, batch=2, image_size=32)
+    trainer = LATSTrainer(config, age_training_data("synthetic-age", 32), run)
+    trainer.train(until=2, progress=False)
+    with pytest.raises(UserError, match="stopped at step 2 of 4"):          # only a finished run is packaged
+        package_age(run, tmp_path / "early.safetensors", "")
+    trainer.train(progress=False)
+    command = "exprengine train --model lats-small --image-size 32 --objective paired --batch 2 --steps 4"
+    installed = tmp_path / "assets" / DEFAULT_AGE_WEIGHTS
+    installed.parent.mkdir()
+    card = package_age(run, installed, command, n=8, traversals=2)
+    assert set(card["evaluation"]["per_class"]) == {"0-2", "3-6", "7-9", "15-19", "30-39", "50-69"}
+    assert card["evaluation"]["traversal"]["frames"] == 101 and "trained generator at step 4" in card["weights"]
+    monkeypatch.setattr(pretrained, "default_weights_path",
+                        lambda name=pretrained.DEFAULT_WEIGHTS: tmp_path / "assets" / name)
+    assert pretrained.has_default_age_model()
+    assert pretrained.default_model_card(DEFAULT_AGE_WEIGHTS)["evaluation"] == card["evaluation"]
+    face = tmp_path / "face.png"
+    Image.fromarray(bundled_face("synthetic_face.png")).save(face)
+    for i in range(2):
+        out = tmp_path / f"old{i}.png"
+        assert main(["age", str(face), "--to", "60", "--crop", "--out", str(out)]) == 0
+        assert ("building the age engine" in capsys.readouterr().err) == (i == 0)   # built once, then reused
+        assert np.asarray(Image.open(out)).shape == (32, 32, 3)
+
+
+def test_the_bundled_synthetic_face_is_a_held_out_render():
+    """`assets/synthetic_face.png` is identity 950 of the training world (held out: identities 900-999)
+    at 8 years, as the renderer draws it today."""
+    import numpy as np
+
+    from exprengine.data.age_faces import SyntheticAgeFaces
+    from exprengine.media import bundled_face
+    want = SyntheticAgeFaces(1, 0, (950, 951), expressions=False).render_at(0, 8.0)
+    assert np.array_equal(bundled_face("synthetic_face.png"), want)

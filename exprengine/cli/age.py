@@ -7,11 +7,21 @@ from exprengine.cli.options import cli, detector_from, engine_or_default, policy
 from exprengine.console import RegistryChoice, reported_warnings, say
 from exprengine.errors import UserError
 
+#: Said when no age engine is given and this install has no age model (with the option that takes one).
+NO_AGE_MODEL = ("no age model is installed: build an age engine from a LATS generator "
+                "(exprengine build --model lats --checkpoint latest_net_g_running.pth --out engines/age, "
+                "the authors' released weights or your own training) and pass it with {option}")
+
+
 def load_age_engine(engine_dir: str | None, device: str, param: str = "engine_dir"):
     """The age engine at `engine_dir` (verified), or the shipped age model when none is given
-    (`default_engines.default_age`: built once into the cache for the CPU); UserError for an
-    expression engine (naming the command's parameter `param`, said as its option)."""
+    (`default_engines.default_age`: built once into the cache for the CPU); UserError when
+    neither exists, or for an expression engine (naming the command's parameter `param`, said
+    as its option)."""
     from exprengine.faces.age import require_age_engine
+    from exprengine.models.pretrained import has_default_age_model
+    if engine_dir is None and not has_default_age_model():
+        raise UserError(NO_AGE_MODEL.format(option=f"`{param}`"))
     engine = engine_or_default(engine_dir, device, None, default="age")
     require_age_engine(engine, param)
     return engine

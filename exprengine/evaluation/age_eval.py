@@ -37,8 +37,9 @@ def evaluate_age_engine(engine, n: int = 120, seed: int = 0, traversals: int = 1
     (dB, means over every class); `traversal` {"frames", "spearman_mean", "spearman_min"
     (engine), "truth_spearman_mean" (true renders), "monotone_fraction" (faces whose rho >= 0.9),
     "apparent_age_at" {years: mean estimated age of the engine's frame nearest that age}};
-    `estimator` (its held-out error). Faces are rendered at 128 px and resized to the engine's
-    size as `Engine.age` resizes any face. UserError / EngineError as `Engine.age`."""
+    `estimator` (its held-out error). Faces are rendered at the engine's size when it divides
+    128 (area-downsampled, as the trainer's data), else at 128 px and resized to it.
+    UserError / EngineError as `Engine.age`."""
     from exprengine.data.age_faces import SyntheticAgeFaces
     from exprengine.evaluation.age_estimator import load_age_estimator, spearman
     from exprengine.evaluation.metrics import psnr
@@ -46,7 +47,12 @@ def evaluate_age_engine(engine, n: int = 120, seed: int = 0, traversals: int = 1
 
     estimator = estimator or load_age_estimator()
     size = engine.image_size
-    data = SyntheticAgeFaces(n, seed, HELD_OUT, size=128)
+    render_size = size if size <= 128 and 128 % size == 0 else 128      # as the trainer renders its data
+    data = SyntheticAgeFaces(n, seed, HELD_OUT, size=render_size)
+
+    def at_engine_size(faces: np.ndarray) -> np.ndarray:
+        return faces if render_size == size else np.stack([resize_face(f, size) for f in faces])
+
     sources = np.stack([data.render_at(i, data.source_age(i)) for i in range(n)])
     per_class = {}
     for c in range(NUM_AGE_CLASSES):
@@ -54,11 +60,10 @@ def evaluate_age_engine(engine, n: int = 120, seed: int = 0, traversals: int = 1
         years = CLASS_CENTRES[c]
         aged = engine.age(sources[idx], years)
         truth = np.stack([data.render_at(i, years) for i in idx])
-        truth_s = truth if size == 128 else np.stack([resize_face(t, size) for t in truth])
-        src_s = sources[idx] if size == 128 else np.stack([resize_face(s, size) for s in sources[idx]])
         per_class[class_label(c)] = {
-            "psnr": round(float(np.mean([psnr(a, t) for a, t in zip(aged, truth_s)])), 3),
-            "no_edit_psnr": round(float(np.mean([psnr(s, t) for s, t in zip(src_s, truth_s)])), 3),
+            "psnr": round(float(np.mean([psnr(a, t) for a, t in zip(aged, at_engine_size(truth))])), 3),
+            "no_edit_psnr": round(float(np.mean([psnr(s, t) for s, t in zip(at_engine_size(sources[idx]),
+                                                                             at_engine_size(truth))])), 3),
             "apparent_age": round(float(estimator.estimate(aged).mean()), 2),
             "true_apparent_age": round(float(estimator.estimate(truth).mean()), 2),
             "target_age": years, "samples": len(idx)}
@@ -92,11 +97,14 @@ def age_contact_sheet(engine, faces: int = 4, seed: int = 0, tile: int = 128) ->
     """A contact sheet, uint8 [2*faces*tile, 7*tile, 3]: for each of `faces` held-out
     faces of the world `seed`, one row of the engine's faces and one of the true renders: the
     source (at its base age) then the six class centre ages (1, 4.5, 8, 17, 34.5, 59.5 years),
-    each tile `tile` px. The engine's row is aged in one `Engine.age` call per face."""
+    each tile `tile` px. The engine's row is aged in one `Engine.age` call per face; both rows are
+    drawn at the engine's size when it divides 128 (as its training data) and resized to `tile`."""
     from exprengine.data.age_faces import SyntheticAgeFaces
     from exprengine.preprocess import resize_face
 
-    data = SyntheticAgeFaces(faces, seed, HELD_OUT, size=128, expressions=False)
+    size = engine.image_size
+    data = SyntheticAgeFaces(faces, seed, HELD_OUT, size=size if size <= 128 and 128 % size == 0 else 128,
+                             expressions=False)
     rows = []
     for i in range(faces):
         source = data.render_at(i, data.source_age(i))

@@ -52,17 +52,20 @@ def load_default_generator() -> AttentionGenerator:
     return load_weights(default_weights_path())
 
 
+def has_default_age_model() -> bool:
+    """True when this install has the default age model's file."""
+    return default_weights_path(DEFAULT_AGE_WEIGHTS).is_file()
+
+
 def load_default_age_model():
     """The default age model, a `LATSGenerator` (lats-small, on the CPU, eval mode, float32),
     loaded and sha256-checked by `models.weights.load_weights`. It takes Nx3x128x128 faces in
     [-1, 1] aligned as LATS aligns them (`faces.align`) and ages in years 0..70 through an
     `Engine` (`Engine.from_generator(...).age`). Raises UserError when this install has no
     default age model, or its file is damaged."""
-    path = default_weights_path(DEFAULT_AGE_WEIGHTS)
-    if not path.is_file():
-        raise UserError(f"this install has no default age model ({path} is missing); reinstall exprengine "
-                        "or give an age engine built from a LATS generator")
-    return load_weights(path)
+    if not has_default_age_model():
+        raise UserError("this install has no default age model; give an age engine built from a LATS generator")
+    return load_weights(default_weights_path(DEFAULT_AGE_WEIGHTS))
 
 
 def default_model_card(name: str = DEFAULT_WEIGHTS) -> dict:

@@ -23,8 +23,8 @@ from exprengine.training.trainer import GENERATOR, Trainer
 EVAL_N = 200          # held-out synthetic edits behind the card's numbers
 EVAL_SEED = 0         # the world the model was trained in (identities 900-999 are held out)
 PRESET_FACES = 10     # held-out neutral faces behind the card's per-preset region numbers
-AGE_EVAL_N = 120      # held-out synthetic age samples behind the age card's PSNR per class
-AGE_TRAVERSALS = 16   # held-out lifespans behind the age card's apparent-age numbers
+AGE_EVAL_N = 60       # held-out synthetic age samples behind the age card's PSNR per class
+AGE_TRAVERSALS = 8    # held-out lifespans behind the age card's apparent-age numbers
 
 
 def evaluate_default(generator: AttentionGenerator, n: int = EVAL_N) -> dict:
@@ -87,11 +87,13 @@ def evaluate_default_age(generator, n: int = AGE_EVAL_N, traversals: int = AGE_T
     return evaluate_age_engine(Engine.from_generator(generator, max_batch=64), n, EVAL_SEED, traversals)
 
 
-def package_age(run_dir: str | os.PathLike, out: str | os.PathLike, command: str, n: int = AGE_EVAL_N) -> dict:
-    """`package` for an age model: evaluate the running generator of the finished LATS run in
-    `run_dir` with `evaluate_default_age` and write it with its model card (the returned dict)
-    to `out`, atomically. UserError for a missing or damaged run, a run of an expression model,
-    or an output that cannot be written."""
+def package_age(run_dir: str | os.PathLike, out: str | os.PathLike, command: str, n: int = AGE_EVAL_N,
+                running: bool = False, traversals: int = AGE_TRAVERSALS) -> dict:
+    """`package` for an age model: evaluate the trained generator of the finished LATS run in
+    `run_dir` (or, with `running`, its running average: `LATSTrainer.checkpoint_generator`)
+    with `evaluate_default_age` (`n` samples, `traversals` lifespans) and write it with its model card (the returned dict) to `out`,
+    atomically. UserError for a missing or damaged run, a run of an expression model, or an
+    output that cannot be written."""
     import torch
 
     from exprengine.errors import UserError
@@ -99,7 +101,11 @@ def package_age(run_dir: str | os.PathLike, out: str | os.PathLike, command: str
     from exprengine.training.lats_trainer import LATSTrainer
     run_dir = Path(run_dir)
     config = LATSTrainer.checkpoint_config(run_dir)
-    generator = load_weights(run_dir / GENERATOR)
+    step = int(LATSTrainer.read_checkpoint(run_dir, tensors=False)[0]["step"])
+    if step != config.steps:
+        raise UserError(f"{run_dir} stopped at step {step} of {config.steps}; finish it (resume) or resume it "
+                        f"with `steps` {step} before packaging")
+    generator = LATSTrainer.checkpoint_generator(run_dir, running)
     if not is_lats(generator):
         raise UserError(f"{run_dir} is not an age model's run ({config.model})")
     card = {
@@ -111,8 +117,12 @@ def package_age(run_dir: str | os.PathLike, out: str | os.PathLike, command: str
                       f"fly, {config.steps} x {config.batch} images)",
         "training_command": command,
         "training_config": config.to_dict(),
+        "weights": (f"the running generator (moving average, decay {config.ema_decay})" if running else
+                    f"the trained generator at step {config.steps} (not its running average, which after "
+                    f"{config.steps} steps at decay {config.ema_decay} still holds "
+                    f"{100 * config.ema_decay ** config.steps:.1f} % of the initial weights)"),
         "torch": torch.__version__,
-        "evaluation": evaluate_default_age(generator, n),
+        "evaluation": evaluate_default_age(generator, n, traversals),
         "limitations": "Trained only on synthetic cartoon faces: it ages the renderer's faces (proportions, lines "
                        "and folds, sag, grey and thinning hair), not photographs; on a real face its output is "
                        "not an aged photo. Real faces need the LATS authors' released generators "
@@ -132,9 +142,11 @@ if __name__ == "__main__":
     @click.option("--out", default=None, help="Where to write (default: the package's assets).")
     @click.option("--n", type=int, default=None, help=f"Evaluation samples [default: {EVAL_N}; --age {AGE_EVAL_N}].")
     @click.option("--age", is_flag=True, help="The run is an age model's (LATS): write the default age model.")
-    def _main(run_dir, command, out, n, age):
+    @click.option("--running", is_flag=True, help="With --age: the running-average generator, not the trained one.")
+    def _main(run_dir, command, out, n, age, running):
         if age:
-            card = package_age(run_dir, out or default_weights_path(DEFAULT_AGE_WEIGHTS), command, n or AGE_EVAL_N)
+            card = package_age(run_dir, out or default_weights_path(DEFAULT_AGE_WEIGHTS), command, n or AGE_EVAL_N,
+                               running)
         else:
             card = package(run_dir, out or default_weights_path(), command, n or EVAL_N)
         click.echo(json.dumps(card["evaluation"], indent=2))
