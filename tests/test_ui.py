@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
@@ -30,6 +31,9 @@ from exprengine.ui import server as ui_server  # noqa: E402
 from exprengine.ui import state as ui_state  # noqa: E402
 from exprengine.ui.server import create_app  # noqa: E402
 from exprengine.ui.state import Workbench  # noqa: E402
+
+
+LOCAL = "http://127.0.0.1"          # the address the page is served at (other Host headers are refused)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -58,7 +62,7 @@ def bench(rig):
 
 @pytest.fixture(scope="module")
 def client(bench):
-    with TestClient(create_app(bench), raise_server_exceptions=False) as c:
+    with TestClient(create_app(bench), raise_server_exceptions=False, base_url=LOCAL) as c:
         yield c
 
 
@@ -191,6 +195,34 @@ def test_a_chosen_face_downloads_as_exprengine_edit_face_n(client, pair, tmp_pat
     assert out.read_bytes() == r.content and r.headers["content-type"] == "image/jpeg"
 
 
+def test_an_ordinary_file_name_is_kept_in_the_command_and_the_download(client, tmp_path, capsys, monkeypatch):
+    """Spaces, brackets, an accent and a quote: the command shows the name shell-quoted and runs as
+    shown; the download is named after it (RFC 5987's filename* for what a header cannot carry)."""
+    name = "my photo (1) é's.png"
+    data = png_bytes(astronaut())
+    r = client.post("/api/photo", files={"file": (name, data, "image/png")})
+    assert r.status_code == 200 and r.json()["name"] == name, r.text
+    sid = r.json()["session"]
+    d = client.post("/api/download", json={"session": sid, "aus": aus(AU12=1.0), "format": "png"})
+    assert d.status_code == 200, d.text
+    out_name = "my photo (1) é's_edited.png"
+    assert d.headers["content-disposition"] == ("attachment; filename=\"my photo (1) _'s_edited.png\"; "
+                                                "filename*=UTF-8''my%20photo%20%281%29%20%C3%A9%27s_edited.png")
+    command = json.loads(d.headers["X-Command"])
+    assert command == f"exprengine edit {shlex.quote(name)} --au AU12=1 --out {shlex.quote(out_name)}"
+    assert json.loads(d.headers["X-Summary"]).startswith("found 1 face(s), edited 1")
+    monkeypatch.chdir(tmp_path)                    # the command as shown, beside the photo
+    (tmp_path / name).write_bytes(data)
+    code, _, err = run_cli(shlex.split(command)[1:], capsys)
+    assert code == 0, err
+    assert (tmp_path / out_name).read_bytes() == d.content
+    m = client.post("/api/morph", json={"session": sid, "aus": aus(), "preset": "surprise", "frames": 2})
+    gif = client.get(f"/api/animation/{sid}/{m.json()['id']}.gif")
+    assert gif.headers["content-disposition"].endswith("filename*=UTF-8''my%20photo%20%281%29%20%C3%A9%27s_morph_surprise.gif")
+    bad = client.post("/api/photo", files={"file": ("notes é.txt", b"not an image", "text/plain")})
+    assert_one_sentence(bad, 422, "notes é.txt is not an image")
+
+
 def test_morph_is_one_engine_call_and_downloads_as_gif_and_mp4(client, bench, astro, monkeypatch):
     _, session = astro
     calls = []
@@ -211,6 +243,20 @@ def test_morph_is_one_engine_call_and_downloads_as_gif_and_mp4(client, bench, as
     assert_one_sentence(client.post("/api/morph", json={"session": session["session"], "aus": aus(),
                                                         "preset": "surprise", "frames": 1000}), 422, "frames")
     assert_one_sentence(client.get(f"/api/animation/{session['session']}/nope.gif"), 404, "render it again")
+
+
+def test_a_morph_has_2_frames_at_least_says_an_empty_count_and_names_its_face(client, pair):
+    """The page's field has min=2; the server agrees (info's min_frames, one sentence for 1 and for none);
+    with all faces chosen the answer says which face the morph shows."""
+    sid = pair[1]["session"]
+    assert client.get("/api/info").json()["min_frames"] == 2
+    body = {"session": sid, "aus": aus(), "preset": "surprise"}
+    assert_one_sentence(client.post("/api/morph", json={**body, "frames": 1}), 422,
+                        "frames must be a whole number from 2 to 96, got 1")
+    assert_one_sentence(client.post("/api/morph", json={**body, "frames": None}), 422,
+                        "frames is empty; give a whole number from 2 to 96")
+    assert client.post("/api/morph", json={**body, "frames": 2}).json()["face"] == 0     # the most confident
+    assert client.post("/api/morph", json={**body, "frames": 2, "face": 1}).json()["face"] == 1
 
 
 def huge_png(width: int, height: int) -> bytes:
@@ -246,8 +292,11 @@ def test_bad_settings_are_one_sentence_each(client, bench, astro, monkeypatch):
     assert_one_sentence(post("/api/preview", json={"session": sid, "aus": aus(), "face": 3}), 422,
                         "only 1 face(s) found")
     assert_one_sentence(post("/api/preview", json={"session": "gone", "aus": aus()}), 404, "load it again")
-    assert_one_sentence(post("/api/preview", json={"session": sid, "aus": aus(), "age": 60}), 422,
-                        "no age engine is loaded")
+    error = assert_one_sentence(post("/api/preview", json={"session": sid, "aus": aus(), "age": 60}), 422,
+                                "no age engine is loaded")
+    assert "(" not in error and "/" not in error
+    assert client.get("/api/info").json()["age_note"] == ("No age model is installed: start the page with "
+                                                          "--engine-age DIR, an engine built from a LATS generator.")
     assert_one_sentence(post("/api/download", json={"session": sid, "aus": aus(), "format": "tiff"}), 422,
                         "format must be one of png, jpeg, webp")
     assert_one_sentence(post("/api/preview", content=b"{not json", headers={"Content-Type": "application/json"}),
@@ -260,6 +309,30 @@ def test_bad_settings_are_one_sentence_each(client, bench, astro, monkeypatch):
         "internal error (RuntimeError: boom)"
 
 
+def test_requests_for_another_host_and_posts_from_another_origin_are_refused(client, bench):
+    """DNS rebinding (a page of evil.example whose name now points at 127.0.0.1) and cross-site
+    POSTs: 400 and 403, one sentence each; the page's own requests pass."""
+    assert client.get("/api/info", headers={"Host": "localhost:7860"}).status_code == 200
+    assert client.get("/api/info", headers={"Host": "[::1]:7860"}).status_code == 200
+    assert_one_sentence(client.get("/api/info", headers={"Host": "evil.example:7860"}), 400,
+                        "not to evil.example:7860", "DNS rebinding")
+    assert_one_sentence(client.get("/", headers={"Host": "127.0.0.1.evil.example"}), 400)
+    warnings = {"aus": aus()}
+    assert client.post("/api/warnings", json=warnings, headers={"Origin": LOCAL}).status_code == 200
+    assert client.post("/api/warnings", json=warnings).status_code == 200                   # no Origin: not a browser
+    assert_one_sentence(client.post("/api/warnings", json=warnings, headers={"Origin": "http://evil.example"}), 403,
+                        "http://evil.example")
+    assert_one_sentence(client.post("/api/warnings", json=warnings, headers={"Origin": "null"}), 403)
+    assert_one_sentence(client.post("/api/warnings", json=warnings, headers={"Origin": "http://127.0.0.1:8000"}), 403)
+    # bound to every interface: any host name the network knows this computer by
+    with TestClient(create_app(bench, "0.0.0.0"), base_url="http://studio.lan:7860") as lan:
+        assert lan.get("/api/info").status_code == 200
+        assert lan.post("/api/warnings", json=warnings, headers={"Origin": "http://studio.lan:7860"}).status_code == 200
+    with TestClient(create_app(bench, "192.168.1.5"), base_url="http://192.168.1.5:7860") as lan:
+        assert lan.get("/api/info").status_code == 200
+        assert lan.get("/api/info", headers={"Host": "studio.lan"}).status_code == 400
+
+
 def test_ages_and_the_lifespan_with_an_age_engine(rig, tmp_path):
     from exprengine.engine import Engine
     from exprengine.faces.age import AgeEditor
@@ -267,7 +340,7 @@ def test_ages_and_the_lifespan_with_an_age_engine(rig, tmp_path):
     from exprengine.models import create_model
     age = Engine.from_generator(create_model("lats-small", seed=0))     # random weights: it changes pixels
     bench = Workbench(rig, age)
-    with TestClient(create_app(bench), raise_server_exceptions=False) as client:
+    with TestClient(create_app(bench), raise_server_exceptions=False, base_url=LOCAL) as client:
         assert client.get("/api/info").json()["age"] is True
         data = png_bytes(astronaut())
         sid = client.post("/api/photo", files={"file": ("astronaut.png", data, "image/png")}).json()["session"]
@@ -304,6 +377,11 @@ def test_the_server_listens_on_127_0_0_1_by_default_and_refuses_a_port_in_use():
             ui_server.bind("127.0.0.1", port)
     finally:
         sock.close()
+    for host in ("999.1.1.1", "192.0.2.1"):          # not an address; not this computer's (TEST-NET-1)
+        with pytest.raises(UserError, match=f"cannot listen on `host` {host}: it is not a valid address of "
+                                            "this computer") as e:
+            ui_server.bind(host, 0)
+        assert "`port`" not in str(e.value)
 
 
 def test_exprengine_ui_prints_its_url_serves_the_page_and_stops_on_sigterm(tmp_path):
@@ -318,11 +396,30 @@ def test_exprengine_ui_prints_its_url_serves_the_page_and_stops_on_sigterm(tmp_p
             assert b"<title>exprengine</title>" in page.read()
         with urllib.request.urlopen(url + "api/info", timeout=30) as info:
             assert json.load(info)["engine"] == "rig"
+        with pytest.raises(urllib.error.HTTPError) as refused:      # DNS rebinding, through uvicorn
+            urllib.request.urlopen(urllib.request.Request(url + "api/info", headers={"Host": "evil.example"}),
+                                   timeout=30)
+        assert refused.value.code == 400
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "warning:" not in err
+    assert "/" not in "".join(line for line in err.splitlines() if line.startswith("note:"))    # no paths
+
+
+def test_exprengine_ui_on_another_host_warns_that_the_network_can_use_it(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "exprengine", "ui", "--host", "0.0.0.0", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=tmp_path)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving the editing page at http://0.0.0.0:"), line + proc.stderr.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert ("warning: the page has no login and --host 0.0.0.0 makes it reachable from the network: anyone who "
+            "can reach this port can use it") in err.splitlines()
 
 
 def test_static_files_ship_with_the_package():

@@ -111,8 +111,9 @@ def cli_output(command: str, photo: Path, out: Path, capsys) -> bytes:
 
 def test_a_slider_changes_the_preview_and_the_download_is_exprengine_edits_bytes(page, photo, tmp_path, capsys):
     load(page, photo)
-    assert "1 face(s) found" in page.inner_text("#status")
-    assert page.locator(".box").count() == 1
+    assert page.inner_text("#status") == "astronaut.png: 512x512, 1 face found"
+    assert page.locator(".box").count() == 1 and page.inner_text(".box") == "#0"
+    assert "--face N numbers them: most confident first" in page.inner_text("#faces")
     before = np.array(page.evaluate(PIXELS))
     page.locator("#AU12").fill("1.5")                  # input, then change: the slider's release
     wait_preview(page, 2)
@@ -144,7 +145,33 @@ def test_a_preset_at_an_intensity_sets_its_aus_and_downloads_as_the_cli_does(pag
     out, command = download(page, tmp_path)
     assert command == "exprengine edit astronaut.png --au AU06=0.5 --au AU12=0.5 --out astronaut_edited.jpg"
     assert out.read_bytes() == cli_output(command, photo, tmp_path / "cli.jpg", capsys)
+    # an AU moved: no preset is active, and the intensity scales every AU as set (AU01=1 at 0.5)
+    page.locator("#AU01").fill("1")
+    wait_preview(page, 4)
+    assert "active" not in page.get_attribute("button[data-preset='happiness']", "class")
+    page.locator("#intensity").fill("1")
+    wait_preview(page, 5)
+    assert [page.inner_text(f"#{au}-value") for au in ("AU01", "AU06", "AU12", "AU04")] == ["2.00", "1.00", "1.00",
+                                                                                             "0.00"]
+    assert page.locator("#AU01").input_value() == "2"
 
+
+def test_the_command_keeps_an_ordinary_file_name_and_goes_when_the_settings_change(page, photo, tmp_path, capsys):
+    named = tmp_path / "my photo (1) é's.png"
+    named.write_bytes(photo.read_bytes())
+    load(page, named)
+    page.locator("#AU12").fill("1")
+    wait_preview(page, 2)
+    out, command = download(page, tmp_path)
+    assert out.name == "my photo (1) é's_edited.png"
+    assert command == ("exprengine edit 'my photo (1) é'\"'\"'s.png' --au AU12=1 "
+                       "--out 'my photo (1) é'\"'\"'s_edited.png'")
+    assert out.read_bytes() == cli_output(command, named, tmp_path / "cli.png", capsys)
+    assert page.inner_text("#status") == "downloaded my photo (1) é's_edited.png"
+    page.locator("#AU12").fill("1.5")                  # the command said no longer describes the settings
+    wait_preview(page, 3)
+    assert page.locator("#command-row").is_hidden() and page.inner_text("#summary") == ""
+    assert page.inner_text("#status") == "my photo (1) é's.png: 512x512, 1 face found"
 
 def test_conflicting_aus_show_the_clis_warning_beside_the_sliders(page, photo):
     load(page, photo)
@@ -158,6 +185,11 @@ def test_conflicting_aus_show_the_clis_warning_beside_the_sliders(page, photo):
 
 def test_a_morph_renders_and_shows_as_an_animation(page, photo):
     load(page, photo)
+    assert page.get_attribute("#morph-frames", "min") == "2"           # as the server's limits
+    page.locator("#morph-frames").fill("")
+    page.click("#morph")
+    page.wait_for_selector("#message:not([hidden])")
+    assert page.inner_text("#message") == "frames is empty; give a whole number from 2 to 96"
     page.locator("#morph-frames").fill("6")
     page.locator("#morph-to").select_option("surprise")
     page.click("#morph")
@@ -168,9 +200,13 @@ def test_a_morph_renders_and_shows_as_an_animation(page, photo):
     assert page.get_attribute("#morph-gif", "href").endswith(".gif")
     assert page.get_attribute("#morph-mp4", "href").endswith(".mp4")
     assert "morph: 6 frames" in page.inner_text("#status")
+    assert page.locator("#message").is_hidden()                         # the error went with the success
+    assert page.inner_text("#morph-face") == ("Face #0: with all faces chosen, the most confident one (choose a face "
+                                              "to render another).")
 
 
-def test_a_bad_file_is_a_message_on_the_page(page, tmp_path):
+def test_a_bad_file_is_a_message_on_the_page(page, photo, tmp_path):
+    load(page, photo)
     bad = tmp_path / "notes.txt"
     bad.write_text("not a photo")
     page.set_input_files("#file", str(bad))
@@ -178,6 +214,7 @@ def test_a_bad_file_is_a_message_on_the_page(page, tmp_path):
     assert page.inner_text("#message") == ("notes.txt is not an image this program can read "
                                            "(use PNG, JPEG, WebP, BMP, GIF or TIFF)")
     assert "Traceback" not in page.content()
+    assert page.inner_text("#status") == "astronaut.png: 512x512, 1 face found"      # still the photo edited
 
 
 def test_a_camera_still_is_sent_as_a_photo(page):
@@ -185,6 +222,9 @@ def test_a_camera_still_is_sent_as_a_photo(page):
     # which finds no face in it and says so on the page.
     page.click("#camera-start")
     page.wait_for_selector("#camera-shot:not([hidden])")
+    page.set_viewport_size({"width": 390, "height": 844})       # a phone: the header, all four buttons, wraps
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1400, "height": 1000})
     page.wait_for_function("document.getElementById('camera').videoWidth > 0")
     page.click("#camera-shot")
     page.wait_for_selector("#message:not([hidden])")
@@ -193,7 +233,8 @@ def test_a_camera_still_is_sent_as_a_photo(page):
 
 def test_age_controls_are_hidden_without_an_age_engine(page):
     assert page.locator("#age-controls").is_hidden()
-    assert "No age engine is loaded" in page.inner_text("#age-note")
+    assert page.inner_text("#age-note") == ("No age model is installed: start the page with --engine-age DIR, an "
+                                            "engine built from a LATS generator.")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from exprengine.errors import UserError
               help="Age engine directory (made by `exprengine build --model lats ...`) for the age slider and "
                    "the lifespan [default: the shipped age model when this install has one; else no age controls].")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (127.0.0.1: this computer only).")
+              help="Address to listen on (127.0.0.1: this computer only; the page has no login, so any other "
+                   "address lets the network use it).")
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True,
               help="Port to listen on (0: any free port).")
 @click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names"), default="auto",
@@ -41,8 +42,9 @@ def ui(engine_dir, engine_age_dir, host, port, device, detector, min_face):
       exprengine ui --engine engines/rig --port 8080
       exprengine ui --engine-age engines/age             # with the age slider and the lifespan
     """
-    from exprengine.ui.server import create_app, serve
-    from exprengine.ui.state import Workbench
+    from exprengine.models.pretrained import DEFAULT_AGE_WEIGHTS, default_weights_path
+    from exprengine.ui.server import LOCAL_HOSTS, create_app, serve
+    from exprengine.ui.state import NO_AGE_NOTE, Workbench
     engine = engine_or_default(engine_dir, device, None)
     if engine.is_age:
         raise UserError("--engine ages faces; give an expression engine (the rig's or a generator's), "
@@ -51,12 +53,22 @@ def ui(engine_dir, engine_age_dir, host, port, device, detector, min_face):
     try:
         from exprengine.cli.age import load_age_engine
         age_engine = load_age_engine(engine_age_dir, device, "engine_age_dir")
+        if engine_age_dir is None:
+            age_note = ("The shipped age model ages the synthetic faces it was trained on, not photographs; "
+                        "for real faces start the page with --engine-age DIR (an engine of the LATS authors' "
+                        "generators).")
     except UserError as e:
         if engine_age_dir is not None:
             raise
-        age_note = str(e)                       # no shipped age model: the page says so
+        # no shipped age model (or a damaged one): the page starts without age controls and says why
+        age_note = NO_AGE_NOTE if not default_weights_path(DEFAULT_AGE_WEIGHTS).is_file() else f"{e}."
     bench = Workbench(engine, age_engine, detector, min_face, engine_dir, engine_age_dir, age_note)
     if age_engine is None:
-        say(f"note: no age controls ({age_note})")
-    serve(create_app(bench), host, port,
-          ready=lambda url: click.echo(f"serving the editing page at {url} (Ctrl-C to stop)"))
+        say(f"note: {age_note[0].lower()}{age_note[1:]}")
+
+    def ready(url):
+        click.echo(f"serving the editing page at {url} (Ctrl-C to stop)")
+        if host.strip("[]").lower() not in LOCAL_HOSTS:
+            say(f"warning: the page has no login and --host {host} makes it reachable from the network: "
+                "anyone who can reach this port can use it")
+    serve(create_app(bench, host), host, port, ready=ready)

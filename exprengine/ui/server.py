@@ -16,19 +16,29 @@ or 500 for a bug, never a traceback):
                                    X-Warnings (JSON list), X-Server-Ms
     POST /api/download             {session, aus, face, age, format} -> the full-resolution file
                                    (attachment); headers X-Summary, X-Command (JSON strings)
-    POST /api/morph                {session, aus, preset, intensity, frames, schedule, face} -> {id, frames}
-    POST /api/traverse             {session, face, frames} -> {id, frames} (with an age engine)
+    POST /api/morph                {session, aus, preset, intensity, frames, schedule, face}
+                                   -> {id, frames, face}: `face`, the face morphed (with "all", the
+                                   most confident one)
+    POST /api/traverse             {session, face, frames} -> {id, frames, face} (with an age engine)
     GET  /api/animation/{sid}/{id}.{gif|mp4}  a rendered morph or traversal (attachment)
 
-The server binds to 127.0.0.1 unless told otherwise.
+File names are the user's own: a download is named after the uploaded file's stem, sent as
+RFC 6266's `filename` (ASCII, other characters replaced) and RFC 5987's `filename*` (UTF-8).
+
+The server binds to 127.0.0.1 unless told otherwise. Against DNS rebinding, a request whose Host
+header names another host than the bound one or localhost is refused (400; with a wildcard
+address, 0.0.0.0 or ::, any Host is accepted), and against cross-site requests a POST whose
+Origin header is not the page's own origin (403).
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
 import socket
 import threading
+import urllib.parse
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,11 +49,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from exprengine.errors import UserError
-from exprengine.ui.state import MAX_UPLOAD_BYTES, Workbench
+from exprengine.ui.state import MAX_UPLOAD_BYTES, Workbench, display_name
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+#: Host names every server answers to, whatever address it is bound to.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: Addresses that listen on every interface: any Host header is accepted there.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 log = logging.getLogger("exprengine.ui")
 
 
@@ -55,9 +69,12 @@ class NotOpen(UserError):
     """A session or animation the server no longer keeps (HTTP 404)."""
 
 
-def create_app(bench: Workbench):
-    """The FastAPI app serving the page and its API (see the module docstring) over `bench`.
-    The app closes `bench` (its uploads) when it shuts down."""
+def create_app(bench: Workbench, host: str = DEFAULT_HOST):
+    """The FastAPI app serving the page and its API (see the module docstring) over `bench`, to be
+    bound to `host` (requests naming another host than it or localhost are refused, 400; POSTs
+    from another origin, 403). The app closes `bench` (its uploads) when it shuts down."""
+    allowed = None if host.strip("[]") in WILDCARD_HOSTS else {h.lower() for h in (*LOCAL_HOSTS, host.strip("[]"))}
+
     @asynccontextmanager
     async def lifespan(app):
         yield
@@ -86,6 +103,21 @@ def create_app(bench: Workbench):
             return JSONResponse({"error": f"internal error ({type(e).__name__}{': ' + line if line else ''})"},
                                 status_code=500)
 
+    @app.middleware("http")
+    async def same_host_and_origin(request: Request, call_next):
+        said = request.headers.get("host")
+        if said is not None and allowed is not None and _hostname(said) not in allowed:
+            names = sorted(allowed)
+            return JSONResponse({"error": f"this server answers only requests to {', '.join(names[:-1])} or "
+                                          f"{names[-1]}, not to {said} (a defence against DNS rebinding)"},
+                                status_code=400)
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None and \
+                not _same_origin(origin, said):
+            return JSONResponse({"error": f"requests from another page ({origin}) are refused: only this page "
+                                          "may change its photos"}, status_code=403)
+        return await call_next(request)
+
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
@@ -103,10 +135,11 @@ def create_app(bench: Workbench):
 
     @app.post("/api/photo")
     def upload(file: UploadFile = File(...)):
-        sid, path = bench.new_place(file.filename or "photo")
+        name = display_name(file.filename)
+        sid, path = bench.new_place(name)
         try:
-            _save(file, path)
-            session = bench.open(sid, path)
+            _save(file, path, name)
+            session = bench.open(sid, path, name)
         except BaseException:
             shutil.rmtree(path.parent, ignore_errors=True)
             raise
@@ -128,21 +161,23 @@ def create_app(bench: Workbench):
         session, target, _, select, years = _settings(body)
         data, name, summary, command = bench.download(session, target, select, years, body.get("format", "png"))
         return Response(data, media_type=_media_type(name), headers={
-            "Content-Disposition": f'attachment; filename="{name}"', "X-Summary": json.dumps(summary),
+            "Content-Disposition": attachment(name), "X-Summary": json.dumps(summary),
             "X-Command": json.dumps(command), "Cache-Control": "no-store"})
 
     @app.post("/api/morph")
     def morph(body: dict[str, Any]):
         session, source, _, select, _ = _settings(body)
-        aid, frames = bench.morph(session, source, str(body.get("preset", "")), _float(body.get("intensity", 1.0)),
-                                  body.get("frames", 24), str(body.get("schedule", "ease-in-out")), select)
-        return {"id": aid, "frames": frames}
+        aid, frames, face = bench.morph(session, source, str(body.get("preset", "")),
+                                        _float(body.get("intensity", 1.0)), body.get("frames", 24),
+                                        str(body.get("schedule", "ease-in-out")), select)
+        return {"id": aid, "frames": frames, "face": face}
 
     @app.post("/api/traverse")
     def traverse(body: dict[str, Any]):
         session = _session(body.get("session"))
-        aid, frames = bench.traverse(session, bench.select(session, body.get("face", "all")), body.get("frames", 25))
-        return {"id": aid, "frames": frames}
+        aid, frames, face = bench.traverse(session, bench.select(session, body.get("face", "all")),
+                                           body.get("frames", 25))
+        return {"id": aid, "frames": frames, "face": face}
 
     @app.get("/api/animation/{sid}/{name}")
     def animation(sid: str, name: str):
@@ -152,7 +187,7 @@ def create_app(bench: Workbench):
         except UserError as e:
             raise NotOpen(str(e)) from None
         return Response(data, media_type="image/gif" if kind == "gif" else "video/mp4",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+                        headers={"Content-Disposition": attachment(filename)})
 
     def _session(sid):
         try:
@@ -168,17 +203,18 @@ def create_app(bench: Workbench):
     return app
 
 
-def _save(file, path: Path) -> None:
-    """Copy an upload to `path`; TooLarge past MAX_UPLOAD_BYTES (the partial file is removed by the caller)."""
+def _save(file, path: Path, name: str) -> None:
+    """Copy an upload (the user's file `name`) to `path`; TooLarge past MAX_UPLOAD_BYTES (the
+    partial file is removed by the caller)."""
     size = 0
     with open(path, "wb") as out:
         while chunk := file.file.read(1 << 20):
             size += len(chunk)
             if size > MAX_UPLOAD_BYTES:
-                raise TooLarge(f"{path.name} is larger than the upload limit of {MAX_UPLOAD_BYTES // 2**20} MB")
+                raise TooLarge(f"{name} is larger than the upload limit of {MAX_UPLOAD_BYTES // 2**20} MB")
             out.write(chunk)
     if size == 0:
-        raise UserError(f"{path.name} is empty (0 bytes), not an image")
+        raise UserError(f"{name} is empty (0 bytes), not an image")
 
 
 def _float(value) -> float:
@@ -186,6 +222,30 @@ def _float(value) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise UserError(f"`intensity` must be a number, not {value!r}") from None
+
+
+def attachment(name: str) -> str:
+    """A Content-Disposition header value for a download named `name`: `filename` with what HTTP
+    headers cannot carry (characters outside printable ASCII, quotes, backslashes) replaced by `_`,
+    and, when that changed it, RFC 5987's `filename*` with the name in UTF-8, which browsers prefer."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    if plain == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+
+
+def _hostname(host: str) -> str:
+    """The host of a Host header, without its port or IPv6 brackets, lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def _same_origin(origin: str, host: str | None) -> bool:
+    """Whether an Origin header names the page served under the Host header `host`."""
+    parts = urllib.parse.urlsplit(origin)
+    return host is not None and parts.scheme in ("http", "https") and parts.netloc.lower() == host.strip().lower()
 
 
 def _plain(message: str) -> str:
@@ -199,7 +259,7 @@ def _media_type(name: str) -> str:
 
 def bind(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
     """A listening TCP socket on `host`:`port` (port 0: any free port). UserError when the port is in
-    use or the address cannot be bound."""
+    use or cannot be bound, or when `host` is not an address of this computer."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -207,6 +267,9 @@ def bind(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
+        if isinstance(e, socket.gaierror) or e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
+            raise UserError(f"cannot listen on `host` {host}: it is not a valid address of this computer "
+                            f"({e.strerror or e}); give one of its own, such as 127.0.0.1") from None
         raise UserError(f"cannot listen on `host` {host} `port` {port} ({e.strerror or e}); choose another `port`") from None
     sock.listen(128)
     return sock

@@ -54,7 +54,11 @@ PREVIEW_QUALITY = 90            # JPEG quality of the preview
 #: Largest upload accepted, bytes (the pixel limit is `media.MAX_PIXELS`, checked on the header).
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 MAX_SESSIONS = 4                # photos kept open at once; the oldest is dropped
-MAX_FRAMES = 96                 # frames of a morph or traversal
+MIN_FRAMES = 2                  # frames of a morph or traversal: the first and the last at least
+MAX_FRAMES = 96
+#: What the page and the terminal say when no age engine is loaded.
+NO_AGE_NOTE = ("No age model is installed: start the page with --engine-age DIR, an engine built from a "
+               "LATS generator.")
 DOWNLOAD_FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 
 
@@ -74,7 +78,8 @@ def controls(cap: float = DEFAULT_CAP) -> dict:
 
 @dataclass
 class Session:
-    """One uploaded photo: the file saved as uploaded (`path`, named `name`), the photo as
+    """One uploaded photo: the file saved as uploaded (`path`; `name`: the user's own file name,
+    which messages, command lines and downloads use), the photo as
     `media.read_photo` read it, every face `found` (most confident first), and for each face
     with a mesh its crop and mesh (`crops`, `meshes`, by face number; faces absent there have
     none and cannot be edited by a rig engine). Aged photos, morphs and traversals are kept
@@ -103,8 +108,8 @@ class Workbench:
     """The editing state behind the page: the engines, the face detector, open sessions.
 
     `engine`: the expression `Engine` (the rig's by default, `default_engines.engine_or_default`);
-    `age_engine`: an age `Engine` or None (then `age_note` says why there is none); `detector`,
-    `min_face`: as `exprengine edit --detector/--min-face` (`faces.landmarks.make_detector`);
+    `age_engine`: an age `Engine` or None; `age_note`: why there is none, or what the one given
+    ages; `detector`, `min_face`: as `exprengine edit --detector/--min-face` (`faces.landmarks.make_detector`);
     `engine_dir`, `age_engine_dir`: the directories the engines came from (None: the defaults),
     for the equivalent command lines; `workdir`: where uploads are kept (a new temporary
     directory by default, removed by `close`). Every engine call is made under one lock
@@ -150,29 +155,31 @@ class Workbench:
     def info(self) -> dict:
         """JSON for the page: `controls`, the engine, whether ages are available (and why not)."""
         info = controls(float(self.engine.policy.max_intensity))
-        info.update(engine=self.engine.manifest.model, age=self.age_engine is not None, age_note=self.age_note,
+        note = self.age_note or ("" if self.age_engine is not None else NO_AGE_NOTE)
+        info.update(engine=self.engine.manifest.model, age=self.age_engine is not None, age_note=note,
                     age_range=[0, 70], preview_max_side=PREVIEW_MAX_SIDE, max_upload_bytes=MAX_UPLOAD_BYTES,
-                    max_pixels=media.MAX_PIXELS, max_frames=MAX_FRAMES, formats=list(DOWNLOAD_FORMATS))
+                    max_pixels=media.MAX_PIXELS, min_frames=MIN_FRAMES, max_frames=MAX_FRAMES,
+                    formats=list(DOWNLOAD_FORMATS))
         return info
 
     # --- sessions ------------------------------------------------------------------------------
     def new_place(self, name: str) -> tuple[str, Path]:
         """(a new session id, the path to save its upload `name` at): a fresh directory per session,
-        the file named by `name`'s last component (characters other than ASCII letters, digits and
-        `.-_` replaced), so messages and command lines show the user's own file name."""
+        the file named by `display_name(name)` with characters other than ASCII letters, digits and
+        `.-_` replaced (the user's own name is given to `open`, for messages and command lines)."""
         sid = secrets.token_urlsafe(12)
-        base = Path(name or "photo").name
+        base = display_name(name)
         safe = "".join(c if (c.isascii() and c.isalnum()) or c in ".-_" else "_" for c in base).lstrip(".") or "photo"
         place = self.workdir / sid
         place.mkdir(parents=True)
         return sid, place / safe[-100:]
 
-    def open(self, sid: str, path: Path) -> Session:
+    def open(self, sid: str, path: Path, name: str | None = None) -> Session:
         """Read the photo saved at `path` (`media.read_photo`), find its faces and mesh them once,
-        and keep it as session `sid`. UserError (one sentence, naming the file by its own name) for
-        a file that is not a readable image, one over `media.MAX_PIXELS`, or one with no face the
-        engine can edit."""
-        name = path.name
+        and keep it as session `sid`, named `name` (the user's file name; None: `path`'s). UserError
+        (one sentence, naming the file by `name`) for a file that is not a readable image, one over
+        `media.MAX_PIXELS`, or one with no face the engine can edit."""
+        name = display_name(name) if name is not None else path.name
         try:
             photo = media.read_photo(path)
         except UserError as e:
@@ -236,8 +243,7 @@ class Workbench:
         if age is None:
             return None
         if self.age_engine is None:
-            raise UserError("no age engine is loaded, so faces cannot be aged" +
-                            (f" ({self.age_note})" if self.age_note else ""))
+            raise UserError("no age engine is loaded, so faces cannot be aged")
         from exprengine.faces.age import parse_age
         return parse_age(age, "age")
 
@@ -296,14 +302,15 @@ class Workbench:
         """(the file's bytes, its name, the library's one-sentence summary, the command line that
         writes the same bytes) of the edited photo at full resolution: `edit_photo_file` (or, with
         `years`, `age_photo_file`) on the uploaded file, as `exprengine edit` / `exprengine age` run
-        it. `fmt`: png, jpeg or webp. UserError for another format."""
+        it. The name is the photo's own stem with `_edited` (or `_aged`) and the format's suffix.
+        `fmt`: png, jpeg or webp. UserError for another format."""
         from exprengine.faces.photo import age_photo_file, edit_photo_file
         if fmt not in DOWNLOAD_FORMATS:
             raise UserError(f"`format` must be one of {', '.join(DOWNLOAD_FORMATS)}, not {fmt!r}")
         out_name = f"{Path(session.name).stem}_{'aged' if years is not None else 'edited'}{DOWNLOAD_FORMATS[fmt]}"
         with tempfile.TemporaryDirectory(dir=session.path.parent) as place, self.lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", AUWarning)
-            out = Path(place) / out_name
+            out = Path(place) / f"out{DOWNLOAD_FORMATS[fmt]}"       # the user's name may not suit the disk
             if years is None:
                 editor = FaceEditor(self.engine, self.detector)
                 report = edit_photo_file(session.path, out, self.engine, target, editor, select, photo=session.photo)
@@ -339,11 +346,12 @@ class Workbench:
 
     # --- animations -----------------------------------------------------------------------------
     def morph(self, session: Session, source: AUs, preset: str, intensity: float, frames: int = 24,
-              schedule: str = "ease-in-out", select="all") -> tuple[str, int]:
+              schedule: str = "ease-in-out", select="all") -> tuple[str, int, int]:
         """Render a morph of one face (the chosen one, or with "all" the most confident editable
         face) from `source` to the preset `preset`@`intensity`: its crop at the engine's size, every
         frame in one engine call (`Engine.morph`, the first frame the source). -> (animation id,
-        frames). UserError for a bad preset, intensity, frame count or schedule."""
+        frames, the face's number). UserError for a bad preset, intensity, frame count (MIN_FRAMES
+        to MAX_FRAMES) or schedule."""
         frames = _frame_count(frames)
         dst = AUs.preset(preset, intensity)
         face = min(session.crops) if select == "all" else select
@@ -355,19 +363,21 @@ class Workbench:
             marks = self.editor.crop_landmarks([crop], [session.meshes[face]])[0] if session.meshes else None
             rendered = self.engine.morph(image, source, dst, frames=frames, schedule=schedule,
                                          include_source=True, landmarks=marks)
-        return self._keep(session, rendered, f"morph_{preset}"), frames
+        return self._keep(session, rendered, f"morph_{preset}"), frames, face
 
-    def traverse(self, session: Session, select="all", frames: int = 25) -> tuple[str, int]:
+    def traverse(self, session: Session, select="all", frames: int = 25) -> tuple[str, int, int | None]:
         """Render one face (the chosen one, or the largest with "all") aligned across the lifespan,
         `frames` ages evenly spaced from the first age class to the last, in one engine traversal
-        (`AgeEditor.traverse`) -> (animation id, frames). UserError without an age engine."""
+        (`AgeEditor.traverse`) -> (animation id, frames, the face's number as the age editor found
+        it, None if it names none). UserError without an age engine or for a bad frame count."""
         from exprengine.faces.age import traversal_ages
         self.age_years(0)                        # says why not, without an age engine
-        frames = _frame_count(frames, low=2)
+        frames = _frame_count(frames)
         with self.lock:
-            rendered, _ = self.ager.traverse(session.photo.pixels, traversal_ages(None, None, frames),
-                                             "largest" if select == "all" else select)
-        return self._keep(session, rendered, "lifespan"), frames
+            rendered, done = self.ager.traverse(session.photo.pixels, traversal_ages(None, None, frames),
+                                                "largest" if select == "all" else select)
+        face = done.aged[0] if done.aged else (None if select == "all" else select)
+        return self._keep(session, rendered, "lifespan"), frames, face
 
     def _keep(self, session: Session, rendered: np.ndarray, stem: str) -> str:
         aid = secrets.token_urlsafe(8)
@@ -389,7 +399,7 @@ class Workbench:
             stem, rendered = session.animations[aid]
         name = f"{Path(session.name).stem}_{stem}.{kind}"
         with tempfile.TemporaryDirectory(dir=session.path.parent) as place:
-            out = Path(place) / name
+            out = Path(place) / f"out.{kind}"
             write_morph(out, rendered, fps=fps)
             return out.read_bytes(), name
 
@@ -406,9 +416,18 @@ def preview_jpeg(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _frame_count(frames, low: int = 1) -> int:
-    if isinstance(frames, bool) or not isinstance(frames, int) or not low <= frames <= MAX_FRAMES:
-        raise UserError(f"`frames` must be a whole number from {low} to {MAX_FRAMES}, got {frames!r}")
+def display_name(name: str | None) -> str:
+    """The last component of an uploaded file's name as the user sees it (`my photo (1).png`
+    stays as it is; an empty name, `.` or `..` is `photo`)."""
+    base = Path((name or "").replace("\0", "")).name
+    return base if base not in ("", ".", "..") else "photo"
+
+
+def _frame_count(frames) -> int:
+    if frames is None or frames == "":
+        raise UserError(f"`frames` is empty; give a whole number from {MIN_FRAMES} to {MAX_FRAMES}")
+    if isinstance(frames, bool) or not isinstance(frames, int) or not MIN_FRAMES <= frames <= MAX_FRAMES:
+        raise UserError(f"`frames` must be a whole number from {MIN_FRAMES} to {MAX_FRAMES}, got {frames!r}")
     return frames
 
 

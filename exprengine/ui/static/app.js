@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   info: null, session: null, aus: [], face: "all", preset: null,
+  unit: [],            // the expression at intensity 1: the intensity slider scales it
+  photoStatus: "",     // the header's line about the loaded photo, shown again after other news
   inFlight: false, pending: null, timer: null, shown: 0,
 };
 const DEBOUNCE_MS = 60;   // while a slider moves; its release asks at once
@@ -17,6 +19,19 @@ function showMessage(text) {
 }
 
 function setStatus(text) { $("status").textContent = text; }
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+// The settings changed: what was said of the last download (its command line, summary and the
+// header's "downloaded ...") no longer describes them, so it goes.
+function settingsChanged() {
+  $("command-row").hidden = true;
+  $("summary").textContent = "";
+  if ($("status").dataset.download) {
+    delete $("status").dataset.download;
+    setStatus(state.photoStatus);
+  }
+}
 
 async function api(path, options = {}) {
   let res;
@@ -47,6 +62,7 @@ function settings() {
 // --- controls ------------------------------------------------------------------------------
 function buildControls(info) {
   state.aus = info.aus.map(() => 0);
+  state.unit = info.aus.map(() => 0);
   const sliders = $("sliders");
   for (const region of info.regions) {
     const group = document.createElement("fieldset");
@@ -60,7 +76,7 @@ function buildControls(info) {
         `<input type="range" id="${au.name}" min="0" max="${info.cap}" step="${info.step}" value="0">` +
         `<output id="${au.name}-value">0.00</output>`;
       const input = label.querySelector("input");
-      input.addEventListener("input", () => { setAU(i, input.value); state.preset = null; markPreset(); schedule(); });
+      input.addEventListener("input", () => { setAU(i, input.value); expressionSet(); schedule(); });
       input.addEventListener("change", () => { setAU(i, input.value); released(); });
       group.appendChild(label);
     }
@@ -81,15 +97,13 @@ function buildControls(info) {
   for (const s of info.schedules) $("morph-schedule").add(new Option(s, s));
   $("morph-schedule").value = "ease-in-out";
   $("intensity").max = info.cap;
-  $("morph-frames").max = info.max_frames;
-  $("traverse-frames").max = info.max_frames;
-  if (info.age) {
-    $("age-controls").hidden = false;
-  } else {
-    $("age-note").hidden = false;
-    $("age-note").textContent = "No age engine is loaded, so the age controls are hidden" +
-      (info.age_note ? ` (${info.age_note}).` : ".") + " Start the page with --engine-age DIR to age faces.";
+  for (const id of ["morph-frames", "traverse-frames"]) {
+    $(id).min = info.min_frames;
+    $(id).max = info.max_frames;
   }
+  $("age-controls").hidden = !info.age;
+  $("age-note").hidden = !info.age_note;
+  $("age-note").textContent = info.age_note;
 }
 
 function setAU(i, value) {
@@ -98,15 +112,39 @@ function setAU(i, value) {
 }
 
 function applyPreset(name) {
-  const intensity = Number($("intensity").value);
   const raised = state.info.presets[name];
+  state.unit = state.info.aus.map((au) => (raised.includes(au) ? 1 : 0));
+  state.preset = name;
+  markPreset();
+  scaleExpression();
+}
+
+// The AUs of the expression at the intensity slider's value: a preset's AUs at that intensity, or
+// the AUs as the user set them, scaled by intensity / the intensity they were set at (capped).
+// -> whether any AU changed.
+function scaleExpression() {
+  const intensity = Number($("intensity").value);
+  let changed = false;
   state.info.aus.forEach((au, i) => {
-    const v = raised.includes(au) ? intensity : 0;
+    const v = Math.min(state.info.cap, Math.round(100 * state.unit[i] * intensity) / 100);
+    changed = changed || v !== state.aus[i];
     $(au).value = v;
     setAU(i, v);
   });
-  state.preset = name;
+  return changed;
+}
+
+// An AU slider moved: the expression is the user's own now, and the intensity scales it from here
+// (at intensity 0 there is nothing to scale from, so the intensity becomes 1).
+function expressionSet() {
+  state.preset = null;
   markPreset();
+  if (Number($("intensity").value) === 0) {
+    $("intensity").value = 1;
+    $("intensity-value").textContent = "1.00";
+  }
+  const intensity = Number($("intensity").value);
+  state.unit = state.aus.map((v) => v / intensity);
 }
 
 function markPreset() {
@@ -115,11 +153,13 @@ function markPreset() {
 
 // --- previews ------------------------------------------------------------------------------
 function schedule() {
+  settingsChanged();
   clearTimeout(state.timer);
   state.timer = setTimeout(() => requestPreview(null), DEBOUNCE_MS);
 }
 
 function released() {
+  settingsChanged();
   clearTimeout(state.timer);
   requestPreview(performance.now());
 }
@@ -211,6 +251,7 @@ function showWarnings(list) {
 // --- photos --------------------------------------------------------------------------------
 async function loadFile(file) {
   showMessage("");
+  delete $("status").dataset.download;
   setStatus(`reading ${file.name} and finding its faces ...`);
   const form = new FormData();
   form.append("file", file, file.name);
@@ -218,7 +259,9 @@ async function loadFile(file) {
     const session = await (await api("/api/photo", {method: "POST", body: form})).json();
     state.session = session;
     state.face = "all";
-    setStatus(`${session.name}: ${session.width}x${session.height}, ${session.faces.length} face(s) found`);
+    state.photoStatus = `${session.name}: ${session.width}x${session.height}, ` +
+      `${plural(session.faces.length, "face")} found`;
+    setStatus(state.photoStatus);
     drawFaces();
     for (const id of ["frame", "faces", "timing", "download-row"]) $(id).hidden = false;
     $("empty").hidden = true;
@@ -228,7 +271,7 @@ async function loadFile(file) {
     $("traverse-out").hidden = true;
     await requestPreview(performance.now());
   } catch (e) {
-    setStatus("");
+    setStatus(state.photoStatus);      // the photo loaded before, if any, is still the one edited
     showMessage(e.message);
   }
 }
@@ -317,6 +360,12 @@ async function takeStill() {
 }
 
 // --- downloads, morphs, ages ---------------------------------------------------------------
+// The file name of a Content-Disposition header: RFC 5987's filename* (UTF-8) when there is one.
+function fileName(disposition) {
+  const utf8 = /filename\*=UTF-8''([^;]+)/i.exec(disposition);
+  return utf8 ? decodeURIComponent(utf8[1]) : /filename="([^"]*)"/.exec(disposition)[1];
+}
+
 function save(blob, name) {
   const a = document.createElement("a");
   a.href = URL.createObjectURL(blob);
@@ -334,15 +383,17 @@ async function download() {
   setStatus("writing the full-resolution photo ...");
   try {
     const res = await post("/api/download", {...settings(), format: $("format").value});
-    const name = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition"))[1];
+    const name = fileName(res.headers.get("Content-Disposition"));
     $("summary").textContent = JSON.parse(res.headers.get("X-Summary"));
     $("command").textContent = JSON.parse(res.headers.get("X-Command"));
     $("command-row").hidden = false;
     save(await res.blob(), name);
     setStatus(`downloaded ${name}`);
+    $("status").dataset.download = "1";
+    showMessage("");
   } catch (e) {
     showMessage(e.message);
-    setStatus("");
+    setStatus(state.photoStatus);
   } finally {
     button.disabled = false;
   }
@@ -362,11 +413,16 @@ async function animation(kind, path, body) {
     $(`${prefix}-gif`).href = `${base}.gif`;
     $(`${prefix}-mp4`).href = `${base}.mp4`;
     await $(`${prefix}-img`).decode();
+    $(`${prefix}-face`).textContent = made.face === null ? "" : state.face === "all"
+      ? `Face #${made.face}: with all faces chosen, the ${kind === "morph" ? "most confident" : "largest"} ` +
+        "one (choose a face to render another)."
+      : `Face #${made.face}.`;
     $(`${prefix}-out`).hidden = false;
-    setStatus(`${kind}: ${made.frames} frames in ${((performance.now() - start) / 1000).toFixed(1)} s`);
+    setStatus(`${kind}: ${plural(made.frames, "frame")} in ${((performance.now() - start) / 1000).toFixed(1)} s`);
+    showMessage("");
   } catch (e) {
     showMessage(e.message);
-    setStatus("");
+    setStatus(state.photoStatus);
   } finally {
     button.disabled = false;
   }
@@ -384,19 +440,27 @@ async function main() {
   $("file").addEventListener("change", () => { if ($("file").files[0]) loadFile($("file").files[0]); });
   $("camera-start").addEventListener("click", startCamera);
   $("camera-shot").addEventListener("click", takeStill);
+  // the intensity asks for a preview only when it changed an AU (not while every AU is at 0)
+  let scaled = false;
   $("intensity").addEventListener("input", () => {
     $("intensity-value").textContent = Number($("intensity").value).toFixed(2);
-    if (state.preset) { applyPreset(state.preset); schedule(); }
+    if (scaleExpression()) { scaled = true; schedule(); }
   });
-  $("intensity").addEventListener("change", () => { if (state.preset) { applyPreset(state.preset); released(); } });
+  $("intensity").addEventListener("change", () => {
+    if (scaleExpression() || scaled) released();
+    scaled = false;
+  });
   $("reset").addEventListener("click", () => { applyPreset("natural"); state.preset = null; markPreset(); released(); });
+  $("format").addEventListener("change", settingsChanged);
   $("download").addEventListener("click", download);
+  // an empty (or unreadable) number field is sent as null: the server says it is empty
+  const frames = (id) => ($(id).value === "" ? null : Number($(id).value));
   $("morph").addEventListener("click", () => animation("morph", "/api/morph", {
     aus: state.aus, preset: $("morph-to").value, intensity: Number($("intensity").value),
-    frames: Number($("morph-frames").value), schedule: $("morph-schedule").value,
+    frames: frames("morph-frames"), schedule: $("morph-schedule").value,
   }));
   $("traverse").addEventListener("click", () => animation("lifespan", "/api/traverse", {
-    frames: Number($("traverse-frames").value),
+    frames: frames("traverse-frames"),
   }));
   $("age-on").addEventListener("change", () => { $("age").disabled = !$("age-on").checked; released(); });
   $("age").addEventListener("input", () => { $("age-value").textContent = $("age").value; });
