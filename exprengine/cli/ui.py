@@ -42,7 +42,7 @@ def ui(engine_dir, engine_age_dir, host, port, device, detector, min_face):
       exprengine ui --engine engines/rig --port 8080
       exprengine ui --engine-age engines/age             # with the age slider and the lifespan
     """
-    from exprengine.models.pretrained import DEFAULT_AGE_WEIGHTS, default_weights_path
+    from exprengine.models.pretrained import has_default_age_model
     from exprengine.ui.server import LOCAL_HOSTS, create_app, serve
     from exprengine.ui.state import NO_AGE_NOTE, Workbench
     engine = engine_or_default(engine_dir, device, None)
@@ -61,7 +61,7 @@ def ui(engine_dir, engine_age_dir, host, port, device, detector, min_face):
         if engine_age_dir is not None:
             raise
         # no shipped age model (or a damaged one): the page starts without age controls and says why
-        age_note = NO_AGE_NOTE if not default_weights_path(DEFAULT_AGE_WEIGHTS).is_file() else f"{e}."
+        age_note = NO_AGE_NOTE if not has_default_age_model() else f"{e}."
     bench = Workbench(engine, age_engine, detector, min_face, engine_dir, engine_age_dir, age_note)
     if age_engine is None:
         say(f"note: {age_note[0].lower()}{age_note[1:]}")
