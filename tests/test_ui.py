@@ -223,6 +223,21 @@ def test_an_ordinary_file_name_is_kept_in_the_command_and_the_download(client, t
     assert_one_sentence(bad, 422, "notes é.txt is not an image")
 
 
+def test_a_name_that_starts_with_a_dash_is_not_read_as_an_option(client, tmp_path, capsys, monkeypatch):
+    """`-dash.png` would be an option on the command line: the command says `./-dash.png` and runs as shown."""
+    data = png_bytes(astronaut())
+    r = client.post("/api/photo", files={"file": ("-dash.png", data, "image/png")})
+    sid = r.json()["session"]
+    d = client.post("/api/download", json={"session": sid, "aus": aus(AU12=1.0), "format": "png"})
+    command = json.loads(d.headers["X-Command"])
+    assert command == "exprengine edit ./-dash.png --au AU12=1 --out ./-dash_edited.png"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-dash.png").write_bytes(data)
+    code, _, err = run_cli(shlex.split(command)[1:], capsys)
+    assert code == 0, err
+    assert (tmp_path / "-dash_edited.png").read_bytes() == d.content
+
+
 def test_morph_is_one_engine_call_and_downloads_as_gif_and_mp4(client, bench, astro, monkeypatch):
     _, session = astro
     calls = []

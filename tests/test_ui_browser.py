@@ -201,8 +201,11 @@ def test_a_morph_renders_and_shows_as_an_animation(page, photo):
     assert page.get_attribute("#morph-mp4", "href").endswith(".mp4")
     assert "morph: 6 frames" in page.inner_text("#status")
     assert page.locator("#message").is_hidden()                         # the error went with the success
-    assert page.inner_text("#morph-face") == ("Face #0: with all faces chosen, the most confident one (choose a face "
-                                              "to render another).")
+    assert page.inner_text("#morph-face") == ""                          # one face: nothing to say which
+    page.locator("#morph-frames").fill("1")                               # a failed morph hides the last one
+    page.click("#morph")
+    page.wait_for_selector("#message:not([hidden])")
+    assert page.locator("#morph-out").is_hidden()
 
 
 def test_a_bad_file_is_a_message_on_the_page(page, photo, tmp_path):

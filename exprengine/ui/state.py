@@ -326,12 +326,16 @@ class Workbench:
         """The `exprengine edit` (or, with `years`, `exprengine age`) command line whose output has
         the same bytes as `download` with these settings."""
         aus = [f"--au {name}={_number(v)}" for name, v in target.as_dict(nonzero=True).items()]
+
+        def path(name: str) -> str:                     # "-x.png" would read as an option: "./-x.png"
+            return shlex.quote(f"./{name}" if name.startswith("-") else name)
+
         if years is None:
-            words = ["exprengine edit", shlex.quote(session.name), *(aus or ["--preset natural"])]
+            words = ["exprengine edit", path(session.name), *(aus or ["--preset natural"])]
             if self.engine_dir:
                 words.append(f"--engine {shlex.quote(self.engine_dir)}")
         else:
-            words = ["exprengine age", shlex.quote(session.name), f"--to {_number(years)}", *aus]
+            words = ["exprengine age", path(session.name), f"--to {_number(years)}", *aus]
             if self.age_engine_dir:
                 words.append(f"--engine {shlex.quote(self.age_engine_dir)}")
             if aus and self.engine_dir:
@@ -342,7 +346,7 @@ class Workbench:
             words.append(f"--detector {self.detector_name}")
         if self.min_face != 40:
             words.append(f"--min-face {self.min_face}")
-        return " ".join(words + [f"--out {shlex.quote(out_name)}"])
+        return " ".join(words + [f"--out {path(out_name)}"])
 
     # --- animations -----------------------------------------------------------------------------
     def morph(self, session: Session, source: AUs, preset: str, intensity: float, frames: int = 24,

@@ -413,7 +413,8 @@ async function animation(kind, path, body) {
     $(`${prefix}-gif`).href = `${base}.gif`;
     $(`${prefix}-mp4`).href = `${base}.mp4`;
     await $(`${prefix}-img`).decode();
-    $(`${prefix}-face`).textContent = made.face === null ? "" : state.face === "all"
+    $(`${prefix}-face`).textContent = made.face === null ? "" : state.session.faces.length === 1
+      ? "" : state.face === "all"
       ? `Face #${made.face}: with all faces chosen, the ${kind === "morph" ? "most confident" : "largest"} ` +
         "one (choose a face to render another)."
       : `Face #${made.face}.`;
@@ -421,6 +422,7 @@ async function animation(kind, path, body) {
     setStatus(`${kind}: ${plural(made.frames, "frame")} in ${((performance.now() - start) / 1000).toFixed(1)} s`);
     showMessage("");
   } catch (e) {
+    $(`${kind === "morph" ? "morph" : "traverse"}-out`).hidden = true;     // not the previous one's picture
     showMessage(e.message);
     setStatus(state.photoStatus);
   } finally {
@@ -437,7 +439,11 @@ async function main() {
     return;
   }
   buildControls(state.info);
-  $("file").addEventListener("change", () => { if ($("file").files[0]) loadFile($("file").files[0]); });
+  $("file").addEventListener("change", () => {
+    const file = $("file").files[0];
+    $("file").value = "";                 // choosing the same file again loads it again
+    if (file) loadFile(file);
+  });
   $("camera-start").addEventListener("click", startCamera);
   $("camera-shot").addEventListener("click", takeStill);
   // the intensity asks for a preview only when it changed an AU (not while every AU is at 0)
