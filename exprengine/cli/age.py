@@ -41,9 +41,8 @@ def load_age_engine(engine_dir: str | None, device: str, param: str = "engine_di
               help="With --traverse: frame rate.")
 @click.option("--sheet", default=None, metavar="PATH", help="With --traverse: also a contact sheet PNG of the frames.")
 @click.option("--engine", "engine_dir", default=None, metavar="DIR",
-              help="Age engine directory made by `exprengine build --model lats ...` [default: the shipped "
-                   "age model, which ages the synthetic faces only; for real faces build one from the LATS "
-                   "authors' weights].")
+              help="Age engine directory made by `exprengine build --model lats ...` [default: the installed "
+                   "age model, if any: none ships yet; one trained on the synthetic faces would age only those].")
 @click.option("--device", type=RegistryChoice("exprengine.engines.backends:device_names"), default="auto",
               show_default=True, help="Where to run the engines.")
 @click.option("--out", required=True, metavar="PATH",
@@ -70,13 +69,12 @@ def age(image, end, traverse, start, frames, fps, sheet, engine_dir, device, out
     Ages are years from 0 to 70 or one of the six age classes (0-2, 3-6, 7-9, 15-19, 30-39,
     50-69). With --preset/--au the aged faces are then given that expression (age first, then
     expression). A traversal renders every frame in one engine call and writes a GIF, an MP4 or
-    PNG frames of the aligned face. Without --engine the shipped age model runs: it was trained on
-    exprengine's synthetic faces and ages those, not photographs; for real faces build an engine
-    from the LATS authors' released generators (or your own training on real faces).
+    PNG frames of the aligned face. Give an age engine built from the LATS authors' released
+    generators (or your own training); no age model ships yet (an installed default one is used
+    without --engine).
 
     \b
     Examples:
-      exprengine age face.png --to 60 --crop --out old.png              # the shipped (synthetic) model
       exprengine age photo.jpg --to 60 --engine engines/age --out old.jpg
       exprengine age photo.jpg --to 3-6 --engine engines/age --face largest --out child.png
       exprengine age photo.jpg --to 60 --preset happiness --engine engines/age --out old_happy.png

@@ -79,7 +79,7 @@ def edit(image, engine_dir, device, presets, aus, out, select, detector, min_fac
                    "without --preset/--au/--timeline, the faces are only aged.")
 @click.option("--engine-age", "engine_age_dir", default=None, metavar="DIR",
               help="Age engine directory for --age (made by `exprengine build --model lats ...`) [default: the "
-                   "shipped age model, which ages the synthetic faces only].")
+                   "installed age model, if any: none ships yet].")
 @click.option("--from", "src", default=None, metavar="SPEC",
               help="Morph across the clip: from this expression on the first frame to --preset/--au on the last.")
 @click.option("--schedule", type=RegistryChoice("exprengine.morph:SCHEDULES"),
