@@ -11,7 +11,7 @@ from exprengine.errors import UserError
 from exprengine.models.lats import LATSDiscriminator, LATSGenerator
 from exprengine.training.lats_trainer import (CHECKPOINT, GENERATOR, LATSTrainConfig, LATSTrainer, age_training_data,
                                               critic_logits, draw_samples, lats_model_config, load_images,
-                                              selective_class_loss)
+                                              selective_class_loss, step_arrays)
 
 
 def tiny_config(**kw) -> LATSTrainConfig:
@@ -130,9 +130,9 @@ def test_running_generator_is_the_moving_average_and_slow_layers_get_a_hundredth
 
 
 def test_resume_continues_exactly(tmp_path):
-    straight = LATSTrainer(tiny_config(), tiny_data(), tmp_path / "a")
+    straight = LATSTrainer(tiny_config(), tiny_data(), tmp_path / "a", loader_workers=0)   # drawn in this process
     straight.train(progress=False)
-    halves = LATSTrainer(tiny_config(), tiny_data(), tmp_path / "b")
+    halves = LATSTrainer(tiny_config(), tiny_data(), tmp_path / "b")                       # by a worker
     halves.train(until=2, progress=False)
     resumed = LATSTrainer.resume(tmp_path / "b", tiny_data())
     assert resumed.step == 2
@@ -142,6 +142,17 @@ def test_resume_continues_exactly(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert straight.log == resumed.log
+
+
+def test_a_steps_draw_is_the_same_in_any_process_and_shard():
+    config, data = tiny_config(batch=4), tiny_data()
+    whole = step_arrays(data, config, slice(0, 4), 3)
+    halves = [step_arrays(data, config, part, 3) for part in (slice(0, 2), slice(2, 4))]
+    for key in ("images", "truth", "source", "target", "indices"):
+        assert np.array_equal(whole[key], np.concatenate([h[key] for h in halves])), key
+    assert np.array_equal(whole["noise"], np.concatenate([h["noise"] for h in halves], axis=1))
+    assert whole["images"].shape == (4, 32, 32, 3) and whole["noise"].shape == (4, 4, 300)
+    assert not np.array_equal(whole["images"], step_arrays(data, config, slice(0, 4), 4)["images"])
 
 
 def test_paired_objective_trains_against_the_truth_without_the_critic(tmp_path):
