@@ -81,11 +81,11 @@ def test_paired_loss_weights_the_changed_pixels():
 
 def test_paired_objective_learns_the_true_edit_and_resumes_exactly(tmp_path):
     config = tiny_config(objective="paired", steps=60, decay_fraction=0.0, checkpoint_every=30)
-    t = Trainer(config, tiny_data(), tmp_path / "a")
+    t = Trainer(config, tiny_data(), tmp_path / "a", loader_workers=0)     # steps drawn in this process
     t.train(progress=False)
     assert t.log[-1]["g_paired"] < 0.6 * t.log[0]["g_paired"], (t.log[0], t.log[-1])
     assert {"g_paired", "g_attention", "g_tv"} == set(t.log[-1]) - {"step", "lr"}
-    halves = Trainer(config, tiny_data(), tmp_path / "b")
+    halves = Trainer(config, tiny_data(), tmp_path / "b")                   # by a worker, ahead
     halves.train(until=30, progress=False)
     resumed = Trainer.resume(tmp_path / "b", tiny_data())
     resumed.train(progress=False)
@@ -126,7 +126,7 @@ def test_init_starts_from_given_weights_and_refuses_another_shape(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    straight = Trainer(tiny_config(steps=20), tiny_data(), tmp_path / "a")
+    straight = Trainer(tiny_config(steps=20), tiny_data(), tmp_path / "a", loader_workers=0)
     straight.train(progress=False)
     halves = Trainer(tiny_config(steps=20), tiny_data(), tmp_path / "b")
     halves.train(until=10, progress=False)

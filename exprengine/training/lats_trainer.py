@@ -59,7 +59,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from exprengine.ages import NUM_AGE_CLASSES, class_label
 from exprengine.errors import UserError
@@ -341,27 +340,6 @@ def step_arrays(data, config: LATSTrainConfig, part: slice, step: int) -> dict:
     return {"images": images, "truth": truth, "source": source, "target": target, "noise": noise, "indices": idx}
 
 
-class _StepDraws(Dataset):
-    """Steps start .. until - 1 of a run as a data set: item k is `step_arrays` of step start + k."""
-
-    def __init__(self, data, config: LATSTrainConfig, part: slice, start: int, until: int):
-        self.data, self.config, self.part, self.start, self.until = data, config, part, start, until
-
-    def __len__(self) -> int:
-        return self.until - self.start
-
-    def __getitem__(self, k: int) -> dict:
-        return step_arrays(self.data, self.config, self.part, self.start + k)
-
-
-def _quiet_worker(_: int) -> None:
-    torch.set_num_threads(1)              # the worker renders with numpy; the main process keeps the cores
-
-
-def _as_is(item):
-    return item
-
-
 # --- the trainer ------------------------------------------------------------------------------------
 class LATSTrainer:
     """The networks, optimisers and data of one LATS run; `train(until)` advances it.
@@ -373,7 +351,7 @@ class LATSTrainer:
     def __init__(self, config: LATSTrainConfig, data, out: str | os.PathLike, device: str = "cpu",
                  world: World | None = None, loader_workers: int = 1):
         self.config = config
-        self.loader_workers = loader_workers      # 0 or 1 (`_draws`); not a setting of the run: results are the same
+        self.loader_workers = loader_workers      # 0 or 1 (`prefetch.step_draws`); not a setting of the run
         self.data = data
         self.out = Path(out)
         self.device = torch.device(device)
@@ -559,18 +537,13 @@ class LATSTrainer:
                 raise
 
     def _draws(self, until: int):
-        """`step_arrays` of steps self.step .. until - 1 in order: drawn by one worker process
-        (`torch.utils.data.DataLoader`, a few steps ahead, while this process computes) when
-        `loader_workers` is 1, or here one by one when it is 0. Rendering a synthetic batch takes
-        about as long as a lats-small step at 64x64 on two CPU cores, so the worker nearly halves
-        the time a step takes; the draws are the same either way (a function of seed and step)."""
+        """`step_arrays` of steps self.step .. until - 1, in order, drawn ahead by a worker
+        process when `loader_workers` is 1 (`prefetch.step_draws`)."""
+        from functools import partial
+
+        from exprengine.training.prefetch import step_draws
         part = self.world.shard(self.config.batch)
-        if self.loader_workers == 0 or until - self.step < 2:
-            return (step_arrays(self.data, self.config, part, s) for s in range(self.step, until))
-        from torch.utils.data import DataLoader
-        steps = _StepDraws(self.data, self.config, part, self.step, until)
-        return iter(DataLoader(steps, batch_size=None, num_workers=self.loader_workers, prefetch_factor=4,
-                               worker_init_fn=_quiet_worker, collate_fn=_as_is))
+        return step_draws(partial(step_arrays, self.data, self.config, part), self.step, until, self.loader_workers)
 
     def _flush_log(self) -> None:
         if not self._pending:

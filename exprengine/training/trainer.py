@@ -235,12 +235,40 @@ def read_run_checkpoint(out: str | os.PathLike, fmt: str, version: int, kind: st
     return meta, values
 
 
+def step_batch(data, config: TrainConfig, part: slice, step: int, truth: bool = False) -> dict:
+    """Everything step `step` of a run with `config` draws for the shard `part` of its global
+    batch, on the CPU: "images" float32 [n,3,S,S] in [-1, 1], "aus" and "target" float32 [n,17] on
+    the network's AU scale (0..1: OpenFace intensity / AU_SCALE; the targets another sample's
+    AUs plus uniform noise of +-target_noise, clipped), "indices" int64 [n] and, with `truth`,
+    "truth" float32 [n,3,S,S] (the synthetic world's render of each identity with its target
+    AUs). A function of (config.seed, step) only, so a loader's worker draws the same."""
+    rng = np.random.default_rng([config.seed, step])
+    idx = rng.integers(0, len(data), config.batch)
+    other = rng.integers(0, len(data), config.batch)
+    items = [data[int(i)] for i in idx[part]]
+    images = torch.stack([it[0] for it in items])
+    aus = torch.stack([torch.as_tensor(it[1], dtype=torch.float32) for it in items]) / AU_SCALE
+    target = np.stack([data.aus(int(j)) for j in other]).astype(np.float32) / AU_SCALE
+    target += rng.uniform(-config.target_noise, config.target_noise, target.shape).astype(np.float32)
+    target = torch.from_numpy(np.clip(target[part], 0, 1))
+    draw = {"images": images, "aus": aus, "target": target, "indices": idx[part]}
+    if truth:
+        draw["truth"] = _true_edits(data, idx[part], target)
+    return draw
+
+
+def _true_edits(data, idx, target: torch.Tensor) -> torch.Tensor:
+    aus = target.cpu().numpy().astype(np.float64) * AU_SCALE
+    return network_tensor(np.stack([data.render_target(int(i), a) for i, a in zip(idx, aus)]))
+
+
 class Trainer:
     """Holds the networks, optimisers and data of one run; `train(until)` advances it."""
 
     def __init__(self, config: TrainConfig, data, out: str | os.PathLike, device: str = "cpu",
-                 world: World | None = None):
+                 world: World | None = None, loader_workers: int = 1):
         self.config = config
+        self.loader_workers = loader_workers     # 0 or 1 (`prefetch.step_draws`); not a setting of the run
         self.world = world or World()            # alone, or one of several processes (distributed.py)
         self.data = data
         self.out = Path(out)
@@ -294,35 +322,27 @@ class Trainer:
             return c.lr
         return c.lr * max(0.0, (c.steps - step) / max(1, c.steps - decay_start))
 
-    def batch(self, step: int):
+    def batch(self, step: int, draw: dict | None = None):
         """(images [B,3,S,S], aus [B,17], target aus [B,17], data indices [B]) on the network's AU
-        scale, for `step`: this process's shard (`World.shard`) of the global batch of `batch`."""
-        c = self.config
-        part = self.world.shard(c.batch)
-        rng = np.random.default_rng([c.seed, step])
-        idx = rng.integers(0, len(self.data), c.batch)
-        other = rng.integers(0, len(self.data), c.batch)
-        items = [self.data[int(i)] for i in idx[part]]
-        images = torch.stack([it[0] for it in items])
-        aus = torch.stack([torch.as_tensor(it[1], dtype=torch.float32) for it in items]) / AU_SCALE
-        target = np.stack([self.data.aus(int(j)) for j in other]).astype(np.float32) / AU_SCALE
-        target += rng.uniform(-c.target_noise, c.target_noise, target.shape).astype(np.float32)
-        target = torch.from_numpy(np.clip(target[part], 0, 1))
+        scale, for `step`: this process's shard (`World.shard`) of the global batch of `batch`,
+        on the device. `draw`: `step_batch`'s draw of this step when already made."""
+        if draw is None:
+            draw = step_batch(self.data, self.config, self.world.shard(self.config.batch), step)
         dtype = self.dtype
-        return images.to(self.device, dtype), aus.to(self.device, dtype), target.to(self.device, dtype), idx[part]
+        return (draw["images"].to(self.device, dtype), draw["aus"].to(self.device, dtype),
+                draw["target"].to(self.device, dtype), draw["indices"])
 
     def true_edits(self, idx, target: torch.Tensor) -> torch.Tensor:
         """The renderer's image of each sample's identity with the target AUs, [B,3,S,S] in [-1, 1]."""
-        aus = target.cpu().numpy().astype(np.float64) * AU_SCALE
-        faces = np.stack([self.data.render_target(int(i), a) for i, a in zip(idx, aus)])
-        return network_tensor(faces).to(self.device, self.dtype)
+        return _true_edits(self.data, idx, target).to(self.device, self.dtype)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
 
     # --- one step --------------------------------------------------------------------------------
-    def train_step(self) -> dict[str, float]:
-        """One step at `self.step` (then advanced by one), the learning rate set by `learning_rate`.
+    def train_step(self, draw: dict | None = None) -> dict[str, float]:
+        """One step at `self.step` (then advanced by one), the learning rate set by `learning_rate`;
+        `draw`: its `step_batch` draw when already made (by `train`'s worker).
 
         "gan" (GANimation, SPEC section 4): one critic update (WGAN-GP: d_wasserstein, d_gp,
         and the AU regression on real images, d_au); every `critic_steps`-th step also one
@@ -334,8 +354,8 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = self.learning_rate(step)
         if c.objective == "paired":
-            return self._paired_step()
-        real, aus, target, _ = self.batch(step)
+            return self._paired_step(draw)
+        real, aus, target, _ = self.batch(step, draw)
         gp_rng = torch.Generator(device=self.device).manual_seed(int(np.random.default_rng([c.seed, step, 2])
                                                                      .integers(2 ** 62)))
         # critic
@@ -379,10 +399,12 @@ class Trainer:
         self.step += 1
         return self.world.mean_values(out)
 
-    def _paired_step(self) -> dict[str, float]:
+    def _paired_step(self, draw: dict | None) -> dict[str, float]:
         c = self.config
-        real, _, target, idx = self.batch(self.step)
-        truth = self.true_edits(idx, target)
+        if draw is None:
+            draw = step_batch(self.data, c, self.world.shard(c.batch), self.step, truth=True)
+        real, _, target, _ = self.batch(self.step, draw)
+        truth = draw["truth"].to(self.device, self.dtype)
         with self._autocast():
             color, attention = self.generator(real, target)
             fake = blend(real, color, attention)
@@ -423,9 +445,14 @@ class Trainer:
                 raise
 
     def _steps(self, until: int, bar) -> None:
+        from functools import partial
+
+        from exprengine.training.prefetch import step_draws
         c = self.config
+        draw = partial(step_batch, self.data, c, self.world.shard(c.batch), truth=c.objective == "paired")
+        draws = step_draws(draw, self.step, until, self.loader_workers)
         while self.step < until:
-            values = self.train_step()
+            values = self.train_step(next(draws))
             self._pending.append(values)
             if self.step % c.log_every == 0 or self.step == until:
                 self._flush_log()
@@ -678,4 +705,4 @@ def write_loss_curves(log: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["TrainConfig", "Trainer", "make_critic", "NUM_AUS"]
+__all__ = ["TrainConfig", "Trainer", "make_critic", "NUM_AUS", "step_batch"]
