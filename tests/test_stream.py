@@ -45,6 +45,7 @@ def test_every_frame_is_edited_in_order_and_nothing_outside_the_face_changes(det
         assert ys.min() > 60 and ys.max() < 240 and xs.min() > 150 and xs.max() < 350   # ... and only the face
     summary = editor.stats.summary()
     assert summary["frames"] == 12 and summary["edit_ms_median"] is not None and summary["fps"] > 0
+    assert summary["face_frames"] == 12
 
 
 def test_yuv_frames_are_edited_in_their_own_planes(detector):

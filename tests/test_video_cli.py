@@ -151,8 +151,9 @@ def test_full_range_video_keeps_its_range_and_values(tmp_path, capsys):
            "-c:v", "libx264", "-crf", "0", src)
     assert probe_video(src).color.full_range
     out = tmp_path / "out.mp4"
-    code, _, err = run_cli(["video", src, "--preset", "happiness", "--out", out], capsys)
+    code, said, err = run_cli(["video", src, "--preset", "happiness", "--out", out], capsys)
     assert code == 0, err
+    assert said.strip().endswith("detector runs; no face found in any frame, so none is edited"), said
     res = probe_video(out)
     assert res.color.full_range and res.frames == probe_video(src).frames
     a, b = luma(src).astype(int), luma(out).astype(int)
@@ -299,6 +300,7 @@ def test_edit_video_is_the_commands_pipeline_as_one_call(clip, tmp_path, rig):
     assert result.audio_tracks == 1 and result.detections >= 1 and result.stats.frames == N
     assert result.summary().startswith(f"wrote {tmp_path / 'lib.mp4'}: {N} frames at 10 fps, {W}x{H}, "
                                        "1 audio track kept; ")
+    assert result.stats.face_frames == N and result.summary().endswith(f"; a face in {N} of {N} frames")
     res = probe_video(tmp_path / "lib.mp4")
     assert (res.frames, res.fps_rational, res.has_audio) == (N, "10/1", True)
     with VideoReader(clip) as a, VideoReader(tmp_path / "lib.mp4") as b:

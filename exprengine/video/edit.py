@@ -58,8 +58,9 @@ class VideoEditResult:
         return self.stats.detections
 
     def summary(self) -> str:
-        """One line: "wrote PATH: N frames at R fps, WxH, K audio tracks kept; F frames/s, D detector runs"
-        (and, when faces were aged, how many, how many upscaled and how many too small)."""
+        """One line: "wrote PATH: N frames at R fps, WxH, K audio tracks kept; F frames/s, D detector runs;
+        a face in M of N frames" (or "no face found in any frame, so none is edited"; and, when faces
+        were aged, how many, how many upscaled and how many too small)."""
         st = self.stats.summary()
         tracks = self.audio_tracks
         audio = "no audio" if not tracks else "1 audio track kept" if tracks == 1 else f"{tracks} audio tracks kept"
@@ -69,8 +70,10 @@ class VideoEditResult:
             s = self.stats
             aging = (f"; {s.aged} faces aged over all frames ({s.upscaled} upscaled to the age engine's size, "
                      f"{s.too_small} too small to age)")
+        found = (f"a face in {st['face_frames']} of {st['frames']} frames" if st["face_frames"]
+                 else "no face found in any frame, so none is edited")
         return (f"wrote {self.path}: {st['frames']} frames at {rate}, {self.width}x{self.height}, {audio}; "
-                f"{st['fps']} frames/s, {st['detections']} detector runs{aging}")
+                f"{st['fps']} frames/s, {st['detections']} detector runs; {found}{aging}")
 
 
 @dataclass

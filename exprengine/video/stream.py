@@ -70,28 +70,30 @@ _DONE = object()
 @dataclass
 class StreamStats:
     """Per-frame seconds of each stage, end-to-end latency (frame read to edited frame out),
-    and the wall time of the whole stream; with an age engine, the faces aged (one count per
-    face per frame), those of them whose aligned square was upscaled to the engine's size, and
-    those left unaged for a square under `align.MIN_QUAD_SIDE`."""
+    and the wall time of the whole stream; the frames in which a face was found (`face_frames`);
+    with an age engine, the faces aged (one count per face per frame), those of them whose
+    aligned square was upscaled to the engine's size, and those left unaged for a square under
+    `align.MIN_QUAD_SIDE`."""
     stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     latency: list[float] = field(default_factory=list)
     frames: int = 0
     wall: float = 0.0
     detections: int = 0
+    face_frames: int = 0
     aged: int = 0
     upscaled: int = 0
     too_small: int = 0
 
     def summary(self) -> dict:
         """The stats as numbers to print or store: frames, frames per second of wall time,
-        latency median and 95th percentile (ms), detector runs, each stage's median (ms);
-        None where nothing was measured."""
+        latency median and 95th percentile (ms), detector runs, frames with a face, each stage's
+        median (ms); None where nothing was measured."""
         def ms(v):
             return round(1000 * float(np.median(v)), 3) if v else None
         return {"frames": self.frames, "fps": round(self.frames / self.wall, 2) if self.wall else None,
                 "latency_ms_median": ms(self.latency),
                 "latency_ms_p95": round(1000 * float(np.percentile(self.latency, 95)), 3) if self.latency else None,
-                "detections": self.detections, **{f"{s}_ms_median": ms(v) for s, v in self.stages.items()}}
+                "detections": self.detections, "face_frames": self.face_frames, **{f"{s}_ms_median": ms(v) for s, v in self.stages.items()}}
 
 
 AUSource = Callable[[int, float], np.ndarray]
@@ -277,6 +279,7 @@ class StreamEditor:
         t = self.times[index] if self.times is not None and index < len(self.times) else index / self.fps
         rgb = self._check(frame, index)
         boxes, tracks = self._boxes(rgb, index, t)
+        self.stats.face_frames += bool(boxes)
         if self.ager is not None and boxes:
             frame, rgb = self._age(frame, rgb, boxes, tracks, index, t)
         if self.aus_at is None:                                  # aging only: no expression edit
