@@ -2,9 +2,12 @@
 
 Both trainers draw each step's batch as a function of (seed, step) alone (`trainer.step_batch`,
 `lats_trainer.step_arrays`): images read or rendered, targets, noise. On the synthetic worlds the
-rendering takes about as long as a small model's update on two CPU cores, so drawing the next
-steps in a `torch.utils.data.DataLoader` worker while this process computes nearly halves a
-step's time. The draws are the same whoever makes them, so results do not depend on it.
+rendering is a large part of a small model's step (about 0.28 s of a lats-small step of 0.61 s at
+64x64, batch 8, on the 2-core development machine), so a `torch.utils.data.DataLoader` worker
+draws the next steps while this process computes. With two cores that gains little (0.55 s a step
+with the training process at one thread, OMP_NUM_THREADS=1; 0.68 s with it at two, which then
+compete with the worker); with more cores it can hide the rendering (not measured here). The
+draws are the same whoever makes them, so results do not depend on it.
 
     draws = step_draws(functools.partial(step_arrays, data, config, part), start=100, until=200)
     for step in range(100, 200):
