@@ -210,7 +210,28 @@ def test_options_of_the_other_family_are_refused(tmp_path, capsys):
     assert main(["train", "--model", "convnext2", "--data", "synthetic-age", "--out", str(out), "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "age world" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--model", "convnext2", "--code-noise", "0", "--out", str(out), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--code-noise" in err and "age models" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_code_noise_and_mapping_rate_options_reach_the_run(tmp_path, capsys):
+    from exprengine.cli import main
+    run = tmp_path / "r"
+    assert main(["train", "--model", "lats-small", "--data", "synthetic-age:1:40", "--out", str(run), "--steps", "1",
+                 "--batch", "2", "--image-size", "32", "--code-noise", "0", "--mapping-lr", "1",
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
+    config = LATSTrainer.checkpoint_config(run)
+    assert (config.code_noise, config.mapping_lr) == (0.0, 1.0)
+    trainer = LATSTrainer(config, tiny_data(), tmp_path / "unused", loader_workers=0)
+    trainer.train_step()
+    rate = trainer.learning_rate(0)
+    assert [g["lr"] for g in trainer.opt_g.param_groups] == [rate, rate]            # slow layers at the full rate
+    b = trainer.batch(0)
+    assert torch.equal(b["code_gen"], trainer.generator.age_code(b["target"]))       # noiseless codes
+    assert main(["train", "--model", "lats-small", "--mapping-lr", "0", "--out", str(tmp_path / "z")]) == 2
+    assert "--mapping-lr" in capsys.readouterr().err and not (tmp_path / "z").exists()
 
 
 def test_train_command_on_an_age_folder_and_resume(tmp_path, capsys):

@@ -39,8 +39,12 @@ from exprengine.errors import UserError
 @click.option("--init", default=None, metavar="WEIGHTS",
               help="Start the generator from these weights (fine-tune): our .safetensors, a GANimation .pth, "
                    "or the LATS authors' latest_net_g_running.pth.")
+@click.option("--code-noise", type=click.FloatRange(0, 10), default=None, metavar="SIGMA",
+              help="Age models: the age codes' noise (0: none, the reference's --no_cond_noise). [default: 0.2]")
+@click.option("--mapping-lr", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="FACTOR",
+              help="Age models: the mapping and modulation layers' learning-rate factor. [default: 0.01]")
 def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every, sample_every, resume, device,
-          image_size, dims, depth, critic_width, init):
+          image_size, dims, depth, critic_width, init, code_noise, mapping_lr):
     """Train a generator: expression models with GANimation's losses (WGAN-GP, AU regression,
     cycle, attention), age models with LATS's (multi-class critic, age codes, cycle, reconstruction).
 
@@ -60,7 +64,8 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
     from exprengine.training.trainer import GENERATOR
     trainer = train_model(out, model=model, data=data, objective=objective, steps=steps, batch=batch, lr=lr, seed=seed,
                           checkpoint_every=checkpoint_every, sample_every=sample_every, image_size=image_size, dims=dims,
-                          depth=depth, critic_width=critic_width, init=init, device=device, resume=resume)
+                          depth=depth, critic_width=critic_width, init=init, device=device, resume=resume,
+                          code_noise=code_noise, mapping_lr=mapping_lr)
     if trainer.world.main:                        # under torchrun, one line from rank 0
         click.echo(f"trained {out} to step {trainer.step}: {Path(out) / GENERATOR}")
 

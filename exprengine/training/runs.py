@@ -41,14 +41,18 @@ def train_model(out: str | os.PathLike, *, model: str = "convnext6", data: str |
                 steps: int = 100_000, batch: int | None = None, lr: float | None = None, seed: int = 0,
                 checkpoint_every: int = 1000, sample_every: int = 1000, image_size: int | None = None,
                 dims=None, depth: int | None = None, critic_width: int | None = None, init: str | None = None,
-                device: str = "auto", resume: bool = False, progress: bool = True):
+                device: str = "auto", resume: bool = False, progress: bool = True,
+                code_noise: float | None = None, mapping_lr: float | None = None):
     """Train (or with `resume`, continue) the run in `out` with the trainer of `model`'s family
     and return that trainer (`.step`, `.config`, `.world`: rank 0 is `.world.main`).
 
     New run: `model` an expression generator (`trainer.TrainConfig`, `train_run`) or a LATS
     model (`lats_trainer.LATSTrainConfig`, `train_age_run`); `data`, `batch`, `lr` None take the
     family's defaults ("synthetic", 25, 1e-4; "synthetic-age", 12, 1e-3). `dims`, `depth`,
-    `critic_width` shape expression generators only (UserError with a LATS model).
+    `critic_width` shape expression generators only (UserError with a LATS model);
+    `code_noise` (the age codes' noise sigma, the reference's 0.2; 0 is its --no_cond_noise) and
+    `mapping_lr` (the mapping and affine layers' learning-rate factor, the reference's 0.01) are
+    LATS settings only (UserError with an expression model), None taking the reference's.
     `resume`: the trainer that wrote `out`'s checkpoint continues it with its own config; of
     these settings only `steps` (the new budget) is taken. The rest as `train_run`."""
     family = run_family(out) if resume else model_family(model)
@@ -64,9 +68,15 @@ def train_model(out: str | os.PathLike, *, model: str = "convnext6", data: str |
         config = LATSTrainConfig(model=model if not resume else defaults.model, objective=objective,
                                  data=data or defaults.data, steps=steps, batch=batch or defaults.batch,
                                  lr=lr or defaults.lr, seed=seed, checkpoint_every=checkpoint_every,
-                                 sample_every=sample_every, image_size=image_size, init=init)
+                                 sample_every=sample_every, image_size=image_size, init=init,
+                                 code_noise=defaults.code_noise if code_noise is None else code_noise,
+                                 mapping_lr=defaults.mapping_lr if mapping_lr is None else mapping_lr)
         return train_age_run(out, config, device, resume=resume, progress=progress)
     from exprengine.training.trainer import TrainConfig, train_run
+    given = [name for name, value in (("code_noise", code_noise), ("mapping_lr", mapping_lr)) if value is not None]
+    if given and not resume:
+        raise UserError(f"`{given[0]}` is a setting of the age models' training (lats, lats-small); "
+                        f"{model} edits expressions")
     if not resume and data is not None and (data == "synthetic-age" or data.startswith("synthetic-age:")):
         raise UserError(f"`data` {data} is the age world, for the LATS models (lats, lats-small); "
                         f"{model} edits expressions: train it on synthetic[:SEED[:IDENTITIES]] or a data set")
