@@ -237,7 +237,7 @@ def read_run_checkpoint(out: str | os.PathLike, fmt: str, version: int, kind: st
 
 def step_batch(data, config: TrainConfig, part: slice, step: int, truth: bool = False) -> dict:
     """Everything step `step` of a run with `config` draws for the shard `part` of its global
-    batch, on the CPU: "images" float32 [n,3,S,S] in [-1, 1], "aus" and "target" float32 [n,17] on
+    batch, on the CPU: "images" float [n,3,S,S] in [-1, 1], "aus" and "target" float32 [n,17] on
     the network's AU scale (0..1: OpenFace intensity / AU_SCALE; the targets another sample's
     AUs plus uniform noise of +-target_noise, clipped), "indices" int64 [n] and, with `truth`,
     "truth" float32 [n,3,S,S] (the synthetic world's render of each identity with its target
@@ -258,6 +258,7 @@ def step_batch(data, config: TrainConfig, part: slice, step: int, truth: bool = 
 
 
 def _true_edits(data, idx, target: torch.Tensor) -> torch.Tensor:
+    """The renderer's image of each sample's identity with the target AUs, [B,3,S,S] in [-1, 1]."""
     aus = target.cpu().numpy().astype(np.float64) * AU_SCALE
     return network_tensor(np.stack([data.render_target(int(i), a) for i, a in zip(idx, aus)]))
 
@@ -331,10 +332,6 @@ class Trainer:
         dtype = self.dtype
         return (draw["images"].to(self.device, dtype), draw["aus"].to(self.device, dtype),
                 draw["target"].to(self.device, dtype), draw["indices"])
-
-    def true_edits(self, idx, target: torch.Tensor) -> torch.Tensor:
-        """The renderer's image of each sample's identity with the target AUs, [B,3,S,S] in [-1, 1]."""
-        return _true_edits(self.data, idx, target).to(self.device, self.dtype)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
