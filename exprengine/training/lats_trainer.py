@@ -330,7 +330,8 @@ def step_arrays(data, config: LATSTrainConfig, part: slice, step: int) -> dict:
     [n,S,S,3], "truth" uint8 [n,S,S,3] (the synthetic world) or None, "source" and "target"
     int64 [n], "noise" float32 [4, n, code_dim] (the four age codes' noise), "indices" int64 [n].
     A function of (config.seed, step) only, so any process, or a loader's worker, draws the same."""
-    size, code_dim = config.model_config().image_size, config.model_config().code_dim
+    model = config.model_config()
+    size, code_dim = model.image_size, model.code_dim
     rng = np.random.default_rng([config.seed, step])
     idx, source, target = draw_samples(data, rng, config.batch)
     flips = rng.random(config.batch) < 0.5 if config.flip else np.zeros(config.batch, bool)
@@ -424,12 +425,12 @@ class LATSTrainer:
         source, target, truth = arrays["source"], arrays["target"], arrays["truth"]
         clean = [age_code(k, per) for k in (target, target, source, source)]
         dtype = self.dtype
-        codes = [(code + torch.from_numpy(np.asarray(n))).to(self.device, dtype) for code, n in zip(clean, arrays["noise"])]
-        return {"real": network_tensor(np.asarray(arrays["images"])).to(self.device, dtype),
-                "source": torch.as_tensor(source).to(self.device), "target": torch.as_tensor(target).to(self.device),
+        codes = [(code + torch.from_numpy(n)).to(self.device, dtype) for code, n in zip(clean, arrays["noise"])]
+        return {"real": network_tensor(arrays["images"]).to(self.device, dtype),
+                "source": torch.from_numpy(source).to(self.device), "target": torch.from_numpy(target).to(self.device),
                 "code_critic": codes[0], "code_gen": codes[1], "code_source": codes[2], "code_cycle": codes[3],
-                "truth": None if truth is None else network_tensor(np.asarray(truth)).to(self.device, dtype),
-                "indices": np.asarray(arrays["indices"])}
+                "truth": None if truth is None else network_tensor(truth).to(self.device, dtype),
+                "indices": arrays["indices"]}
 
     # --- one step --------------------------------------------------------------------------------
     def train_step(self, arrays: dict | None = None) -> dict[str, float]:
