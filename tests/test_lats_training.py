@@ -262,3 +262,93 @@ def test_init_starts_both_generators_from_given_weights_and_refuses_another_mode
         assert torch.equal(tuned.generator.state_dict()[k], v) and torch.equal(tuned.ema.state_dict()[k], v), k
     with pytest.raises(UserError, match="another shape"):
         LATSTrainer(tiny_config(model="lats", init=str(weights)), tiny_data(), tmp_path / "other")
+
+
+def test_a_pool_serves_the_renderers_faces_from_memory_and_runs_draw_from_it():
+    from exprengine.data.age_faces import PooledAgeFaces, SyntheticAgeFaces
+    plain = SyntheticAgeFaces(70, 1, (0, 36), size=32)
+    pool = PooledAgeFaces(70, 1, (0, 36), size=32, workers=1, progress=False)     # two chunks, one worker
+    alone = PooledAgeFaces(70, 1, (0, 36), size=32, workers=0, progress=False)
+    idx = [0, 63, 64, 69, 5, 5]
+    want_images, want_truth = plain.render_samples(idx, truth=True)
+    got_images, got_truth = pool.render_samples(idx, truth=True)
+    assert np.array_equal(got_images, want_images) and np.array_equal(got_truth, want_truth)
+    assert np.array_equal(alone.images, pool.images) and np.array_equal(alone.truths, pool.truths)
+    assert pool.render_samples(idx)[1] is None and len(pool) == 70
+    with pytest.raises(IndexError):
+        pool.render_samples([70])
+    # a run's step draws the same faces from a pool as from the renderer, and only pooled samples
+    data = age_training_data("synthetic-age:1:40", 32, pool=50, progress=False)
+    assert len(data) == 50
+    config = tiny_config(batch=16, pool=50)
+    arrays = step_arrays(data, config, slice(0, 16), 3)
+    assert arrays["indices"].max() < 50
+    images, truth = load_images(SyntheticAgeFaces(50, 1, (0, 36), size=32), arrays["indices"], 32, truth=True)
+    unflipped, unflipped_truth = load_images(data, arrays["indices"], 32, truth=True)
+    assert np.array_equal(unflipped, images) and np.array_equal(unflipped_truth, truth)
+
+
+def test_pool_and_loss_weights_are_checked_and_old_configs_read_without_a_pool(tmp_path):
+    d = tiny_config().to_dict()
+    del d["pool"]                                  # a checkpoint written before pools existed
+    assert LATSTrainConfig.from_dict(d).pool is None
+    assert LATSTrainConfig.from_dict(tiny_config(pool=9).to_dict()).pool == 9
+    with pytest.raises(UserError, match="pool"):
+        LATSTrainConfig.from_dict({**tiny_config().to_dict(), "pool": 0})
+    with pytest.raises(UserError, match="pool"):
+        age_training_data("synthetic-age:1:40", 32, pool=-3)
+    from exprengine.data.age_faces import write_age_folders
+    write_age_folders(tmp_path / "ages", identities=12, seed=0)
+    with pytest.raises(UserError, match="pool"):
+        age_training_data(str(tmp_path / "ages"), 32, pool=10)
+
+
+def test_a_loss_weighted_zero_is_neither_computed_nor_reported(tmp_path):
+    calls = {"encode": 0, "age_encoder": 0}
+    config = tiny_config(objective="paired", lambda_cycle=0.0, lambda_id=0.0, lambda_age=0.0)
+    trainer = LATSTrainer(config, tiny_data(), tmp_path / "r", loader_workers=0)
+    g = trainer.generator
+    encode, age_encoder = g.encode, g.age_encoder.forward
+
+    def counted(name, f):
+        def call(*a, **k):
+            calls[name] += 1
+            return f(*a, **k)
+        return call
+    g.encode = counted("encode", encode)
+    g.age_encoder.forward = counted("age_encoder", age_encoder)
+    before = {n: p.detach().clone() for n, p in g.named_parameters() if n.startswith("age_encoder.")}
+    out = trainer.train_step()
+    assert set(out) == {"g_rec", "g_paired", "truth_l1"}
+    assert calls == {"encode": 1, "age_encoder": 0}
+    assert all(torch.equal(p, before[n]) for n, p in g.named_parameters() if n in before)
+    full = LATSTrainer(tiny_config(objective="paired"), tiny_data(), tmp_path / "f", loader_workers=0)
+    assert {"g_cycle", "g_identity", "g_age"} <= set(full.train_step())
+    # only the weighted terms make the loss: with rec and paired alone, the gradient is theirs
+    only = LATSTrainer(tiny_config(objective="paired", lambda_cycle=0.0, lambda_id=0.0, lambda_age=0.0, lambda_rec=0.0),
+                       tiny_data(), tmp_path / "o", loader_workers=0)
+    assert set(only.train_step()) == {"g_paired", "truth_l1"}
+
+
+def test_pool_and_loss_weight_options_reach_the_run_and_bad_ones_are_one_line(tmp_path, capsys):
+    from exprengine.cli import main
+    run = tmp_path / "r"
+    assert main(["train", "--model", "lats-small", "--data", "synthetic-age:1:40", "--out", str(run), "--steps", "1",
+                 "--batch", "2", "--image-size", "32", "--objective", "paired", "--pool", "20",
+                 "--loss-weight", "cycle=0", "--loss-weight", "age=0.5", "--device", "cpu"]) == 0, capsys.readouterr().err
+    config = LATSTrainer.checkpoint_config(run)
+    assert (config.pool, config.lambda_cycle, config.lambda_age, config.lambda_id) == (20, 0.0, 0.5, 1.0)
+    capsys.readouterr()
+    for args, words in ((["--model", "lats-small", "--loss-weight", "bogus=1"], ("'bogus'", "rec, cycle, id")),
+                        (["--model", "lats-small", "--loss-weight", "cycle"], ("NAME=W",)),
+                        (["--model", "lats-small", "--loss-weight", "cycle=-1"], ("NAME=W",)),
+                        (["--model", "convnext2", "--loss-weight", "rec=1"], ("'rec'", "gp, au")),
+                        (["--model", "convnext2", "--pool", "5"], ("--pool", "age models")),
+                        (["--resume", "--pool", "5"], ("--pool", "new run"))):
+        out = tmp_path / "z"
+        assert main(["train", *args, "--out", str(run if "--resume" in args else out), "--steps", "2"]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and all(w in err for w in words), (args, err)
+        assert not out.exists()
+    config = LATSTrainer.checkpoint_config(run)
+    assert config.steps == 1 and config.pool == 20

@@ -17,6 +17,26 @@ SEED = click.IntRange(0, 2**32 - 1)                 # NumPy's and torch's seed r
 STEPS = click.IntRange(1, 1_000_000_000)
 BATCH = click.IntRange(1, 4096)                     # images per training step
 LEARNING_RATE = click.FloatRange(0, 1, min_open=True)
+class LossWeight(click.ParamType):
+    """NAME=W, a loss and its weight (a number 0..1e9) -> (NAME, W); which names a model's
+    training has is checked by `training.runs.train_model`."""
+
+    name = "NAME=W"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        name, sep, weight = str(value).partition("=")
+        try:
+            number = float(weight)
+        except ValueError:
+            number = float("nan")
+        if not sep or not name.strip() or not (0 <= number <= 1e9):
+            self.fail(f"{value!r} is not NAME=W with a weight W in 0..1e9 (e.g. cycle=0)", param, ctx)
+        return name.strip(), number
+
+
+LOSS_WEIGHT = LossWeight()
 #: Training sizes: powers of two (the critic halves the image down to 2x2, training/trainer.py).
 IMAGE_SIZE = click.Choice([16, 32, 64, 128, 256, 512])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from exprengine.aus import AUPolicy
-from exprengine.cli.options import BATCH, IMAGE_SIZE, LEARNING_RATE, SEED, STEPS, cli, engine_or_default
+from exprengine.cli.options import BATCH, IMAGE_SIZE, LEARNING_RATE, LOSS_WEIGHT, SEED, STEPS, cli, engine_or_default
 from exprengine.console import RegistryChoice
 from exprengine.errors import UserError
 
@@ -43,8 +43,14 @@ from exprengine.errors import UserError
               help="Age models: the age codes' noise (0: none, the reference's --no_cond_noise). [default: 0.2]")
 @click.option("--mapping-lr", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="FACTOR",
               help="Age models: the mapping and modulation layers' learning-rate factor. [default: 0.01]")
+@click.option("--pool", type=click.IntRange(1, 1_000_000), default=None, metavar="N",
+              help="Age models on synthetic-age: render N samples once and draw every step from them "
+                   "(a step then costs no rendering; samples repeat). [default: render every draw]")
+@click.option("--loss-weight", "loss_weights", type=LOSS_WEIGHT, multiple=True, metavar="NAME=W",
+              help="Change a loss's weight (repeatable; age models skip a term weighted 0): expression models gp, au, cycle, "
+                   "attention, tv, paired; age models rec, cycle, id, age, r1, paired.")
 def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every, sample_every, resume, device,
-          image_size, dims, depth, critic_width, init, code_noise, mapping_lr):
+          image_size, dims, depth, critic_width, init, code_noise, mapping_lr, pool, loss_weights):
     """Train a generator: expression models with GANimation's losses (WGAN-GP, AU regression,
     cycle, attention), age models with LATS's (multi-class critic, age codes, cycle, reconstruction).
 
@@ -58,6 +64,7 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
       exprengine build --model convnext6 --checkpoint runs/cx6/generator.safetensors --out engines/cx6
       exprengine train --model lats-small --data synthetic-age --image-size 128 --out runs/age --steps 20000
       exprengine train --model lats --data datasets/males --out runs/males --device cuda
+      exprengine train --model lats-small --objective paired --pool 20000 --loss-weight cycle=0 --out runs/a
       torchrun --nproc_per_node=4 -m exprengine.cli train --model lats --data datasets/males --out runs/m4 --batch 24
     """
     from exprengine.training.runs import train_model
@@ -65,7 +72,8 @@ def train(model, data, out, objective, steps, batch, lr, seed, checkpoint_every,
     trainer = train_model(out, model=model, data=data, objective=objective, steps=steps, batch=batch, lr=lr, seed=seed,
                           checkpoint_every=checkpoint_every, sample_every=sample_every, image_size=image_size, dims=dims,
                           depth=depth, critic_width=critic_width, init=init, device=device, resume=resume,
-                          code_noise=code_noise, mapping_lr=mapping_lr)
+                          code_noise=code_noise, mapping_lr=mapping_lr, pool=pool,
+                          loss_weights=dict(loss_weights))
     if trainer.world.main:                        # under torchrun, one line from rank 0
         click.echo(f"trained {out} to step {trainer.step}: {Path(out) / GENERATOR}")
 

@@ -112,6 +112,20 @@ class SyntheticAgeFaces:
         from exprengine.data.synthetic import render, resize_faces
         return resize_faces(render(self.identity(i), self.aus(i), age=age), self.size)[0]
 
+    def render_samples(self, idx, truth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(uint8 [n,S,S,3] faces of samples `idx` at their source ages, uint8 [n,S,S,3] the same
+        faces at their target ages or None without `truth`), rendered in one `render` call."""
+        from exprengine.data.synthetic import render, resize_faces
+        idx = [int(i) for i in idx]
+        if not idx:
+            empty = np.zeros((0, self.size, self.size, 3), np.uint8)
+            return empty, (empty.copy() if truth else None)
+        ids = [self.identity(i) for i in idx] * (2 if truth else 1)
+        aus = np.stack([self.aus(i) for i in idx] * (2 if truth else 1))
+        ages = [self.source_age(i) for i in idx] + ([self.target_age(i) for i in idx] if truth else [])
+        faces = resize_faces(render(ids, aus, age=ages), self.size)
+        return (faces[:len(idx)], faces[len(idx):]) if truth else (faces, None)
+
     def __getitem__(self, i: int) -> dict:
         from exprengine.data.synthetic import render, resize_faces
         from exprengine.pixels import network_tensor
@@ -123,6 +137,70 @@ class SyntheticAgeFaces:
         return {"source": x[0], "target": x[1], "source_class": self.source_class(i),
                 "target_class": self.target_class(i), "source_age": ages[0], "target_age": ages[1],
                 "identity": self.identity_index(i)}
+
+
+class PooledAgeFaces(SyntheticAgeFaces):
+    """`SyntheticAgeFaces` of `length` samples rendered once, at construction, and then served
+    from memory: the same faces (the renderer is deterministic), without the renderer's cost at
+    every draw (about 17 ms a face at 128x128 on one core; a training step of batch B renders 2B).
+    Training on a pool repeats its samples; `length` sets how often. Holds 2 * length * S * S * 3
+    bytes (about 0.5 GB for 20,000 samples at 64x64).
+
+        pool = PooledAgeFaces(20_000, seed=0, identities=(0, 900), size=64)   # renders, with progress
+        images, truth = pool.render_samples([3, 7], truth=True)               # from memory
+
+    `workers`: processes rendering the pool (default: up to 2, the CPUs there are); `progress`:
+    a progress bar on stderr. UserError as SyntheticAgeFaces."""
+
+    CHUNK = 64          # samples a worker renders at a time
+
+    def __init__(self, length: int, seed: int = 0, identities: tuple[int, int] = (0, 1000), size: int = 128,
+                 expressions: bool = True, workers: int | None = None, progress: bool = True):
+        super().__init__(length, seed, identities, size, expressions)
+        from torch.utils.data import DataLoader
+        from tqdm import tqdm
+        plain = SyntheticAgeFaces(length, seed, identities, size, expressions)
+        chunks = [range(a, min(a + self.CHUNK, length)) for a in range(0, length, self.CHUNK)]
+        workers = min(2, os.cpu_count() or 1) if workers is None else workers
+        self.images = np.empty((length, size, size, 3), np.uint8)
+        self.truths = np.empty((length, size, size, 3), np.uint8)
+        loader = DataLoader(_PoolChunks(plain, chunks), batch_size=None, num_workers=workers if len(chunks) > 1 else 0,
+                            collate_fn=_as_is, worker_init_fn=_one_thread)
+        with tqdm(total=length, desc="rendering the age pool", unit="face", disable=None if progress else True,
+                  dynamic_ncols=True) as bar:
+            for k, (images, truths) in enumerate(loader):
+                self.images[chunks[k].start:chunks[k].stop] = images
+                self.truths[chunks[k].start:chunks[k].stop] = truths
+                bar.update(len(images))
+
+    def render_samples(self, idx, truth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """As `SyntheticAgeFaces.render_samples`, from the pool (IndexError outside 0..length-1)."""
+        idx = np.asarray([int(i) for i in idx], np.int64)
+        if idx.size and not (0 <= idx.min() and idx.max() < self.length):
+            raise IndexError(f"sample index outside the pool of {self.length}")
+        return self.images[idx], (self.truths[idx] if truth else None)
+
+
+class _PoolChunks:
+    """Chunks of samples as a map-style data set: item k is `render_samples(chunks[k], truth=True)`."""
+
+    def __init__(self, data: SyntheticAgeFaces, chunks: list[range]):
+        self.data, self.chunks = data, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int):
+        return self.data.render_samples(self.chunks[k], truth=True)
+
+
+def _as_is(item):
+    return item
+
+
+def _one_thread(_: int) -> None:
+    import torch
+    torch.set_num_threads(1)
 
 
 def synthetic_parsings(faces: np.ndarray, identities) -> np.ndarray:

@@ -73,6 +73,8 @@ CHECKPOINT_VERSION = 1
 OBJECTIVES = ("gan", "paired")
 #: Image sizes a LATS model trains at (the critic ends at 4x4 after log2(S) - 2 halvings).
 IMAGE_SIZES = (32, 64, 128, 256)
+#: The most samples a pool of rendered faces may hold (`LATSTrainConfig.pool`).
+MAX_POOL = 1_000_000
 #: The data spec of the synthetic age world.
 SYNTHETIC_AGE = "synthetic-age"
 #: Samples drawn per step and class: images of the step, flips, four age codes' noise.
@@ -109,6 +111,7 @@ class LATSTrainConfig:
     sample_every: int = 1000
     log_every: int = 10
     image_size: int | None = None         # None: the model's (256); the synthetic world renders at most 128
+    pool: int | None = None               # synthetic world: draw from this many samples rendered once (PooledAgeFaces)
 
     def __post_init__(self):
         self.decay_at = tuple(self.decay_at)
@@ -130,11 +133,12 @@ class LATSTrainConfig:
         if not isinstance(d, dict):
             raise UserError(f"a LATS training config must be a JSON object, not {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {**{k: v for k, v in _ADDED_LATER.items() if k not in d}, **d}
         wrong = sorted(str(k)[:40] for k in set(d) ^ known)
         if wrong:
             raise UserError(f"the LATS training config has unknown or missing fields ({', '.join(wrong[:3])})")
         for key, value in d.items():
-            if value is None and key in ("init", "image_size"):
+            if value is None and key in ("init", "image_size", "pool"):
                 continue
             check = _FIELD_CHECKS[key]
             if not check(value):
@@ -176,6 +180,9 @@ def _fractions(v) -> bool:
     return isinstance(v, (list, tuple)) and len(v) <= 16 and all(_real(0.0, 1.0)(f) for f in v)
 
 
+#: Fields added after runs were written, and the value that reproduces those runs when missing.
+_ADDED_LATER = {"pool": None}
+
 _FIELD_CHECKS = {
     "model": _text, "objective": _text, "data": _text, "init": _text, "flip": _flag, "decay_at": _fractions,
     "steps": _whole(1, 1_000_000_000), "batch": _whole(1, 4096), "lr": _real(1e-12, 1.0),
@@ -184,7 +191,7 @@ _FIELD_CHECKS = {
     **{f"lambda_{k}": _real(0.0, 1e9) for k in ("rec", "cycle", "id", "age", "r1", "paired")},
     "seed": _whole(0, 2**32 - 1), "checkpoint_every": _whole(1, 1_000_000_000),
     "sample_every": _whole(1, 1_000_000_000), "log_every": _whole(1, 1_000_000_000),
-    "image_size": lambda v: type(v) is int and v in IMAGE_SIZES,
+    "image_size": lambda v: type(v) is int and v in IMAGE_SIZES, "pool": _whole(1, MAX_POOL),
 }
 _FIELD_CHECKS["image_size"].__doc__ = f"one of {', '.join(map(str, IMAGE_SIZES))}"
 
@@ -207,18 +214,23 @@ def lats_model_config(model: str, image_size: int | None = None) -> LATSConfig:
 
 
 # --- data ---------------------------------------------------------------------------------------
-def age_training_data(spec: str, size: int):
+def age_training_data(spec: str, size: int, pool: int | None = None, progress: bool = True):
     """The training set a LATS run's `spec` names, for images of `size` pixels:
 
     - "synthetic-age[:SEED[:IDENTITIES]]" (default seed 0, 1000 identities): `SyntheticAgeFaces`
       of the first 90 % of the identities (the last 10 % held out, as `exprengine train` does for
       expressions), rendered at min(size, 128) (the renderer's 128 x 128; larger sizes are
-      enlarged from it by Lanczos, `preprocess.resize_face`, when the images are loaded);
+      enlarged from it by Lanczos, `preprocess.resize_face`, when the images are loaded); with
+      `pool`, its first `pool` samples rendered once (`PooledAgeFaces`, a progress bar on stderr
+      unless not `progress`) instead of 1,000,000 rendered at every draw;
     - a directory in the reference's class-folder layout: `AgeFolder(spec, "train", size)`.
 
-    UserError for a malformed synthetic spec, the expression world's "synthetic" (no ages), and
+    UserError for a malformed synthetic spec, the expression world's "synthetic" (no ages), a
+    `pool` with a folder (its images are read, not rendered) or outside 1..MAX_POOL, and
     anything AgeFolder refuses (not a directory, a class folder missing or empty)."""
-    from exprengine.data.age_faces import AgeFolder, SyntheticAgeFaces
+    from exprengine.data.age_faces import AgeFolder, PooledAgeFaces, SyntheticAgeFaces
+    if pool is not None and not (type(pool) is int and 1 <= pool <= MAX_POOL):
+        raise UserError(f"`pool` must be a whole number in 1..{MAX_POOL}, not {str(pool)[:40]}")
     if spec == SYNTHETIC_AGE or spec.startswith(SYNTHETIC_AGE + ":"):
         parts = spec.split(":")[1:]
         if len(parts) > 2 or not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
@@ -232,10 +244,15 @@ def age_training_data(spec: str, size: int):
             raise UserError(f"synthetic faces are rendered at 128x128: the image size must divide 128 or be a "
                             f"multiple of it, not {size}")
         train_ids = identities - max(1, identities // 10)
+        if pool is not None:
+            return PooledAgeFaces(pool, seed, (0, train_ids), size=render_size, progress=progress)
         return SyntheticAgeFaces(1_000_000, seed, (0, train_ids), size=render_size)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         raise UserError(f"`spec` {spec} is the expression world, without ages; a LATS model trains on "
                         f"{SYNTHETIC_AGE}[:SEED[:IDENTITIES]] or a folder of age classes (train0-2/ ... train50-69/)")
+    if pool is not None:
+        raise UserError(f"`pool` renders synthetic faces once; the data set {spec} is read from its folder, "
+                        "so it takes no pool")
     return AgeFolder(spec, "train", size)
 
 
@@ -271,21 +288,16 @@ def _class_members(data) -> list[list[int]]:
 
 def load_images(data, idx, size: int, flips=None, truth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """(uint8 [n,S,S,3] images, uint8 [n,S,S,3] ground truth or None) of data indices `idx` at
-    `size` pixels, flipped left-right where `flips` is true. The synthetic world renders each
-    identity at its base age (and, with `truth`, at its target class's centre age) in one
-    `render` call, as `SyntheticAgeFaces[i]` does; a class folder has no truth."""
+    `size` pixels, flipped left-right where `flips` is true. The synthetic world gives each
+    identity at its base age (and, with `truth`, at its target class's centre age), rendered in
+    one call or read from its pool (`render_samples`); a class folder has no truth."""
     idx = [int(i) for i in idx]
     if _is_synthetic(data):
-        from exprengine.data.synthetic import render, resize_faces
-        ids = [data.identity(i) for i in idx]
-        aus = np.stack([data.aus(i) for i in idx]) if idx else np.zeros((0, 17), np.float32)
-        ages = [data.source_age(i) for i in idx] + ([data.target_age(i) for i in idx] if truth else [])
-        faces = resize_faces(render(ids * (2 if truth else 1), np.concatenate([aus] * (2 if truth else 1)), age=ages),
-                             data.size)
+        images, truths = data.render_samples(idx, truth)
         if size != data.size:
             from exprengine.preprocess import resize_face
-            faces = np.stack([resize_face(f, size) for f in faces])
-        images, truths = (faces[:len(idx)], faces[len(idx):]) if truth else (faces, None)
+            images = np.stack([resize_face(f, size) for f in images])
+            truths = None if truths is None else np.stack([resize_face(f, size) for f in truths])
     else:
         images, truths = np.stack([data.image(i) for i in idx]), None
     if flips is not None:
@@ -437,7 +449,8 @@ class LATSTrainer:
         """One step at `self.step` (then advanced by one; `arrays`: its `step_arrays` draw when
         already made): a critic update ("gan": d_real, d_fake,
         d_r1) then a generator update (g_adversarial ("gan"), g_paired ("paired"), g_rec,
-        g_cycle, g_identity, g_age) and the running generator's update; `truth_l1` on the
+        g_cycle, g_identity, g_age: each computed and reported only when its `lambda_*` is not 0)
+        and the running generator's update; `truth_l1` on the
         synthetic world. Returns those values (means over the global batch) as floats."""
         c, world = self.config, self.world
         for opt, factors in ((self.opt_g, self._lr_factors), (self.opt_d, (1.0,))):
@@ -468,13 +481,19 @@ class LATSTrainer:
         styles = g.age_style(torch.cat([b["code_source"], b["code_gen"], b["code_cycle"]]))
         decoded = g.decode(torch.cat([features, features]), styles[:2 * n])
         rec, gen = decoded[:n], decoded[n:]
-        gen_features = g.encode(gen)
-        cycled = g.decode(gen_features, styles[2 * n:])
-        g_rec = (rec - real).abs().mean()
-        g_cycle = (cycled - real).abs().mean()
-        g_identity = (gen_features - features).abs().mean()
-        g_age = (g.age_encoder(gen) - b["code_gen"]).abs().mean() + (g.age_encoder(real) - b["code_source"]).abs().mean()
-        loss_g = c.lambda_rec * g_rec + c.lambda_cycle * g_cycle + c.lambda_id * g_identity + c.lambda_age * g_age
+        terms = {"g_rec": (c.lambda_rec, lambda: (rec - real).abs().mean())}
+        if c.lambda_cycle or c.lambda_id:
+            gen_features = g.encode(gen)
+            terms["g_cycle"] = (c.lambda_cycle, lambda: (g.decode(gen_features, styles[2 * n:]) - real).abs().mean())
+            terms["g_identity"] = (c.lambda_id, lambda: (gen_features - features).abs().mean())
+        terms["g_age"] = (c.lambda_age, lambda: (g.age_encoder(gen) - b["code_gen"]).abs().mean()
+                          + (g.age_encoder(real) - b["code_source"]).abs().mean())
+        loss_g = real.new_zeros(())
+        for name, (weight, term) in terms.items():
+            if weight:                                 # a term weighted 0 is neither computed nor reported
+                value = term()
+                loss_g = loss_g + weight * value
+                out[name] = value.item()
         if c.objective == "gan":
             self.critic.requires_grad_(False)          # its gradients here would be thrown away
             try:
@@ -496,7 +515,6 @@ class LATSTrainer:
         with torch.no_grad():
             for p_ema, p in zip(self.ema.parameters(), g.parameters()):
                 p_ema.mul_(c.ema_decay).add_(p.detach(), alpha=1.0 - c.ema_decay)
-        out.update(g_rec=g_rec.item(), g_cycle=g_cycle.item(), g_identity=g_identity.item(), g_age=g_age.item())
         self.step += 1
         return world.mean_values(out)
 
@@ -722,12 +740,12 @@ def train_age_run(out: str | os.PathLike, config: LATSTrainConfig, device: str =
         raise UserError(f"`out` {out} is a file; give a directory for the run")
     if resume:
         saved = LATSTrainer.checkpoint_config(run)
-        data = age_training_data(saved.data, saved.model_config().image_size)
+        data = age_training_data(saved.data, saved.model_config().image_size, saved.pool, progress)
     else:
         if (run / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a run; use `resume` to continue it or choose another `out`")
         saved = config
-        data = age_training_data(config.data, config.model_config().image_size)
+        data = age_training_data(config.data, config.model_config().image_size, config.pool, progress)
     world, device = world_from_environment(device)
     try:
         world.shard(saved.batch)

@@ -7,6 +7,7 @@ Settings left None take the family's default (`TrainConfig`'s, `LATSTrainConfig`
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def train_model(out: str | os.PathLike, *, model: str = "convnext6", data: str |
                 checkpoint_every: int = 1000, sample_every: int = 1000, image_size: int | None = None,
                 dims=None, depth: int | None = None, critic_width: int | None = None, init: str | None = None,
                 device: str = "auto", resume: bool = False, progress: bool = True,
-                code_noise: float | None = None, mapping_lr: float | None = None):
+                code_noise: float | None = None, mapping_lr: float | None = None, pool: int | None = None,
+                loss_weights: dict[str, float] | None = None):
     """Train (or with `resume`, continue) the run in `out` with the trainer of `model`'s family
     and return that trainer (`.step`, `.config`, `.world`: rank 0 is `.world.main`).
 
@@ -52,9 +54,17 @@ def train_model(out: str | os.PathLike, *, model: str = "convnext6", data: str |
     `critic_width` shape expression generators only (UserError with a LATS model);
     `code_noise` (the age codes' noise sigma, the reference's 0.2; 0 is its --no_cond_noise) and
     `mapping_lr` (the mapping and affine layers' learning-rate factor, the reference's 0.01) are
-    LATS settings only (UserError with an expression model), None taking the reference's.
-    `resume`: the trainer that wrote `out`'s checkpoint continues it with its own config; of
-    these settings only `steps` (the new budget) is taken. The rest as `train_run`."""
+    LATS settings only (UserError with an expression model), None taking the reference's;
+    so is `pool` (draw from that many synthetic samples rendered once, `PooledAgeFaces`).
+    `loss_weights` {name: weight >= 0}: the loss weights to change, by their config fields'
+    names without `lambda_` (expression models: gp, au, cycle, attention, tv, paired; age
+    models: rec, cycle, id, age, r1, paired); UserError for another name. `resume`: the
+    trainer that wrote `out`'s checkpoint continues it with its own config; of these settings
+    only `steps` (the new budget) is taken (UserError for `pool` or `loss_weights`). The rest
+    as `train_run`."""
+    if resume and (pool is not None or loss_weights):
+        raise UserError(f"a resumed run keeps its own settings; `{'pool' if pool is not None else 'loss_weights'}` "
+                        "applies to a new run (start one with `init` to change them)")
     family = run_family(out) if resume else model_family(model)
     if family == "lats":
         from exprengine.training.lats_trainer import LATSTrainConfig, train_age_run
@@ -70,10 +80,12 @@ def train_model(out: str | os.PathLike, *, model: str = "convnext6", data: str |
                                  lr=lr or defaults.lr, seed=seed, checkpoint_every=checkpoint_every,
                                  sample_every=sample_every, image_size=image_size, init=init,
                                  code_noise=defaults.code_noise if code_noise is None else code_noise,
-                                 mapping_lr=defaults.mapping_lr if mapping_lr is None else mapping_lr)
+                                 mapping_lr=defaults.mapping_lr if mapping_lr is None else mapping_lr, pool=pool)
+        _set_loss_weights(config, loss_weights, model)
         return train_age_run(out, config, device, resume=resume, progress=progress)
     from exprengine.training.trainer import TrainConfig, train_run
-    given = [name for name, value in (("code_noise", code_noise), ("mapping_lr", mapping_lr)) if value is not None]
+    given = [name for name, value in (("code_noise", code_noise), ("mapping_lr", mapping_lr), ("pool", pool))
+             if value is not None]
     if given and not resume:
         raise UserError(f"`{given[0]}` is a setting of the age models' training (lats, lats-small); "
                         f"{model} edits expressions")
@@ -85,7 +97,22 @@ def train_model(out: str | os.PathLike, *, model: str = "convnext6", data: str |
                          batch=batch or defaults.batch, lr=lr or defaults.lr, seed=seed,
                          checkpoint_every=checkpoint_every, sample_every=sample_every, image_size=image_size,
                          dims=dims, depth=depth, critic_width=critic_width or defaults.critic_width, init=init)
+    _set_loss_weights(config, loss_weights, model)
     return train_run(out, config, device, resume=resume, progress=progress)
+
+
+def _set_loss_weights(config, weights: dict[str, float] | None, model: str) -> None:
+    """Set `config.lambda_NAME = weight` for each of `weights`; UserError for a name the config
+    has no `lambda_` field for, or a weight that is not a finite number in 0..1e9."""
+    import math
+    names = [f.name[len("lambda_"):] for f in dataclasses.fields(config) if f.name.startswith("lambda_")]
+    for name, weight in (weights or {}).items():
+        if name not in names:
+            raise UserError(f"`loss_weights` names {str(name)[:40]!r}, not a loss of {model}'s training; "
+                            f"choose from: {', '.join(names)}")
+        if type(weight) not in (int, float) or not (math.isfinite(weight) and 0 <= weight <= 1e9):
+            raise UserError(f"`loss_weights` {name} must be a number in 0..1e9, not {str(weight)[:40]}")
+        setattr(config, f"lambda_{name}", float(weight))
 
 
 __all__ = ["FAMILIES", "model_family", "run_family", "train_model"]
