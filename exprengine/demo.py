@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from exprengine.aus import PRESETS, AUs
+from exprengine.console import plural
 from exprengine.errors import UserError
 
 DEFAULT = "default"
@@ -291,7 +292,7 @@ def _faces_demo(engine, out: Path, echo: Callable[[str], None], progress: bool |
     write_image(out / "faces_photo.png", contact_sheet(
         photo_panels(photo, result.image, (top, left, side)), columns=3,
         labels=["photo", "surprise@2, pasted back", "|change| x8", "face", "face, surprise@2", "face |change| x8"]))
-    echo(f"      astronaut photo: {len(result.found)} face(s) found, {changed} pixels changed, "
+    echo(f"      astronaut photo: {plural(len(result.found), 'face')} found, {changed} pixels changed, "
          f"{outside} of them outside the faces' squares")
     n = 60
     source = out / "video_source.mp4"          # the clip to edit, encoded as a camera's would be

@@ -157,7 +157,7 @@ def test_ages_the_face_keeps_metadata_and_every_other_pixel(astro_jpg, age_engin
     out = tmp_path / "old.png"
     code, stdout, err = run_cli(["age", astro_jpg, "--to", "60", "--engine", age_engine_dir, "--out", out], capsys)
     assert code == 0, err
-    assert stdout.startswith("found 1 face(s), aged 1 of them to 60 years (#0 ") and "upscaled from" in stdout
+    assert stdout.startswith("found 1 face, aged 1 of them to 60 years (#0 ") and "upscaled from" in stdout
     assert len(stdout.strip().splitlines()) == 1
     assert astro_jpg.read_bytes() == before
     src = np.asarray(Image.open(astro_jpg))

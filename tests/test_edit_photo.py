@@ -26,7 +26,7 @@ def test_edits_the_face_and_keeps_every_other_pixel(astro_png, tmp_path, capsys)
     out = tmp_path / "out.png"
     code, stdout, err = run_cli(["edit", astro_png, "--preset", "surprise@2", "--out", out, "--mask", "shape"], capsys)
     assert code == 0, err
-    assert "found 1 face(s), edited 1" in stdout
+    assert "found 1 face, edited 1" in stdout
     a, b = np.asarray(Image.open(astro_png)), np.asarray(Image.open(out))
     assert a.shape == b.shape
     changed = np.any(a != b, axis=2)
@@ -58,7 +58,7 @@ def test_orientation_grayscale_and_alpha_are_kept(tmp_path, capsys):
     img.save(rotated, exif=exif, quality=95)
     out = tmp_path / "upright.png"
     code, stdout, err = run_cli(["edit", rotated, "--preset", "happiness", "--out", out], capsys)
-    assert code == 0 and "found 1 face" in stdout, (stdout, err)
+    assert code == 0 and "found 1 face, edited 1" in stdout, (stdout, err)
     assert np.asarray(Image.open(out)).shape == (512, 512, 3)
     gray = tmp_path / "gray.png"
     Image.fromarray(astronaut()).convert("L").save(gray)
@@ -81,7 +81,7 @@ def test_bad_photo_inputs(astro_png, tmp_path, capsys):
         (["edit", bomb, "--preset", "happiness", "--out", tmp_path / "o.png"], "larger than the limit"),
         (["edit", truncated, "--preset", "happiness", "--out", tmp_path / "o.png"], "truncated"),
         (["edit", tmp_path, "--preset", "happiness", "--out", tmp_path / "o.png"], "directory"),
-        (["edit", astro_png, "--preset", "happiness", "--face", "3", "--out", tmp_path / "o.png"], "only 1 face"),
+        (["edit", astro_png, "--preset", "happiness", "--face", "3", "--out", tmp_path / "o.png"], "only 1 face found"),
         (["edit", astro_png, "--preset", "happiness", "--attention", tmp_path / "a.png", "--out", tmp_path / "o.png"],
          "--crop"),
         (["edit", astro_png, "--preset", "happiness", "--out", tmp_path / "o.gif"], "o.gif"),

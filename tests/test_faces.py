@@ -111,7 +111,7 @@ def test_face_selection(detector):
     assert select_faces(boxes, "all") == [0, 1]
     assert select_faces(boxes, "largest") == [1]
     assert select_faces(boxes, 0) == [0] and select_faces(boxes, "1") == [1]
-    with pytest.raises(UserError, match="only 2 face"):
+    with pytest.raises(UserError, match="only 2 faces found"):
         select_faces(boxes, 2)
     with pytest.raises(UserError, match="all, largest"):
         select_faces(boxes, "biggest")

@@ -239,6 +239,10 @@ def test_report_structure(report):
     json.dumps(report["targets"]), json.dumps(report["per_face"])            # plain JSON types
     text = pe.format_report(report)
     assert "AU45" in text and "targets:" in text and "happiness" in text
+    above = f"already above {1 - report['threshold']:g})"
+    assert f"; 1 face {above}" in text                                  # AU12's target: the astronaut smiles
+    more = {**report, "targets": [{**t, "at_ceiling": 2} if "at_ceiling" in t else t for t in report["targets"]]}
+    assert f"; 2 faces {above}" in pe.format_report(more)
 
 
 def test_nothing_outside_the_faces_changes(report):
@@ -384,12 +388,13 @@ def test_offline_set_is_the_astronaut(tmp_path, capsys, monkeypatch):
     (out / "old-photo.png").write_bytes(b"x")               # a photo of an earlier run that this one does not write
     assert ps.main([str(out), "--offline"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith(f"wrote 1 photo(s) with 1 face(s) to {out}") and "unavailable" in captured.out
-    assert "--offline" in captured.err
+    assert captured.out.startswith(f"wrote 1 photo with 1 face to {out}") and "unavailable" in captured.out
+    assert "--offline" in captured.err and ": 1 photo kept" in captured.err
     assert [p.name for p in ps.list_photos(out)] == ["skimage-astronaut.png"]
     lines = (out / ps.SOURCES_FILE).read_text().splitlines()
     header = lines.index("file\tpackage\tversion\tpath\tsha256\tsource_sha256\tfaces")
     (row,) = [line.split("\t") for line in lines[header + 1:]]
+    assert sum(line.endswith(" - 1 photo") for line in lines[:header]) == 1       # scikit-image's archive line
     assert row[:4] == ["skimage-astronaut.png", "scikit-image", row[2], "skimage/data/astronaut.png"]
     assert row[4] == hashlib.sha256((out / row[0]).read_bytes()).hexdigest() and row[6] == "1"
     monkeypatch.setenv("EXPRENGINE_PHOTOS", str(out))

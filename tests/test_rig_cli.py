@@ -30,7 +30,8 @@ def test_eval_photos_without_any_face_is_one_line_and_writes_no_sheets(rig_engin
     Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(photos / "wall.png")
     sheets = tmp_path / "sheets"
     code, _, err = run_cli(["eval", rig_engine, "--photos", photos, "--photo-sheets", sheets], capsys)
-    progress = [line for line in err.splitlines() if line.startswith("[")]        # "[1/1] wall.png: 0 face(s)"
+    progress = [line for line in err.splitlines() if line.startswith("[")]
+    assert len(progress) == 1 and progress[0].startswith("[1/1] wall.png: 0 faces, "), err
     assert_one_line_error(code, "\n".join(line for line in err.splitlines() if line not in progress))
     assert "no face" in err and not sheets.exists()
 

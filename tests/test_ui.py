@@ -167,7 +167,7 @@ def test_download_is_the_bytes_exprengine_edit_writes_and_warnings_are_its_sente
     command = json.loads(r.headers["X-Command"])
     assert command == ("exprengine edit astronaut.png --au AU12=1.5 --au AU23=1 --au AU25=0.6 --au AU45=0.35 "
                        "--out astronaut_edited.png")
-    assert json.loads(r.headers["X-Summary"]).startswith("found 1 face(s), edited 1 (#0 ")
+    assert json.loads(r.headers["X-Summary"]).startswith("found 1 face, edited 1 (#0 ")
     out = tmp_path / "cli.png"
     args = shlex.split(command)[1:]
     args[1], args[-1] = photo, out
@@ -210,7 +210,7 @@ def test_an_ordinary_file_name_is_kept_in_the_command_and_the_download(client, t
                                                 "filename*=UTF-8''my%20photo%20%281%29%20%C3%A9%27s_edited.png")
     command = json.loads(d.headers["X-Command"])
     assert command == f"exprengine edit {shlex.quote(name)} --au AU12=1 --out {shlex.quote(out_name)}"
-    assert json.loads(d.headers["X-Summary"]).startswith("found 1 face(s), edited 1")
+    assert json.loads(d.headers["X-Summary"]).startswith("found 1 face, edited 1")
     monkeypatch.chdir(tmp_path)                    # the command as shown, beside the photo
     (tmp_path / name).write_bytes(data)
     code, _, err = run_cli(shlex.split(command)[1:], capsys)
@@ -305,7 +305,7 @@ def test_bad_settings_are_one_sentence_each(client, bench, astro, monkeypatch):
                         "AU12=7 is outside the OpenFace range 0 to 5")
     assert_one_sentence(post("/api/preview", json={"session": sid, "aus": ["x"] * 17}), 422, "numbers")
     assert_one_sentence(post("/api/preview", json={"session": sid, "aus": aus(), "face": 3}), 422,
-                        "only 1 face(s) found")
+                        "only 1 face found")
     assert_one_sentence(post("/api/preview", json={"session": "gone", "aus": aus()}), 404, "load it again")
     error = assert_one_sentence(post("/api/preview", json={"session": sid, "aus": aus(), "age": 60}), 422,
                                 "no age engine is loaded")

@@ -127,7 +127,7 @@ def test_a_slider_changes_the_preview_and_the_download_is_exprengine_edits_bytes
     assert command == "exprengine edit astronaut.png --au AU12=1.5 --out astronaut_edited.png"
     assert out.name == "astronaut_edited.png"
     assert out.read_bytes() == cli_output(command, photo, tmp_path / "cli.png", capsys)   # identical bytes
-    assert page.inner_text("#summary").startswith("found 1 face(s), edited 1")
+    assert page.inner_text("#summary").startswith("found 1 face, edited 1")
 
 
 def test_a_preset_at_an_intensity_sets_its_aus_and_downloads_as_the_cli_does(page, photo, tmp_path, capsys):

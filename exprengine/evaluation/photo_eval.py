@@ -59,6 +59,7 @@ from typing import Sequence
 import numpy as np
 
 from exprengine.aus import AU_NAMES, AU_SCALE, NUM_AUS, PRESETS, AUs
+from exprengine.console import plural
 from exprengine.errors import UserError
 from exprengine.faces.crop import FaceCrop
 from exprengine.faces.detect import Box
@@ -405,8 +406,8 @@ def evaluate_photos(engine, paths: Sequence[str | os.PathLike], detector="mediap
             if sheets is not None and face["measured"]:
                 _write_sheet(sheets / f"{path.stem}-face{k}.png", tiles, rows, face, intensities)
         if progress:
-            print(f"[{number}/{len(paths)}] {path.name}: {len(crops)} face(s), {time.perf_counter() - t0:.1f} s",
-                  file=sys.stderr, flush=True)
+            print(f"[{number}/{len(paths)}] {path.name}: {plural(len(crops), 'face')}, "
+                  f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     report = _aggregate(per_face, rows, intensities)
     report.update(photos=len(paths), faces=len(per_face) - unmeasured, faces_unmeasured=unmeasured,
                   photos_without_face=no_face, detector=getattr(finder, "model", str(detector)),
@@ -451,7 +452,7 @@ def run_photo_evaluation(engine, photos: str | os.PathLike, *, photo_sheets: str
     def measured(sheet_dir=None) -> dict:
         found = evaluate_photos(engine, paths, sheet_dir=sheet_dir, progress=progress)
         if not found["faces"]:
-            raise UserError(f"no face was found and measured in any of the {len(paths)} photo(s) in {photos}")
+            raise UserError(f"no face was found and measured in any of the {plural(len(paths), 'photo')} in {photos}")
         return found
     if photo_sheets:
         with atomic_directory(photo_sheets) as tmp:
@@ -592,7 +593,8 @@ def format_report(report: dict) -> str:
             value = f"{t['value']}"
         else:
             value = f"{_fmt(t['value'], '.0%')} of faces (mean change {_fmt(t.get('mean_change'), '+.3f')}" \
-                    + (f"; {t['at_ceiling']} face(s) start above {1 - report['threshold']:g})" if t.get("at_ceiling")
+                    + (f"; {plural(t['at_ceiling'], 'face')} already above {1 - report['threshold']:g})"
+                       if t.get("at_ceiling")
                        else ")")
         lines.append(f"  {t['name']:9} {t['what']}: {value}  {state}")
     return "\n".join(lines)

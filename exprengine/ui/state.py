@@ -32,6 +32,7 @@ from PIL import Image
 
 from exprengine import media
 from exprengine.aus import AU_DESCRIPTIONS, AU_NAMES, CONFLICTS, DEFAULT_CAP, NUM_AUS, PRESETS, AUs, AUWarning
+from exprengine.console import plural
 from exprengine.errors import UserError
 from exprengine.faces.detect import Box
 from exprengine.faces.editor import FaceEditor, select_faces
@@ -193,7 +194,7 @@ class Workbench:
             crops, meshes, missing = self.editor.locate(rgb, found)
         kept = [i for i in range(len(found)) if i not in missing]
         if not kept:
-            raise UserError(f"no face mesh found in {name} for the {len(found)} face(s) detected (the "
+            raise UserError(f"no face mesh found in {name} for the {plural(len(found), 'face')} detected (the "
                             f"{self.engine.manifest.model} engine needs one); choose a photo with a clearer face")
         session = Session(sid, name, path, photo, rgb, found, dict(zip(kept, crops)),
                           dict(zip(kept, meshes)) if meshes is not None else {})
