@@ -4,7 +4,6 @@ appear together or not at all, SIGTERM as clean as Ctrl-C."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -17,8 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_cli import assert_one_line_error, run_cli
-
-from exprengine.cli import main
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -26,7 +26,7 @@ def test_library_errors_name_the_python_arguments(tmp_path):
         write_synthetic(tmp_path / "s", 4, test_fraction=1.5)
 
 
-def test_the_cli_says_its_own_options(tmp_path, face_png, capsys):
+def test_the_cli_says_its_own_options(tmp_path, face_png, capsys):  # noqa: F811 (the imported fixture)
     code, _, err = run_cli(["edit", face_png, "--crop", "--au", "AU12=3", "--above-max", "error",
                             "--out", tmp_path / "o.png"], capsys)
     assert_one_line_error(code, err)

@@ -2,7 +2,6 @@
 UserError (huge numbers, huge CSV fields, undecodable text, deeply nested JSON)."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import warnings
