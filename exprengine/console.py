@@ -9,7 +9,6 @@
   Ctrl-C, SIGTERM and SIGHUP run every clean-up and leave no partial output (130, 128 + n);
   anything else is a bug: one line and exit status 1 (the traceback with EXPRENGINE_DEBUG=1).
 - `say`, `reported_warnings`: stderr lines, and AU warnings shown once each as `warning: ...`.
-- `plural`: a count and its noun in English ("1 face", "3 faces"), for every message that counts.
 """
 from __future__ import annotations
 
@@ -44,19 +43,6 @@ class RegistryChoice(click.Choice):
         module, name = self.registry.split(":")
         names = getattr(importlib.import_module(module), name)
         return tuple(names(**self.kwargs) if callable(names) else names)
-
-
-def plural(n: int, noun: str, nouns: str | None = None) -> str:
-    """`n` and `noun` as English says them: the singular for exactly 1, else the plural, which is
-    `noun` + "s" unless `nouns` gives an irregular one. The one place user-facing text counts
-    things (the web page's app.js has the same `plural`).
-
-    >>> plural(1, "face"), plural(0, "face"), plural(3, "face")
-    ('1 face', '0 faces', '3 faces')
-    >>> plural(2, "unknown model"), plural(1, "child", "children"), plural(4, "child", "children")
-    ('2 unknown models', '1 child', '4 children')
-    """
-    return f"{n} {noun if n == 1 else nouns if nouns is not None else noun + 's'}"
 
 
 def say(msg: str) -> None:

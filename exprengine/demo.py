@@ -20,8 +20,7 @@ from typing import Callable
 import numpy as np
 
 from exprengine.aus import PRESETS, AUs
-from exprengine.console import plural
-from exprengine.errors import UserError
+from exprengine.errors import UserError, plural
 
 DEFAULT = "default"
 RANDOM_INIT_NOTE = (

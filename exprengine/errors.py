@@ -39,3 +39,16 @@ def renamed(error: UserError, names: dict[str, str]) -> UserError:
     translated = type(error).__new__(type(error))
     Exception.__init__(translated, message)
     return translated
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """`n` and `noun` as English says them: the singular for exactly 1, else the plural, which is
+    `noun` + "s" unless `nouns` gives an irregular one. The one place user-facing text counts
+    things (the web page's app.js has the same `plural`).
+
+    >>> plural(1, "face"), plural(0, "face"), plural(3, "face")
+    ('1 face', '0 faces', '3 faces')
+    >>> plural(2, "unknown model"), plural(1, "child", "children"), plural(4, "child", "children")
+    ('2 unknown models', '1 child', '4 children')
+    """
+    return f"{n} {noun if n == 1 else nouns if nouns is not None else noun + 's'}"

@@ -59,8 +59,7 @@ from typing import Sequence
 import numpy as np
 
 from exprengine.aus import AU_NAMES, AU_SCALE, NUM_AUS, PRESETS, AUs
-from exprengine.console import plural
-from exprengine.errors import UserError
+from exprengine.errors import UserError, plural
 from exprengine.faces.crop import FaceCrop
 from exprengine.faces.detect import Box
 

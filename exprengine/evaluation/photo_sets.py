@@ -48,8 +48,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from exprengine.console import plural
-from exprengine.errors import UserError, rename_arguments
+from exprengine.errors import UserError, plural, rename_arguments
 from exprengine.files import cache_dir, write_bytes
 
 #: Image files a photo set holds (what `list_photos` returns).

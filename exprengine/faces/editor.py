@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from exprengine.aus import NUM_AUS
-from exprengine.console import plural
-from exprengine.errors import UserError
+from exprengine.errors import UserError, plural
 from exprengine.faces.crop import FaceCrop
 from exprengine.faces.detect import Box, FaceDetector
 from exprengine.faces.paste import MASKS, apply_changes, face_outline, pasted_change

@@ -26,8 +26,7 @@ import numpy as np
 
 from exprengine import media
 from exprengine.aus import AUs
-from exprengine.console import plural
-from exprengine.errors import UserError
+from exprengine.errors import UserError, plural
 from exprengine.faces.detect import Box
 from exprengine.faces.editor import FaceEditor
 from exprengine.files import atomic_output

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from exprengine.console import plural
-from exprengine.errors import UserError
+from exprengine.errors import UserError, plural
 from exprengine.training.trainer import CHECKPOINT, GENERATOR, Trainer, TrainConfig
 
 THESIS_MODELS = ("ganimation", "convnext2", "convnext4", "convnext6", "convnext2-ln")

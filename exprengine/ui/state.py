@@ -32,8 +32,7 @@ from PIL import Image
 
 from exprengine import media
 from exprengine.aus import AU_DESCRIPTIONS, AU_NAMES, CONFLICTS, DEFAULT_CAP, NUM_AUS, PRESETS, AUs, AUWarning
-from exprengine.console import plural
-from exprengine.errors import UserError
+from exprengine.errors import UserError, plural
 from exprengine.faces.detect import Box
 from exprengine.faces.editor import FaceEditor, select_faces
 from exprengine.faces.paste import apply_changes

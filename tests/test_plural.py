@@ -1,11 +1,11 @@
-"""`exprengine.console`'s text helpers (the command line's process itself is tested through the
-commands, in test_cli.py and test_cli_reliability.py)."""
+"""`exprengine.errors.plural`, how messages count things (the command line's process itself is
+tested through the commands, in test_cli.py and test_cli_reliability.py)."""
 from __future__ import annotations
 
 import doctest
 
-import exprengine.console as console
-from exprengine.console import plural
+import exprengine.errors as errors
+from exprengine.errors import plural
 
 
 def test_plural_counts_in_english():
@@ -17,6 +17,6 @@ def test_plural_counts_in_english():
 
 
 def test_plural_docstring_examples_hold():
-    examples = doctest.DocTestFinder().find(console.plural, "plural", globs={"plural": plural})
+    examples = doctest.DocTestFinder().find(errors.plural, "plural", globs={"plural": plural})
     results = [doctest.DocTestRunner().run(t) for t in examples]
     assert sum(r.attempted for r in results) == 2 and sum(r.failed for r in results) == 0
