@@ -67,8 +67,8 @@ def ui(engine_dir, engine_age_dir, host, port, device, detector, min_face):
         say(f"note: {age_note[0].lower()}{age_note[1:]}")
 
     def ready(url):
-        click.echo(f"serving the editing page at {url} (Ctrl-C to stop)")
-        if host.strip("[]").lower() not in LOCAL_HOSTS:
+        if host.strip("[]").lower() not in LOCAL_HOSTS:      # said before the serving line, which callers wait for
             say(f"warning: the page has no login and --host {host} makes it reachable from the network: "
                 "anyone who can reach this port can use it")
+        click.echo(f"serving the editing page at {url} (Ctrl-C to stop)")
     serve(create_app(bench, host), host, port, ready=ready)
