@@ -140,3 +140,35 @@ def test_a_batch_that_does_not_split_evenly_is_refused():
         World(rank=0, size=2).shard(7)
     x = torch.ones(3, requires_grad=True)
     assert World().sum(x) is x and World().mean_values({"a": 1.0}) == {"a": 1.0}
+
+
+def _pool_rank(rank: int, port: int, out: str) -> None:
+    """One of two processes filling an age pool together; it saves what it then holds."""
+    import numpy as np
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from exprengine.data.age_faces import PooledAgeFaces
+    from exprengine.training.distributed import world_from_environment
+    world, _ = world_from_environment("cpu")
+    try:
+        pool = PooledAgeFaces(150, 1, (0, 36), size=32, workers=0, progress=False)
+        pool.fill(world)
+        np.savez(os.path.join(out, f"rank{rank}.npz"), images=pool.images, truths=pool.truths)
+    finally:
+        world.close()
+
+
+def test_two_processes_render_a_pool_in_halves_and_both_hold_all_of_it(tmp_path):
+    import numpy as np
+    import torch.multiprocessing as mp
+
+    from exprengine.data.age_faces import PooledAgeFaces
+    alone = PooledAgeFaces(150, 1, (0, 36), size=32, workers=0, progress=False)
+    alone.fill()
+    mp.spawn(_pool_rank, args=(free_port(), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        held = np.load(tmp_path / f"rank{rank}.npz")
+        assert np.array_equal(held["images"], alone.images) and np.array_equal(held["truths"], alone.truths), rank
+    assert alone.images.any(axis=(1, 2, 3)).all()                  # every sample was rendered
+    assert World(rank=0, size=1).assemble(alone.images) is alone.images

@@ -269,6 +269,8 @@ def test_a_pool_serves_the_renderers_faces_from_memory_and_runs_draw_from_it():
     plain = SyntheticAgeFaces(70, 1, (0, 36), size=32)
     pool = PooledAgeFaces(70, 1, (0, 36), size=32, workers=1, progress=False)     # two chunks, one worker
     alone = PooledAgeFaces(70, 1, (0, 36), size=32, workers=0, progress=False)
+    assert alone.images is None                                                    # nothing rendered yet
+    alone.fill()
     idx = [0, 63, 64, 69, 5, 5]
     want_images, want_truth = plain.render_samples(idx, truth=True)
     got_images, got_truth = pool.render_samples(idx, truth=True)
@@ -352,3 +354,28 @@ def test_pool_and_loss_weight_options_reach_the_run_and_bad_ones_are_one_line(tm
         assert not out.exists()
     config = LATSTrainer.checkpoint_config(run)
     assert config.steps == 1 and config.pool == 20
+
+
+def test_a_pool_splits_its_rendering_between_processes_into_disjoint_chunks():
+    from exprengine.data.age_faces import PooledAgeFaces
+    pool = PooledAgeFaces(300, 1, (0, 36), size=32, progress=False)
+    assert [list(c) for c in pool.chunks()] == [list(range(a, min(a + 64, 300))) for a in range(0, 300, 64)]
+    for ranks in (1, 2, 3, 7):
+        parts = [[i for c in pool.chunks(r, ranks) for i in c] for r in range(ranks)]
+        every = sorted(i for part in parts for i in part)
+        assert every == list(range(300)), ranks                   # each sample once, by one process
+
+
+def test_a_run_with_a_pool_checks_everything_before_it_renders(tmp_path, monkeypatch):
+    """A bad `init` (or any other check of the run) fails at once, not after minutes of rendering."""
+    from exprengine.data.age_faces import PooledAgeFaces
+    from exprengine.training.lats_trainer import train_age_run
+
+    def not_yet(self, world=None):
+        raise AssertionError("the pool was rendered before the run's checks")
+    monkeypatch.setattr(PooledAgeFaces, "fill", not_yet)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a weights file")
+    with pytest.raises(UserError, match="not a readable safetensors file"):
+        train_age_run(tmp_path / "run", tiny_config(pool=50, init=str(bad)), "cpu", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -140,44 +140,72 @@ class SyntheticAgeFaces:
 
 
 class PooledAgeFaces(SyntheticAgeFaces):
-    """`SyntheticAgeFaces` of `length` samples rendered once, at construction, and then served
-    from memory: the same faces (the renderer is deterministic), without the renderer's cost at
-    every draw (about 17 ms a face at 128x128 on one core; a training step of batch B renders 2B).
+    """`SyntheticAgeFaces` of `length` samples rendered once (`fill`) and then served from
+    memory: the same faces (the renderer is deterministic), without the renderer's cost at every
+    draw (about 17 ms a face at 128x128 on one core; a training step of batch B renders 2B).
     Training on a pool repeats its samples; `length` sets how often. Holds 2 * length * S * S * 3
     bytes (about 0.5 GB for 20,000 samples at 64x64).
 
-        pool = PooledAgeFaces(20_000, seed=0, identities=(0, 900), size=64)   # renders, with progress
+        pool = PooledAgeFaces(20_000, seed=0, identities=(0, 900), size=64)   # cheap: nothing rendered yet
+        pool.fill()                                                            # renders, with progress
         images, truth = pool.render_samples([3, 7], truth=True)               # from memory
 
-    `workers`: processes rendering the pool (default: up to 2, the CPUs there are); `progress`:
-    a progress bar on stderr. UserError as SyntheticAgeFaces."""
+    Construction renders nothing, so that whoever builds a run can check everything else first
+    (`LATSTrainer.train` fills its data's pool as it starts); `render_samples` fills the pool
+    first if no one has. `workers`: processes rendering the pool (default: up to 2, the CPUs
+    there are); `progress`: a progress bar on stderr. UserError as SyntheticAgeFaces."""
 
     CHUNK = 64          # samples a worker renders at a time
 
     def __init__(self, length: int, seed: int = 0, identities: tuple[int, int] = (0, 1000), size: int = 128,
                  expressions: bool = True, workers: int | None = None, progress: bool = True):
         super().__init__(length, seed, identities, size, expressions)
+        self.workers = min(2, os.cpu_count() or 1) if workers is None else workers
+        self.progress = progress
+        self.images: np.ndarray | None = None     # uint8 [length,S,S,3] once filled: the sources
+        self.truths: np.ndarray | None = None     # uint8 [length,S,S,3] once filled: the target-age truths
+
+    def chunks(self, rank: int = 0, ranks: int = 1) -> list[range]:
+        """The sample ranges process `rank` of `ranks` renders: every `ranks`-th chunk of CHUNK
+        samples, starting at its own (all of them alone; disjoint, and together every sample)."""
+        return [range(a, min(a + self.CHUNK, self.length)) for a in range(rank * self.CHUNK, self.length,
+                                                                          ranks * self.CHUNK)]
+
+    def fill(self, world=None) -> None:
+        """Render the pool (once: later calls return at once). Alone, in `workers` processes.
+        With `world` (a `training.distributed.World` of several processes training one run),
+        each process renders its own `chunks(rank, size)` and the processes exchange them
+        (`world.assemble`), so that every process holds the whole pool having rendered 1/size
+        of it; every process of the world must call `fill` then. The progress bar is rank 0's."""
+        if self.images is not None:
+            return
         from torch.utils.data import DataLoader
         from tqdm import tqdm
-        plain = SyntheticAgeFaces(length, seed, identities, size, expressions)
-        chunks = [range(a, min(a + self.CHUNK, length)) for a in range(0, length, self.CHUNK)]
-        workers = min(2, os.cpu_count() or 1) if workers is None else workers
-        self.images = np.empty((length, size, size, 3), np.uint8)
-        self.truths = np.empty((length, size, size, 3), np.uint8)
-        loader = DataLoader(_PoolChunks(plain, chunks), batch_size=None, num_workers=workers if len(chunks) > 1 else 0,
+        rank, ranks = (world.rank, world.size) if world is not None else (0, 1)
+        plain = SyntheticAgeFaces(self.length, self.seed, self.identities, self.size, self.expressions)
+        chunks = self.chunks(rank, ranks)
+        shape = (self.length, self.size, self.size, 3)
+        images, truths = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+        loader = DataLoader(_PoolChunks(plain, chunks), batch_size=None,
+                            num_workers=self.workers if len(chunks) > 1 else 0,
                             collate_fn=_as_is, worker_init_fn=_one_thread)
-        with tqdm(total=length, desc="rendering the age pool", unit="face", disable=None if progress else True,
-                  dynamic_ncols=True) as bar:
-            for k, (images, truths) in enumerate(loader):
-                self.images[chunks[k].start:chunks[k].stop] = images
-                self.truths[chunks[k].start:chunks[k].stop] = truths
-                bar.update(len(images))
+        with tqdm(total=sum(map(len, chunks)), desc="rendering the age pool", unit="face", dynamic_ncols=True,
+                  disable=None if self.progress and rank == 0 else True) as bar:
+            for chunk, (rendered, rendered_truths) in zip(chunks, loader):
+                images[chunk.start:chunk.stop] = rendered
+                truths[chunk.start:chunk.stop] = rendered_truths
+                bar.update(len(rendered))
+        if ranks > 1:
+            images, truths = world.assemble(images), world.assemble(truths)
+        self.images, self.truths = images, truths
 
     def render_samples(self, idx, truth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """As `SyntheticAgeFaces.render_samples`, from the pool (IndexError outside 0..length-1)."""
+        """As `SyntheticAgeFaces.render_samples`, from the pool (filled first if it is not;
+        IndexError outside 0..length-1)."""
         idx = np.asarray([int(i) for i in idx], np.int64)
         if idx.size and not (0 <= idx.min() and idx.max() < self.length):
             raise IndexError(f"sample index outside the pool of {self.length}")
+        self.fill()
         return self.images[idx], (self.truths[idx] if truth else None)
 
 

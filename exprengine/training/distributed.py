@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import torch
 
 from exprengine.errors import UserError
@@ -111,6 +112,18 @@ class World:
         t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._device())
         dist.all_reduce(t)
         return {k: float(v) / self.size for k, v in zip(keys, t.tolist())}
+
+    def assemble(self, part: np.ndarray) -> np.ndarray:
+        """The whole of an array that the ranks filled in disjoint parts: each rank passes the
+        same-shaped array (any numeric dtype), holding its own part and zeros elsewhere, and every
+        rank gets their element-wise sum (one all-reduce; exact, as every element is one rank's
+        value plus zeros). Alone: `part` itself."""
+        if self.size == 1:
+            return part
+        import torch.distributed as dist
+        t = torch.from_numpy(np.ascontiguousarray(part)).to(self._device())
+        dist.all_reduce(t)
+        return t.cpu().numpy()
 
     def broadcast(self, *modules: torch.nn.Module) -> None:
         """Copy rank 0's parameters and buffers into every other rank's modules (the start of a run,

@@ -222,7 +222,8 @@ def age_training_data(spec: str, size: int, pool: int | None = None, progress: b
       expressions), rendered at min(size, 128) (the renderer's 128 x 128; larger sizes are
       enlarged from it by Lanczos, `preprocess.resize_face`, when the images are loaded); with
       `pool`, its first `pool` samples rendered once (`PooledAgeFaces`, a progress bar on stderr
-      unless not `progress`) instead of 1,000,000 rendered at every draw;
+      unless not `progress`; rendered when training starts, after the run's checks) instead of
+      1,000,000 rendered at every draw;
     - a directory in the reference's class-folder layout: `AgeFolder(spec, "train", size)`.
 
     UserError for a malformed synthetic spec, the expression world's "synthetic" (no ages), a
@@ -535,6 +536,8 @@ class LATSTrainer:
 
     def _train(self, until: int, progress: bool) -> None:
         from tqdm import tqdm
+        if hasattr(self.data, "fill"):          # a pool is rendered now, after every check of the run
+            self.data.fill(self.world)
         with tqdm(total=until, initial=self.step, desc="training", unit="step", disable=None if progress else True,
                   dynamic_ncols=True) as bar:
             try:
