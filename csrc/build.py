@@ -31,7 +31,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from exprengine.errors import EngineError
+from exprengine.errors import EngineError, plural
 from exprengine.kernels import cuda
 
 MAX_REGISTERS = 128                 # a thread, in 256-thread blocks
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             parser.error(f"--out {out}: cannot make that directory ({e.strerror or e})")
         failures = check(archs, source, out)
-    print(f"{failures} check(s) failed" if failures else "all checks passed")
+    print(f"{plural(failures, 'check')} failed" if failures else "all checks passed")
     return 1 if failures else 0
 
 
