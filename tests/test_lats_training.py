@@ -379,3 +379,13 @@ def test_a_run_with_a_pool_checks_everything_before_it_renders(tmp_path, monkeyp
     with pytest.raises(UserError, match="not a readable safetensors file"):
         train_age_run(tmp_path / "run", tiny_config(pool=50, init=str(bad)), "cpu", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model,name", [("lats-small", "cycle"), ("convnext2", "tv")])
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf"), 2e9, "1", True])
+def test_a_loss_weight_outside_its_configs_bounds_is_refused_before_any_work(tmp_path, model, name, weight):
+    from exprengine.training.runs import train_model
+    with pytest.raises(UserError, match=f"`loss_weights` {name}: .*lambda_{name}"):
+        train_model(tmp_path / "r", model=model, data="synthetic-age:1:40" if model.startswith("lats") else None,
+                    steps=1, batch=2, image_size=32, device="cpu", progress=False, loss_weights={name: weight})
+    assert not (tmp_path / "r").exists()

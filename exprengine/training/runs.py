@@ -103,15 +103,17 @@ def train_model(out: str | os.PathLike, *, model: str = "convnext6", data: str |
 
 def _set_loss_weights(config, weights: dict[str, float] | None, model: str) -> None:
     """Set `config.lambda_NAME = weight` for each of `weights`; UserError for a name the config
-    has no `lambda_` field for, or a weight that is not a finite number in 0..1e9."""
-    import math
+    has no `lambda_` field for, or a weight outside the bounds its config checks (`from_dict`:
+    a finite number in 0..1e9)."""
     names = [f.name[len("lambda_"):] for f in dataclasses.fields(config) if f.name.startswith("lambda_")]
     for name, weight in (weights or {}).items():
         if name not in names:
             raise UserError(f"`loss_weights` names {str(name)[:40]!r}, not a loss of {model}'s training; "
                             f"choose from: {', '.join(names)}")
-        if type(weight) not in (int, float) or not (math.isfinite(weight) and 0 <= weight <= 1e9):
-            raise UserError(f"`loss_weights` {name} must be a number in 0..1e9, not {str(weight)[:40]}")
+        try:
+            type(config).from_dict({**config.to_dict(), f"lambda_{name}": weight})
+        except UserError as e:
+            raise UserError(f"`loss_weights` {name}: {e}") from None
         setattr(config, f"lambda_{name}", float(weight))
 
 
