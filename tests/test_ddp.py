@@ -159,16 +159,20 @@ def _pool_rank(rank: int, port: int, out: str) -> None:
         world.close()
 
 
-def test_two_processes_render_a_pool_in_halves_and_both_hold_all_of_it(tmp_path):
+def test_two_processes_render_a_pool_in_halves_and_both_hold_all_of_it(tmp_path, monkeypatch):
     import numpy as np
     import torch.multiprocessing as mp
 
     from exprengine.data.age_faces import PooledAgeFaces
+    monkeypatch.setenv("EXPRENGINE_CACHE", str(tmp_path / "alone"))
     alone = PooledAgeFaces(150, 1, (0, 36), size=32, workers=0, progress=False)
     alone.fill()
+    monkeypatch.setenv("EXPRENGINE_CACHE", str(tmp_path / "two"))     # the two render it, not read it
     mp.spawn(_pool_rank, args=(free_port(), str(tmp_path)), nprocs=2)
     for rank in (0, 1):
         held = np.load(tmp_path / f"rank{rank}.npz")
         assert np.array_equal(held["images"], alone.images) and np.array_equal(held["truths"], alone.truths), rank
     assert alone.images.any(axis=(1, 2, 3)).all()                  # every sample was rendered
     assert World(rank=0, size=1).assemble(alone.images) is alone.images
+    cached = np.load(PooledAgeFaces(150, 1, (0, 36), size=32).cache_path())     # rank 0 kept it
+    assert np.array_equal(cached[0], alone.images) and np.array_equal(cached[1], alone.truths)

@@ -264,13 +264,16 @@ def test_init_starts_both_generators_from_given_weights_and_refuses_another_mode
         LATSTrainer(tiny_config(model="lats", init=str(weights)), tiny_data(), tmp_path / "other")
 
 
-def test_a_pool_serves_the_renderers_faces_from_memory_and_runs_draw_from_it():
+def test_a_pool_serves_the_renderers_faces_from_memory_and_runs_draw_from_it(tmp_path, monkeypatch):
     from exprengine.data.age_faces import PooledAgeFaces, SyntheticAgeFaces
     plain = SyntheticAgeFaces(70, 1, (0, 36), size=32)
+    monkeypatch.setenv("EXPRENGINE_CACHE", str(tmp_path / "one"))
     pool = PooledAgeFaces(70, 1, (0, 36), size=32, workers=1, progress=False)     # two chunks, one worker
     alone = PooledAgeFaces(70, 1, (0, 36), size=32, workers=0, progress=False)
     assert alone.images is None                                                    # nothing rendered yet
+    monkeypatch.setenv("EXPRENGINE_CACHE", str(tmp_path / "two"))                   # rendered, not read
     alone.fill()
+    monkeypatch.setenv("EXPRENGINE_CACHE", str(tmp_path / "one"))
     idx = [0, 63, 64, 69, 5, 5]
     want_images, want_truth = plain.render_samples(idx, truth=True)
     got_images, got_truth = pool.render_samples(idx, truth=True)
@@ -389,3 +392,39 @@ def test_a_loss_weight_outside_its_configs_bounds_is_refused_before_any_work(tmp
         train_model(tmp_path / "r", model=model, data="synthetic-age:1:40" if model.startswith("lats") else None,
                     steps=1, batch=2, image_size=32, device="cpu", progress=False, loss_weights={name: weight})
     assert not (tmp_path / "r").exists()
+
+
+def test_a_rendered_pool_is_cached_and_a_stale_or_damaged_cache_is_rendered_again(tmp_path, monkeypatch):
+    from exprengine.data.age_faces import PooledAgeFaces
+    monkeypatch.setenv("EXPRENGINE_CACHE", str(tmp_path / "cache"))
+    renders = []
+    real_render = PooledAgeFaces._render
+
+    def counted(self, rank, ranks):
+        renders.append(self.length)
+        return real_render(self, rank, ranks)
+    monkeypatch.setattr(PooledAgeFaces, "_render", counted)
+
+    def pool(length=40, seed=1):
+        p = PooledAgeFaces(length, seed, (0, 36), size=32, workers=0, progress=False)
+        p.fill()
+        return p
+    first = pool()
+    path = first.cache_path()
+    assert renders == [40] and path.is_file() and path.parent == tmp_path / "cache" / "age-pools"
+    again = pool()                                                  # mapped from the cache, not rendered
+    assert renders == [40] and np.array_equal(again.images, first.images) and np.array_equal(again.truths, first.truths)
+    images, _ = again.render_samples([3, 3])
+    images[0] = 0                                                   # served as copies: the cache is untouched
+    assert np.array_equal(again.render_samples([3])[0][0], first.images[3])
+    assert pool(41).cache_path() != path and pool(40, seed=2).cache_path() != path and renders == [40, 41, 40]
+    stale = np.load(path)                                           # a spot-checked sample differs: rendered again
+    stale[1, 39] ^= 1
+    np.save(path, stale)
+    assert np.array_equal(pool().truths, first.truths) and renders[-1] == 40 and len(renders) == 4
+    assert np.array_equal(np.load(path)[1], first.truths)         # and written again
+    path.write_bytes(path.read_bytes()[:1000])                      # damaged: rendered again
+    assert np.array_equal(pool().images, first.images) and len(renders) == 5
+    monkeypatch.setenv("EXPRENGINE_CACHE", str(tmp_path / "file"))  # a cache that cannot be written still works
+    (tmp_path / "file").write_text("not a directory")
+    assert np.array_equal(pool().images, first.images) and len(renders) == 6

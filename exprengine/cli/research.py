@@ -45,7 +45,8 @@ from exprengine.errors import UserError
               help="Age models: the mapping and modulation layers' learning-rate factor. [default: 0.01]")
 @click.option("--pool", type=click.IntRange(1, 1_000_000), default=None, metavar="N",
               help="Age models on synthetic-age: render N samples once and draw every step from them "
-                   "(a step then costs no rendering; samples repeat). [default: render every draw]")
+                   "(a step then costs no rendering; samples repeat; kept in the cache, so a resumed run "
+                   "starts at once). [default: render every draw]")
 @click.option("--loss-weight", "loss_weights", type=LOSS_WEIGHT, multiple=True, metavar="NAME=W",
               help="Change a loss's weight (repeatable; age models skip a term weighted 0): expression models gp, au, cycle, "
                    "attention, tv, paired; age models rec, cycle, id, age, r1, paired.")

@@ -172,41 +172,95 @@ class PooledAgeFaces(SyntheticAgeFaces):
                                                                           ranks * self.CHUNK)]
 
     def fill(self, world=None) -> None:
-        """Render the pool (once: later calls return at once). Alone, in `workers` processes.
-        With `world` (a `training.distributed.World` of several processes training one run),
-        each process renders its own `chunks(rank, size)` and the processes exchange them
-        (`world.assemble`), so that every process holds the whole pool having rendered 1/size
-        of it; every process of the world must call `fill` then. The progress bar is rank 0's."""
+        """Render the pool (once: later calls return at once), or read it from the cache.
+
+        Alone, in `workers` processes. With `world` (a `training.distributed.World` of several
+        processes training one run), each process renders its own `chunks(rank, size)` and the
+        processes exchange them (`world.assemble`), so that every process holds the whole pool
+        having rendered 1/size of it; every process of the world must call `fill` then. The
+        progress bar is rank 0's. A rendered pool is kept in the cache (`cache_path`; rank 0
+        writes it) and a later fill of the same pool maps it from there instead of rendering,
+        after re-rendering SPOT_CHECKS of its samples and finding them identical: a run resumed,
+        or a second run on the same pool, starts at once."""
         if self.images is not None:
             return
+        rank, ranks = (world.rank, world.size) if world is not None else (0, 1)
+        both = self._cached()
+        if ranks > 1:                   # every process renders, or none: they must agree
+            both = both if world.mean_values({"cached": float(both is not None)})["cached"] == 1.0 else None
+        if both is None:
+            both = self._render(rank, ranks)
+            if ranks > 1:
+                both = world.assemble(both)
+            if rank == 0:
+                import io
+
+                from exprengine.files import store_in_cache
+                buffer = io.BytesIO()
+                np.save(buffer, both, allow_pickle=False)
+                store_in_cache(self.cache_path(), buffer.getvalue())
+        self.images, self.truths = both[0], both[1]
+
+    #: Samples re-rendered to check a cached pool (spread over it).
+    SPOT_CHECKS = 8
+
+    def cache_path(self) -> Path:
+        """The pool's cache file (`files.cache_dir("age-pools")`): .npy, uint8 [2,length,S,S,3]
+        (the sources, then their truths), named by the sha256 of the pool's arguments, NumPy's
+        version and the source of the renderer's modules (data/synthetic.py, data/aging.py, this
+        module, ages.py, aus.py), so that a changed renderer never reads an old pool."""
+        import hashlib
+
+        import exprengine
+        from exprengine.files import cache_dir
+        root = Path(exprengine.__file__).parent
+        h = hashlib.sha256(json.dumps([self.length, self.seed, list(self.identities), self.size, self.expressions,
+                                       np.__version__]).encode())
+        for name in ("data/synthetic.py", "data/aging.py", "data/age_faces.py", "ages.py", "aus.py"):
+            h.update((root / name).read_bytes())
+        return cache_dir("age-pools") / f"pool-{self.length}-{self.size}px-{h.hexdigest()[:20]}.npy"
+
+    def _cached(self) -> np.ndarray | None:
+        """The cached pool (read-only, memory-mapped) when its file is whole and its spot checks
+        render identically; else None (missing, damaged or stale: rendered again)."""
+        try:
+            both = np.load(self.cache_path(), mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        if both.dtype != np.uint8 or both.shape != (2, self.length, self.size, self.size, 3):
+            return None
+        spots = np.unique(np.linspace(0, self.length - 1, self.SPOT_CHECKS).round().astype(np.int64))
+        images, truths = SyntheticAgeFaces.render_samples(self, spots, truth=True)
+        if not (np.array_equal(both[0, spots], images) and np.array_equal(both[1, spots], truths)):
+            return None
+        return both
+
+    def _render(self, rank: int, ranks: int) -> np.ndarray:
+        """uint8 [2,length,S,S,3]: process `rank`'s chunks rendered (sources, truths), zeros elsewhere."""
         from torch.utils.data import DataLoader
         from tqdm import tqdm
-        rank, ranks = (world.rank, world.size) if world is not None else (0, 1)
         plain = SyntheticAgeFaces(self.length, self.seed, self.identities, self.size, self.expressions)
         chunks = self.chunks(rank, ranks)
-        shape = (self.length, self.size, self.size, 3)
-        images, truths = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+        both = np.zeros((2, self.length, self.size, self.size, 3), np.uint8)
         loader = DataLoader(_PoolChunks(plain, chunks), batch_size=None,
                             num_workers=self.workers if len(chunks) > 1 else 0,
                             collate_fn=_as_is, worker_init_fn=_one_thread)
         with tqdm(total=sum(map(len, chunks)), desc="rendering the age pool", unit="face", dynamic_ncols=True,
                   disable=None if self.progress and rank == 0 else True) as bar:
             for chunk, (rendered, rendered_truths) in zip(chunks, loader):
-                images[chunk.start:chunk.stop] = rendered
-                truths[chunk.start:chunk.stop] = rendered_truths
+                both[0, chunk.start:chunk.stop] = rendered
+                both[1, chunk.start:chunk.stop] = rendered_truths
                 bar.update(len(rendered))
-        if ranks > 1:
-            images, truths = world.assemble(images), world.assemble(truths)
-        self.images, self.truths = images, truths
+        return both
 
     def render_samples(self, idx, truth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """As `SyntheticAgeFaces.render_samples`, from the pool (filled first if it is not;
-        IndexError outside 0..length-1)."""
+        IndexError outside 0..length-1). The arrays are copies, writable."""
         idx = np.asarray([int(i) for i in idx], np.int64)
         if idx.size and not (0 <= idx.min() and idx.max() < self.length):
             raise IndexError(f"sample index outside the pool of {self.length}")
         self.fill()
-        return self.images[idx], (self.truths[idx] if truth else None)
+        return np.array(self.images[idx]), (np.array(self.truths[idx]) if truth else None)
 
 
 class _PoolChunks:
