@@ -49,55 +49,67 @@ def cached_engine(model, sha: str, name: str, label: str, seconds: int, progress
     return path
 
 
+def cached_or_eager(model, sha: str, name: str, label: str, seconds: int, policy=None, progress: bool = False,
+                    warn=None):
+    """`model` as an `Engine` on the CPU: its ONNX Runtime engine from the cache (`cached_engine`),
+    or, when the cache cannot be written (OSError), the model eager in memory (the same outputs,
+    no files), after calling `warn(sentence)` if given. EngineError if a build fails its check."""
+    from exprengine.engine import Engine
+    try:
+        return Engine.load(cached_engine(model, sha, name, label, seconds, progress), "cpu", policy)
+    except OSError as e:
+        if warn is not None:
+            warn(f"cannot cache the {label} ({e.strerror or e}); running it eagerly")
+        return Engine.from_generator(model, policy=policy)
+
+
+def _rig():
+    """(this install's rig in eval mode, its `rig_sha256`)."""
+    from exprengine.models.rig import FaceRig, RigConfig, rig_sha256
+    config = RigConfig()
+    return FaceRig(config).eval(), rig_sha256(config)
+
+
+def _age_model():
+    """(the shipped age model, its weights' sha256); UserError when this install has none."""
+    from exprengine.models.pretrained import load_default_age_model
+    from exprengine.models.weights import model_sha256
+    model = load_default_age_model()
+    return model, model_sha256(model)
+
+
 def default_rig_engine(progress: bool = False) -> Path:
     """The directory of this install's rig engine for ONNX Runtime (`cached_engine`, keyed by
     `rig_sha256`: the rig's config and source). OSError if the cache cannot be written;
     EngineError if the build fails its check against eager PyTorch."""
-    from exprengine.models.rig import FaceRig, RigConfig, rig_sha256
-    config = RigConfig()
-    return cached_engine(FaceRig(config).eval(), rig_sha256(config), "rig", "rig engine", 20, progress)
+    return cached_engine(*_rig(), "rig", "rig engine", 20, progress)
 
 
 def default_age_engine(progress: bool = False) -> Path:
     """The directory of the shipped age model's engine for ONNX Runtime (`cached_engine`, keyed
     by the weights' sha256). UserError when this install has no default age model; OSError if
     the cache cannot be written; EngineError if the build fails its check."""
-    from exprengine.models.pretrained import load_default_age_model
-    from exprengine.models.weights import model_sha256
-    model = load_default_age_model()
-    return cached_engine(model, model_sha256(model), "age", "age engine", 30, progress)
+    return cached_engine(*_age_model(), "age", "age engine", 30, progress)
 
 
 def default_rig(policy=None, progress: bool = False, warn=None):
     """The rig as an `Engine`: `default_rig_engine` loaded on the CPU, or, when the cache cannot
-    be written (OSError), the rig eager in memory (same edits, no files), after calling
-    `warn(sentence)` if given. EngineError if a build fails its check."""
-    from exprengine.engine import Engine
-    try:
-        return Engine.load(default_rig_engine(progress=progress), "cpu", policy)
-    except OSError as e:
-        if warn is not None:
-            warn(f"cannot cache the rig engine ({e.strerror or e}); running it eagerly")
-        from exprengine.models.rig import FaceRig
-        return Engine.from_generator(FaceRig().eval(), policy=policy)
+    be written, the rig eager in memory (`cached_or_eager`). EngineError if a build fails its check."""
+    return cached_or_eager(*_rig(), "rig", "rig engine", 20, policy, progress, warn)
 
 
 def default_age(device: str = "auto", progress: bool = False, warn=None):
     """The shipped age model as an `Engine`: on the CPU `default_age_engine` loaded (or, when
-    the cache cannot be written, the model eager in memory, after `warn(sentence)`); on "cuda"
-    the model eager on the GPU. UserError when this install has none; EngineError if a build
-    fails its check."""
+    the cache cannot be written, the model eager in memory: `cached_or_eager`); on "cuda" the
+    model eager on the GPU. UserError when this install has none; EngineError if a build fails
+    its check."""
     from exprengine.engine import Engine
     from exprengine.engines.backends import resolve_device
-    from exprengine.models.pretrained import load_default_age_model
     device = resolve_device(device)
+    model, sha = _age_model()
     if device == "cpu":
-        try:
-            return Engine.load(default_age_engine(progress=progress), "cpu")
-        except OSError as e:
-            if warn is not None:
-                warn(f"cannot cache the age engine ({e.strerror or e}); running it eagerly")
-    return Engine.from_generator(load_default_age_model().to(device), device=device)
+        return cached_or_eager(model, sha, "age", "age engine", 30, None, progress, warn)
+    return Engine.from_generator(model.to(device), device=device)
 
 
 def engine_or_default(engine: str | os.PathLike | None, device: str = "auto", policy=None,

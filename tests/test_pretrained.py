@@ -151,6 +151,14 @@ def test_an_installed_age_model_is_packaged_with_its_card_and_runs_without_an_en
         assert main(["age", str(face), "--to", "60", "--crop", "--out", str(out)]) == 0
         assert ("building the age engine" in capsys.readouterr().err) == (i == 0)   # built once, then reused
         assert np.asarray(Image.open(out)).shape == (32, 32, 3)
+    blocker = tmp_path / "not-a-dir"                  # a cache that cannot be written: the model runs eagerly
+    blocker.write_text("")
+    monkeypatch.setenv("EXPRENGINE_CACHE", str(blocker))
+    eager = tmp_path / "eager.png"
+    assert main(["age", str(face), "--to", "60", "--crop", "--out", str(eager)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: cannot cache the age engine" in err and "building" not in err
+    assert np.abs(np.asarray(Image.open(eager), np.int16) - np.asarray(Image.open(out), np.int16)).max() <= 1
 
 
 def test_the_bundled_synthetic_face_is_a_held_out_render():
