@@ -78,7 +78,8 @@ def test_default_age_model_ships_with_its_card():
     assert is_lats(model) and card["architecture"] == model.config.to_dict()
     assert card["training_command"].startswith("exprengine train --model lats-small")
     assert "trained generator" in card["weights"] or "running generator" in card["weights"]
-    assert card["training_config"]["seed"] == 0 and "synthetic age world" in card["trained_on"]
+    assert card["training_config"]["data"] in ("synthetic-age", "synthetic-age:0", "synthetic-age:0:1000")
+    assert "synthetic age world (seed 0), identities 0-899 of 1000" in card["trained_on"]
     assert "photographs" in card["limitations"] and "authors' released generators" in card["limitations"]
 
 
@@ -133,6 +134,13 @@ def test_an_installed_age_model_is_packaged_with_its_card_and_runs_without_an_en
     trainer.train(until=2, progress=False)
     with pytest.raises(UserError, match="stopped at step 2 of 4"):          # only a finished run is packaged
         package_age(run, tmp_path / "early.safetensors", "")
+    other = LATSTrainer(LATSTrainConfig(model="lats-small", objective="paired", steps=1, batch=2, image_size=32,
+                                        data="synthetic-age:3", pool=4), age_training_data("synthetic-age:3", 32, 4),
+                        tmp_path / "other")
+    other.train(progress=False)
+    with pytest.raises(UserError, match="identities 900-999"):             # its card's held-out faces were not
+        package_age(tmp_path / "other", tmp_path / "other.safetensors", "")
+    assert not (tmp_path / "other.safetensors").exists()
     trainer.train(progress=False)
     command = "exprengine train --model lats-small --image-size 32 --objective paired --batch 2 --steps 4"
     installed = tmp_path / "assets" / DEFAULT_AGE_WEIGHTS
@@ -140,6 +148,7 @@ def test_an_installed_age_model_is_packaged_with_its_card_and_runs_without_an_en
     card = package_age(run, installed, command, n=8, traversals=2)
     assert set(card["evaluation"]["per_class"]) == {"0-2", "3-6", "7-9", "15-19", "30-39", "50-69"}
     assert card["evaluation"]["traversal"]["frames"] == 101 and "trained generator at step 4" in card["weights"]
+    assert "identities 0-899 of 1000" in card["trained_on"] and "rendered on the fly, 4 x 2 images" in card["trained_on"]
     monkeypatch.setattr(pretrained, "default_weights_path",
                         lambda name=pretrained.DEFAULT_WEIGHTS: tmp_path / "assets" / name)
     assert pretrained.has_default_age_model()

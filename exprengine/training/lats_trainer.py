@@ -214,6 +214,22 @@ def lats_model_config(model: str, image_size: int | None = None) -> LATSConfig:
 
 
 # --- data ---------------------------------------------------------------------------------------
+def synthetic_age_world(spec: str) -> tuple[int, int] | None:
+    """(world seed, number of identities) of a "synthetic-age[:SEED[:IDENTITIES]]" data spec
+    (default seed 0, 1000 identities; a run trains on the first 90 % and holds out the rest), or
+    None for any other data set. UserError for a malformed synthetic-age spec."""
+    if not (spec == SYNTHETIC_AGE or spec.startswith(SYNTHETIC_AGE + ":")):
+        return None
+    parts = spec.split(":")[1:]
+    if len(parts) > 2 or not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
+        raise UserError(f"`spec` {spec}: expected {SYNTHETIC_AGE}[:SEED[:IDENTITIES]]")
+    seed = int(parts[0]) if parts else 0
+    identities = int(parts[1]) if len(parts) > 1 else 1000
+    if not 0 <= seed < 2**32 or not 2 <= identities <= 10_000_000:
+        raise UserError(f"`spec` {spec}: the seed must be in 0..{2**32 - 1} and the identities in 2..10000000")
+    return seed, identities
+
+
 def age_training_data(spec: str, size: int, pool: int | None = None, progress: bool = True):
     """The training set a LATS run's `spec` names, for images of `size` pixels:
 
@@ -232,14 +248,9 @@ def age_training_data(spec: str, size: int, pool: int | None = None, progress: b
     from exprengine.data.age_faces import AgeFolder, PooledAgeFaces, SyntheticAgeFaces
     if pool is not None and not (type(pool) is int and 1 <= pool <= MAX_POOL):
         raise UserError(f"`pool` must be a whole number in 1..{MAX_POOL}, not {str(pool)[:40]}")
-    if spec == SYNTHETIC_AGE or spec.startswith(SYNTHETIC_AGE + ":"):
-        parts = spec.split(":")[1:]
-        if len(parts) > 2 or not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
-            raise UserError(f"`spec` {spec}: expected {SYNTHETIC_AGE}[:SEED[:IDENTITIES]]")
-        seed = int(parts[0]) if parts else 0
-        identities = int(parts[1]) if len(parts) > 1 else 1000
-        if not 0 <= seed < 2**32 or not 2 <= identities <= 10_000_000:
-            raise UserError(f"`spec` {spec}: the seed must be in 0..{2**32 - 1} and the identities in 2..10000000")
+    world = synthetic_age_world(spec)
+    if world is not None:
+        seed, identities = world
         render_size = min(size, 128)
         if 128 % render_size or size % render_size:
             raise UserError(f"synthetic faces are rendered at 128x128: the image size must divide 128 or be a "
@@ -767,4 +778,4 @@ def train_age_run(out: str | os.PathLike, config: LATSTrainConfig, device: str =
 
 __all__ = ["CHECKPOINT", "GENERATOR", "IMAGE_SIZES", "LATSTrainConfig", "LATSTrainer", "OBJECTIVES", "SYNTHETIC_AGE",
            "age_training_data", "critic_logits", "draw_samples", "lats_model_config", "load_images",
-           "selective_class_loss", "step_arrays", "train_age_run"]
+           "selective_class_loss", "step_arrays", "synthetic_age_world", "train_age_run"]

@@ -91,30 +91,36 @@ def package_age(run_dir: str | os.PathLike, out: str | os.PathLike, command: str
                 running: bool = False, traversals: int = AGE_TRAVERSALS) -> dict:
     """`package` for an age model: evaluate the trained generator of the finished LATS run in
     `run_dir` (or, with `running`, its running average: `LATSTrainer.checkpoint_generator`)
-    with `evaluate_default_age` (`n` samples, `traversals` lifespans) and write it with its model card (the returned dict) to `out`,
-    atomically. UserError for a missing or damaged run, a run of an expression model, or an
-    output that cannot be written."""
+    with `evaluate_default_age` (`n` samples, `traversals` lifespans) and write it with its
+    model card (the returned dict) to `out`, atomically. UserError for a missing or damaged run,
+    an unfinished one, a run of an expression model or on another data set than the evaluation's
+    world (synthetic-age, seed EVAL_SEED, 1000 identities), or an output that cannot be written."""
     import torch
 
     from exprengine.errors import UserError
     from exprengine.models import is_lats
-    from exprengine.training.lats_trainer import LATSTrainer
+    from exprengine.training.lats_trainer import SYNTHETIC_AGE, LATSTrainer, synthetic_age_world
     run_dir = Path(run_dir)
     config = LATSTrainer.checkpoint_config(run_dir)
     step = int(LATSTrainer.read_checkpoint(run_dir, tensors=False)[0]["step"])
     if step != config.steps:
         raise UserError(f"{run_dir} stopped at step {step} of {config.steps}; finish it (resume) or resume it "
                         f"with `steps` {step} before packaging")
+    if synthetic_age_world(config.data) != (EVAL_SEED, 1000):
+        raise UserError(f"{run_dir} trained on {config.data}; the default age model trains on the synthetic age "
+                        f"world of seed {EVAL_SEED} with 1000 identities ({SYNTHETIC_AGE}), whose held-out "
+                        "identities 900-999 its card is measured on")
     generator = LATSTrainer.checkpoint_generator(run_dir, running)
     if not is_lats(generator):
         raise UserError(f"{run_dir} is not an age model's run ({config.model})")
+    drawn = (f"a pool of {config.pool} samples rendered once, {config.steps} x {config.batch} draws from it"
+             if config.pool else f"rendered on the fly, {config.steps} x {config.batch} images")
     card = {
         "name": f"synthetic-age-{config.model}",
         "architecture": generator.config.to_dict(),
         "parameters": sum(p.numel() for p in generator.parameters()),
-        "trained_on": f"exprengine's synthetic age world, seed {config.seed}, identities 0-899 of 1000, each "
-                      f"face at its base age and the true face at a target class's centre age (rendered on the "
-                      f"fly, {config.steps} x {config.batch} images)",
+        "trained_on": f"exprengine's synthetic age world (seed {EVAL_SEED}), identities 0-899 of 1000, each face "
+                      f"at its base age and the true face at a target class's centre age ({drawn})",
         "training_command": command,
         "training_config": config.to_dict(),
         "weights": (f"the running generator (moving average, decay {config.ema_decay})" if running else
