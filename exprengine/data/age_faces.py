@@ -239,12 +239,14 @@ class PooledAgeFaces(SyntheticAgeFaces):
         """uint8 [2,length,S,S,3]: process `rank`'s chunks rendered (sources, truths), zeros elsewhere."""
         from torch.utils.data import DataLoader
         from tqdm import tqdm
+
+        from exprengine.data.loading import as_is, one_thread
         plain = SyntheticAgeFaces(self.length, self.seed, self.identities, self.size, self.expressions)
         chunks = self.chunks(rank, ranks)
         both = np.zeros((2, self.length, self.size, self.size, 3), np.uint8)
         loader = DataLoader(_PoolChunks(plain, chunks), batch_size=None,
                             num_workers=self.workers if len(chunks) > 1 else 0,
-                            collate_fn=_as_is, worker_init_fn=_one_thread)
+                            collate_fn=as_is, worker_init_fn=one_thread)
         with tqdm(total=sum(map(len, chunks)), desc="rendering the age pool", unit="face", dynamic_ncols=True,
                   disable=None if self.progress and rank == 0 else True) as bar:
             for chunk, (rendered, rendered_truths) in zip(chunks, loader):
@@ -274,15 +276,6 @@ class _PoolChunks:
 
     def __getitem__(self, k: int):
         return self.data.render_samples(self.chunks[k], truth=True)
-
-
-def _as_is(item):
-    return item
-
-
-def _one_thread(_: int) -> None:
-    import torch
-    torch.set_num_threads(1)
 
 
 def synthetic_parsings(faces: np.ndarray, identities) -> np.ndarray:

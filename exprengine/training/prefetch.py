@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import torch
 from torch.utils.data import DataLoader, Dataset
+
+from exprengine.data.loading import as_is, one_thread
 
 #: Steps the worker keeps drawn ahead of the loop.
 AHEAD = 4
@@ -47,15 +48,7 @@ def step_draws(draw: Callable[[int], object], start: int, until: int, workers: i
     if workers == 0 or until - start < 2:
         return (draw(s) for s in range(start, until))
     return iter(DataLoader(StepDraws(draw, start, until), batch_size=None, num_workers=workers,
-                           prefetch_factor=AHEAD, worker_init_fn=_one_thread, collate_fn=_as_is))
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)          # the worker renders or decodes; the training process keeps the cores
-
-
-def _as_is(item):
-    return item
+                           prefetch_factor=AHEAD, worker_init_fn=one_thread, collate_fn=as_is))
 
 
 __all__ = ["AHEAD", "StepDraws", "step_draws"]
