@@ -118,15 +118,17 @@ def test_lats_training_under_torchrun_equals_one_process(tmp_path):
     config = LATSTrainConfig(data="synthetic-age:1:40", image_size=32, batch=4, steps=3, checkpoint_every=3,
                              sample_every=3, seed=5)
     one = LATSTrainer(config, age_training_data(config.data, 32), tmp_path / "one")
+    start = {k: v.clone() for k, v in one.state_tensors().items()}
     one.train(progress=False)
     two = LATSTrainer.resume(tmp_path / "two", age_training_data(config.data, 32))
     assert two.step == 3 and two.config == one.config
     a, b = one.state_tensors(), two.state_tensors()
     assert a.keys() == b.keys()
-    for k in a:                         # float32: within a step (module docstring), equal on average
-        if k.startswith(("generator.", "ema.", "critic.")):
-            difference = (a[k] - b[k]).abs()
-            assert difference.max() < config.lr and difference.mean() < 1e-6, (k, difference.max(), difference.mean())
+    for k in a:     # float32: within a step (module docstring); on average 1-2 % of what training moved
+        if k.startswith(("generator.", "ema.", "critic.")):     # them (a run on half the batch: 16 % or more)
+            difference, moved = (a[k] - b[k]).abs(), (a[k] - start[k]).abs()
+            assert moved.mean() > 0 and difference.max() < config.lr, (k, difference.max())
+            assert difference.mean() < 0.05 * moved.mean(), (k, difference.mean(), moved.mean())
     for e1, e2 in zip(one.log, two.log):
         for k in e1:
             assert e2[k] == pytest.approx(e1[k], rel=1e-3, abs=1e-5), k
