@@ -63,7 +63,7 @@ def test_build_without_model_or_checkpoint_builds_the_default_model(tmp_path, ca
 
 # --- the default age model ------------------------------------------------------------------------
 NO_AGE_MODEL = pytest.mark.skipif(not has_default_age_model(), reason="no default age model ships yet (issue 16 part "
-                                  "8: its training run continues across sessions)")
+                                  "8: none trained on the CPU is fit to ship)")
 
 
 @NO_AGE_MODEL
