@@ -179,3 +179,39 @@ def test_the_bundled_synthetic_face_is_a_held_out_render():
     from exprengine.media import bundled_face
     want = SyntheticAgeFaces(1, 0, (950, 951), expressions=False).render_at(0, 8.0)
     assert np.array_equal(bundled_face("synthetic_face.png"), want)
+
+
+def test_the_gpu_age_training_script_trains_and_packages_a_default_age_model(tmp_path, monkeypatch):
+    """`bench/gpu_age_training.sh`, the one device call that would train the default age model on a
+    lent GPU, dry-run on the CPU with tiny sizes: it probes, fits its steps to the budget, trains from
+    stage 4's generator, and writes weights whose card and installed model agree."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import exprengine.models.pretrained as pretrained
+    from exprengine.models import is_lats
+    from exprengine.models.pretrained import DEFAULT_AGE_WEIGHTS
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = {**os.environ, "DEVICE": "cpu", "POOL": "32", "PROBE": "3", "BATCH": "2", "EVAL_N": "6", "TRAVERSALS": "2",
+           "BUDGET_S": "120", "EVAL_S": "30", "OUT": str(out), "WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "bench/gpu_age_training.sh"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0 and "done in" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    budget = (out / "budget.txt").read_text()
+    steps = int(budget.split("budget -> ")[1].split()[0])
+    assert steps >= 3 and "pool of 32" in budget
+    card = json.loads((out / "card.json").read_text())
+    assert card["training_config"]["steps"] == steps and card["training_config"]["init"].endswith("age-stage4/generator.safetensors")
+    assert f"--steps {steps}" in card["training_command"] and "running generator" in card["weights"]
+    assert {"sheet.png", "losses.png", "samples.tar.gz", "train.log"} <= {p.name for p in out.iterdir()}
+    (tmp_path / "assets").mkdir()
+    (out / "default_age_model.safetensors").rename(tmp_path / "assets" / DEFAULT_AGE_WEIGHTS)
+    monkeypatch.setattr(pretrained, "default_weights_path",
+                        lambda name=pretrained.DEFAULT_WEIGHTS: tmp_path / "assets" / name)
+    assert is_lats(pretrained.load_default_age_model())
+    assert pretrained.default_model_card(DEFAULT_AGE_WEIGHTS)["evaluation"] == card["evaluation"]
