@@ -199,6 +199,9 @@ def test_the_gpu_age_training_script_trains_and_packages_a_default_age_model(tmp
     env = {**os.environ, "DEVICE": "cpu", "POOL": "32", "PROBE": "3", "BATCH": "2", "EVAL_N": "6", "TRAVERSALS": "2",
            "BUDGET_S": "120", "EVAL_S": "30", "OUT": str(out), "WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    bad = subprocess.run(["bash", "bench/gpu_age_training.sh"], cwd=root, env={**env, "PROBE": "0"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "PROBE must be a whole number above 0" in bad.stderr and not out.exists()
     done = subprocess.run(["bash", "bench/gpu_age_training.sh"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0 and "done in" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
@@ -208,7 +211,8 @@ def test_the_gpu_age_training_script_trains_and_packages_a_default_age_model(tmp
     card = json.loads((out / "card.json").read_text())
     assert card["training_config"]["steps"] == steps and card["training_config"]["init"].endswith("age-stage4/generator.safetensors")
     assert f"--steps {steps}" in card["training_command"] and "running generator" in card["weights"]
-    assert {"sheet.png", "losses.png", "samples.tar.gz", "train.log"} <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir()} == {"budget.txt", "card.json", "default_age_model.safetensors", "sheet.png",
+                                               "losses.png", "samples.tar.gz", "train.log"}    # at most 8 come back
     (tmp_path / "assets").mkdir()
     (out / "default_age_model.safetensors").rename(tmp_path / "assets" / DEFAULT_AGE_WEIGHTS)
     monkeypatch.setattr(pretrained, "default_weights_path",
