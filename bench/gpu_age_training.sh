@@ -45,8 +45,10 @@ train() {  # train STEPS OUT [more options]: the run's own log in OUT.log; its w
 # the pool, rendered once on every core into the cache the runs read it from, then the start-up time
 python3 - "$POOL" <<'PY' || exit 1
 import os, sys
-from exprengine.data.age_faces import PooledAgeFaces
-PooledAgeFaces(int(sys.argv[1]), 0, (0, 900), size=64, workers=os.cpu_count(), progress=False).fill()
+from exprengine.training.lats_trainer import age_training_data
+pool = age_training_data("synthetic-age", 64, int(sys.argv[1]), progress=False)   # the runs' own pool
+pool.workers = os.cpu_count()
+pool.fill()
 PY
 T1=$(train 1 "$W/start" --checkpoint-every 1 --sample-every 1) || exit 1
 TP=$(train "$PROBE" "$W/probe" --checkpoint-every "$PROBE" --sample-every "$PROBE") || exit 1
